@@ -1,0 +1,11 @@
+"""tinygrad_uu: a small autodiff engine on numpy and numba, for learning deep learning.
+
+Start with ``tensor.py`` (the Tensor) and ``autograd.py`` (how backward works).
+"""
+from .autograd import Function, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, full_like,
+                     get_rng, manual_seed, maximum, minimum, ones, ones_like, rand, rand_like,
+                     randn, randn_like, stack, tensor, where, zeros, zeros_like)
+
+__version__ = "0.1.0"
