@@ -162,10 +162,8 @@ class MatMul(Function):
         x, y = self.x, self.y
         x2 = x[None, :] if x.ndim == 1 else x
         y2 = y[:, None] if y.ndim == 1 else y
-        if x.ndim == 1:
-            g = np.expand_dims(g, -2)
-        if y.ndim == 1:
-            g = g[..., None]
+        batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+        g = g.reshape(batch + (x2.shape[-2], y2.shape[-1]))  # put back the 1-D axes
         gx = unbroadcast(g @ np.swapaxes(y2, -1, -2), x2.shape).reshape(x.shape)
         gy = unbroadcast(np.swapaxes(x2, -1, -2) @ g, y2.shape).reshape(y.shape)
         return gx, gy

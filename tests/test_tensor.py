@@ -1,0 +1,241 @@
+"""The Tensor's behaviour beyond single ops: dtypes, creation, the backward walk,
+gradient accumulation, no_grad, retain_graph, and the error messages."""
+import gc
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_uu as tg
+
+
+# ------------------------------------------------------------------ dtypes and creation
+
+def test_default_dtype_is_float32_and_float64_is_kept():
+    assert tg.tensor([1, 2, 3]).dtype == np.float32
+    assert tg.tensor(2.5).dtype == np.float32
+    assert tg.tensor(np.array([1.0, 2.0])).dtype == np.float64
+    assert tg.tensor(np.array([1, 2])).dtype == np.int64  # labels stay integers
+    assert tg.tensor([1.0], dtype=np.float64).dtype == np.float64
+    x = tg.tensor(np.ones(3))
+    assert (x * 2).dtype == np.float64 and (2 * x.float()).dtype == np.float32
+    assert (x.float() + np.arange(3)).dtype == np.float32  # ints join the float dtype
+
+
+def test_creation_functions():
+    tg.manual_seed(0)
+    a = tg.randn(2, 3)
+    tg.manual_seed(0)
+    assert np.array_equal(a.data, tg.randn((2, 3)).data)  # manual_seed makes it repeatable
+    assert a.shape == (2, 3) and a.dtype == np.float32
+    r = tg.rand(1000)
+    assert 0 <= r.data.min() and r.data.max() < 1
+    assert tg.zeros(2, 2).data.sum() == 0 and tg.ones((2, 2)).data.sum() == 4
+    assert np.array_equal(tg.full((2,), 7.0).data, [7, 7])
+    assert np.array_equal(tg.arange(4).data, [0, 1, 2, 3])
+    assert np.array_equal(tg.arange(1, 7, 2).data, [1, 3, 5])
+    assert np.array_equal(tg.eye(2).data, np.eye(2))
+    b = tg.zeros(3, dtype=np.float64)
+    assert tg.ones_like(b).dtype == np.float64 and tg.zeros_like(b).shape == (3,)
+    assert tg.full_like(b, 2.0).data.sum() == 6 and tg.randn_like(b).shape == (3,)
+    assert tg.rand_like(b).dtype == np.float64
+    src = np.arange(3.0)
+    assert tg.from_numpy(src).numpy() is src
+
+
+def test_attributes_and_conversions():
+    x = tg.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    assert (x.shape, x.ndim, x.size, x.dtype) == ((2, 3), 2, 6, np.float64)
+    assert x.T.shape == (3, 2) and x.requires_grad and x.grad is None
+    assert x.sum().item() == 15.0
+    assert x.detach().requires_grad is False and x.detach().numpy() is x.data
+    assert x.float().dtype == np.float32 and x.float().double().dtype == np.float64
+    assert x.astype(np.float32).dtype == np.float32
+    assert "requires_grad=True" in repr(x)
+    (x.float() * 2).sum().backward()  # gradient flows back through the casts
+    assert x.grad.dtype == np.float64 and np.all(x.grad.data == 2)
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_int_and_bool_where_a_float_is_needed():
+    with pytest.raises(TypeError, match="requires_grad needs a floating-point tensor, got int64"):
+        tg.tensor(np.array([1, 2]), requires_grad=True)
+    labels = tg.tensor(np.array([1, 2]))
+    with pytest.raises(TypeError, match="log: needs a floating-point tensor, got int64"):
+        labels.log()
+    with pytest.raises(TypeError, match="matmul: needs a floating-point tensor, got bool"):
+        tg.tensor(np.array([[True]])) @ tg.tensor(np.array([[1.0]]))
+    with pytest.raises(TypeError, match="float"):
+        tg.tensor(np.array([1, 2])).mean()
+
+
+# ------------------------------------------------------------------ the backward walk
+
+def test_broadcasting_backward_sums_to_input_shape():
+    a = tg.tensor(np.ones((3, 1)), requires_grad=True)
+    b = tg.tensor(np.arange(4.0), requires_grad=True)
+    (a * b).sum().backward()
+    assert a.grad.shape == (3, 1) and np.all(a.grad.data == 6)  # 0+1+2+3
+    assert b.grad.shape == (4,) and np.all(b.grad.data == 3)   # three rows
+
+
+def test_reuse_accumulates():
+    x = tg.tensor(np.array([3.0]), requires_grad=True)
+    (x * x).backward()
+    assert x.grad.item() == 6.0
+    x.zero_grad()
+    (x + x).backward()
+    assert x.grad.item() == 2.0
+    y = x * 2  # a diamond: x -> y -> (y*y, y) -> sum
+    (y * y + y).backward()
+    assert x.grad.item() == 2.0 + 2 * (2 * 6.0) + 2.0  # accumulated on top of the 2.0 above
+
+
+def test_grads_accumulate_across_backward_calls_until_zero_grad():
+    w = tg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    for _ in range(3):
+        (w * 2).sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [6.0, 6.0])
+    w.zero_grad()
+    (w * 2).sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [2.0, 2.0])
+
+
+def test_leaf_grads_are_independent_arrays():
+    a = tg.tensor(np.zeros(2), requires_grad=True)
+    b = tg.tensor(np.zeros(2), requires_grad=True)
+    (a + b).sum().backward()  # Add hands the same upstream array to both inputs
+    a.grad.data += 1
+    np.testing.assert_array_equal(b.grad.data, [1.0, 1.0])
+
+
+def test_chain_of_ten_thousand_ops_has_no_recursion_limit():
+    x = tg.tensor(np.array([0.5]), requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    assert 10_000 > sys.getrecursionlimit()
+    y.backward()
+    np.testing.assert_allclose(x.grad.data, [1.0001 ** 10_000], rtol=1e-9)
+
+
+def test_non_scalar_backward_needs_a_gradient():
+    x = tg.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"shape \(2, 3\), not one element"):
+        (x * 2).backward()
+    (x * 2).backward(np.ones((2, 3)))
+    assert np.all(x.grad.data == 2)
+    with pytest.raises(ValueError, match=r"grad has shape \(3,\), the output \(2, 3\)"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_backward_without_graph_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tg.tensor([1.0]).sum().backward()
+
+
+def test_second_backward_through_freed_graph_is_an_error():
+    x = tg.tensor(np.array([2.0]), requires_grad=True)
+    y = (x * x).exp()
+    y.backward()
+    with pytest.raises(RuntimeError, match="already freed.*retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = tg.tensor(np.array([2.0]), requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    assert x.grad.item() == 8.0
+
+
+def test_backward_frees_saved_buffers():
+    x = tg.tensor(np.ones(1000), requires_grad=True)
+    h = x.exp()
+    ctx = h._ctx
+    assert hasattr(ctx, "out")
+    h.sum().backward()
+    assert ctx.released and not hasattr(ctx, "out") and ctx.parents == ()
+
+
+def test_graph_is_garbage_collected():
+    import weakref
+    x = tg.tensor(np.ones(10), requires_grad=True)
+    h = x * 2
+    ref = weakref.ref(h)
+    (h * 3).sum().backward()
+    del h
+    gc.collect()
+    assert ref() is None
+
+
+# ------------------------------------------------------------------ no_grad
+
+def test_no_grad_context_and_decorator():
+    x = tg.tensor(np.ones(2), requires_grad=True)
+    with tg.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y._ctx is None
+    assert tg.is_grad_enabled()
+
+    @tg.no_grad()
+    def predict(t):
+        return t * 3
+
+    assert not predict(x).requires_grad
+    assert (x * 3).requires_grad  # switched back on after the call
+
+
+def test_requires_grad_propagates():
+    a = tg.tensor([1.0], requires_grad=True)
+    b = tg.tensor([2.0])
+    assert (a * b).requires_grad and not (b * b).requires_grad
+    assert (b * b)._ctx is None  # no graph is kept for constants
+
+
+# ------------------------------------------------------------------ error messages
+
+def test_errors_name_the_op_and_the_shapes():
+    with pytest.raises(ValueError, match=r"matmul: shapes \(3, 4\) and \(5, 2\) do not align"):
+        tg.zeros(3, 4) @ tg.zeros(5, 2)
+    with pytest.raises(ValueError, match=r"add: shapes \(3,\) and \(4,\) cannot be broadcast"):
+        tg.zeros(3) + tg.zeros(4)
+    with pytest.raises(ValueError, match=r"reshape: cannot reshape a tensor of shape \(2, 3\)"):
+        tg.zeros(2, 3).reshape(4, 2)
+    with pytest.raises(ValueError, match=r"expand: cannot broadcast shape \(2,\) to \(3,\)"):
+        tg.zeros(2).expand(3)
+    with pytest.raises(ValueError, match=r"concatenate: shapes \[\(2, 3\), \(2, 4\)\]"):
+        tg.concatenate([tg.zeros(2, 3), tg.zeros(2, 4)], axis=0)
+    with pytest.raises(ValueError, match=r"stack: all tensors need the same shape"):
+        tg.stack([tg.zeros(2), tg.zeros(3)])
+    with pytest.raises(IndexError, match=r"getitem: .*shape \(2,\)"):
+        tg.zeros(2)[5]
+    with pytest.raises(ValueError, match=r"item: .*shape \(2,\)"):
+        tg.zeros(2).item()
+
+
+# ------------------------------------------------------------------ numerical stability
+
+def test_log_softmax_and_softmax_are_stable_at_1e4():
+    x = tg.tensor(np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]]), requires_grad=True)
+    out = x.log_softmax(axis=1)
+    assert np.all(np.isfinite(out.data))
+    np.testing.assert_allclose(out.data[0], [0.0, -2e4, -1e4])
+    np.testing.assert_allclose(out.data[1], np.log(1 / 3) * np.ones(3))
+    out[:, 0].sum().backward()
+    assert np.all(np.isfinite(x.grad.data))
+    f32 = tg.tensor([[1e4, -1e4, 0.0]]).float()
+    assert np.all(np.isfinite(f32.log_softmax(1).data)) and np.all(np.isfinite(f32.softmax(1).data))
+    assert np.isfinite(x.logsumexp().item())
+    assert np.all(np.isfinite(tg.tensor([1e4, -1e4]).sigmoid().data))
+    assert np.all(np.isfinite(tg.tensor([1e4, -1e4]).softplus().data))
+
+
+def test_comparisons_and_argmax_give_plain_values():
+    x = tg.tensor(np.array([[1.0, 5.0], [7.0, 2.0]]))
+    assert np.array_equal((x > 2).data, [[False, True], [True, False]])
+    assert np.array_equal(x.argmax(axis=1).data, [1, 0])
+    assert (x == x).data.all()
+    assert len({x, x}) == 1  # still hashable
