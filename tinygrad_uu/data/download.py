@@ -150,5 +150,6 @@ def _not_found_message(filename, sha256, folder: Path, failures) -> str:
         lines.append(f"or set {ENV_VAR} to a folder that has {relative / filename} "
                      f"(now the data root is {data_root()}).")
     except ValueError:
-        lines.append(f"(the default data root is ${ENV_VAR}, now {data_root()}).")
+        lines.append(f"(Data sets live under ${ENV_VAR}, now {data_root()}, unless you pass "
+                     f"a root of your own, as here.)")
     return "\n".join(lines)
