@@ -1,0 +1,22 @@
+"""Data: the course's data sets as numpy arrays, batching, and augmentation.
+
+- ``download``: where data lives (``data_root``) and ``fetch`` (download + checksum)
+- ``datasets``: ``auto_mpg``, ``mnist``, ``warwick``
+- ``loader``: ``Dataset``, ``TensorDataset``, ``DataLoader``
+- ``transforms``: random shifts/rotations for digits, joint flips/turns/crops for segmentation
+
+Nothing here knows about Tensor: every function takes and returns numpy arrays.
+"""
+from .datasets import AutoMPG, auto_mpg, mnist, read_idx, warwick
+from .download import CorruptFileError, DataNotFoundError, data_root, fetch
+from .loader import DataLoader, Dataset, TensorDataset
+from .transforms import (DigitAugment, SegmentationAugment, random_crop, random_flip,
+                         random_rot90, random_rotation, random_shift)
+
+__all__ = [
+    "fetch", "data_root", "DataNotFoundError", "CorruptFileError",
+    "auto_mpg", "AutoMPG", "mnist", "read_idx", "warwick",
+    "Dataset", "TensorDataset", "DataLoader",
+    "random_shift", "random_rotation", "DigitAugment",
+    "random_flip", "random_rot90", "random_crop", "SegmentationAugment",
+]
