@@ -291,7 +291,8 @@ def test_tensor_dataset_lengths_must_match():
     ds = TensorDataset(np.arange(6).reshape(3, 2), np.array([7, 8, 9]))
     assert len(ds) == 3
     x, y = ds[1]
-    np.testing.assert_array_equal(x, [2, 3]) and y == 8
+    np.testing.assert_array_equal(x, [2, 3])
+    assert y == 8
 
 
 @pytest.mark.parametrize("n,batch,drop_last,expected", [(10, 3, False, 4), (10, 3, True, 3),
