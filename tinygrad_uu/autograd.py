@@ -19,6 +19,7 @@ import functools
 import numpy as np
 
 _grad_enabled = True
+Tensor = None  # set by tensor.py once the class exists (tensor.py imports this module)
 
 
 def is_grad_enabled() -> bool:
@@ -65,14 +66,17 @@ class Function:
     Use an op through ``apply``: ``y = Exp.apply(x)``.
     """
 
+    op_name = "Function"
     parents: tuple = ()
     released = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.op_name = cls.__name__  # the name errors and graph drawings use
+
     @classmethod
     def apply(cls, *inputs, **options):
-        from .tensor import Tensor
         ctx = cls()
-        ctx.op_name = cls.__name__  # forward may overwrite it with a friendlier name
         out = Tensor._wrap(ctx.forward(*[t.data for t in inputs], **options))
         if _grad_enabled:
             for t in inputs:
@@ -91,9 +95,7 @@ class Function:
 
     def release(self):
         """Drop the saved arrays and the links to the inputs, freeing their memory."""
-        name = self.op_name
         self.__dict__.clear()
-        self.op_name = name
         self.released = True
 
 
@@ -127,7 +129,6 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     Leaves (tensors made by the user, not by an op) get their gradient added to
     ``.grad``; intermediate gradients live only during this walk.
     """
-    from .tensor import Tensor
     grads = {id(root): grad}
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)

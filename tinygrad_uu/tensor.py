@@ -171,7 +171,7 @@ class Tensor:
     def _other(self, other) -> "Tensor":
         """Turn the other operand into a tensor of a matching float dtype."""
         if isinstance(other, Tensor):
-            if other.dtype == self.dtype:
+            if other.data.dtype is self.data.dtype or other.dtype == self.dtype:
                 return other
             if self.dtype.kind == "f" and other.dtype.kind != "f":
                 return other.astype(self.dtype)
@@ -183,7 +183,8 @@ class Tensor:
     def _binary(self, fn, other, reverse=False):
         other = self._other(other)
         a, b = (other, self) if reverse else (self, other)
-        if a.dtype != b.dtype:  # e.g. int and float, or float32 and float64: promote
+        if a.data.dtype is not b.data.dtype and a.dtype != b.dtype:  # int and float, or
+            # float32 and float64: promote both to the common type
             common = np.result_type(a.dtype, b.dtype)
             a, b = a.astype(common), b.astype(common)
         return fn.apply(a, b)
@@ -426,6 +427,9 @@ class Tensor:
         elif isinstance(index, list):
             index = np.asarray(index)
         return F.GetItem.apply(self, index=index)
+
+
+autograd.Tensor = Tensor
 
 
 class Cast(autograd.Function):
