@@ -93,6 +93,10 @@ class Function:
     def backward(self, grad):
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def needs_grad(self, i: int) -> bool:
+        """Whether input ``i`` wants a gradient: a backward may skip costly work if not."""
+        return self.parents[i].requires_grad
+
     def release(self):
         """Drop the saved arrays and the links to the inputs, freeing their memory."""
         self.__dict__.clear()

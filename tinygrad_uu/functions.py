@@ -164,8 +164,11 @@ class MatMul(Function):
         y2 = y[:, None] if y.ndim == 1 else y
         batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
         g = g.reshape(batch + (x2.shape[-2], y2.shape[-1]))  # put back the 1-D axes
-        gx = unbroadcast(g @ np.swapaxes(y2, -1, -2), x2.shape).reshape(x.shape)
-        gy = unbroadcast(np.swapaxes(x2, -1, -2) @ g, y2.shape).reshape(y.shape)
+        gx = gy = None  # e.g. the input batch needs no gradient: skip its product
+        if self.needs_grad(0):
+            gx = unbroadcast(g @ np.swapaxes(y2, -1, -2), x2.shape).reshape(x.shape)
+        if self.needs_grad(1):
+            gy = unbroadcast(np.swapaxes(x2, -1, -2) @ g, y2.shape).reshape(y.shape)
         return gx, gy
 
 
