@@ -1,0 +1,13 @@
+"""Neural-network building blocks: ``Module``, layers, losses, ``init`` and ``functional``.
+
+    from tinygrad_uu import nn
+    import tinygrad_uu.nn.functional as F
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+"""
+from . import functional, init
+from .layers import (Dropout, Dropout2d, Flatten, Identity, LeakyReLU, Linear, LogSoftmax,
+                     ModuleList, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .module import Module, Parameter
+from .normalization import BatchNorm1d, BatchNorm2d
+from .serialization import load, load_state_dict, save

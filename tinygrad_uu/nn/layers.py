@@ -1,0 +1,200 @@
+"""The basic layers: containers, Linear, Flatten, Dropout and the activations as modules."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import Tensor
+from . import functional as F
+from . import init
+from .module import Module, Parameter
+
+# ------------------------------------------------------------ containers
+
+
+class Sequential(Module):
+    """Apply the given modules one after the other: ``Sequential(Linear(784, 10), ReLU())``.
+
+    The modules are children named "0", "1", ...; index with ``model[0]``, slice with
+    ``model[1:]``, and ``len(model)``.
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not a Module")
+            setattr(self, str(i), m)
+
+    def _layers(self) -> list:
+        return list(self.children())
+
+    def __len__(self) -> int:
+        return len(self._layers())
+
+    def __iter__(self):
+        return iter(self._layers())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return type(self)(*self._layers()[index])
+        return self._layers()[index]
+
+    def append(self, module: Module) -> "Sequential":
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (a plain list's would not be).
+    Index and iterate it like a list; it has no forward: call its items yourself."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> "ModuleList":
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: can only hold Modules, got {type(module).__name__}")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return self.children()
+
+    def __getitem__(self, index):
+        layers = list(self.children())
+        return ModuleList(layers[index]) if isinstance(index, slice) else layers[index]
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+# ------------------------------------------------------------ linear
+
+
+class Linear(Module):
+    """y = x @ W^T + b with W of shape (out_features, in_features), as in PyTorch.
+
+    Initialised like PyTorch: W and b uniform on [-1/sqrt(in), 1/sqrt(in)]
+    (``kaiming_uniform_`` with a = sqrt(5)).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=np.float32))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if bias:
+            self.bias = Parameter(np.empty(out_features, dtype=np.float32))
+            bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+        else:
+            self.bias = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    """Flatten axes start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# ------------------------------------------------------------ dropout
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training (scaling the rest by 1/(1-p));
+    the identity in evaluation (``model.eval()``)."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{type(self).__name__}: p must be a probability in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of (N, C, H, W) input with probability p in training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout2d(x, self.p, self.training)
+
+
+# ------------------------------------------------------------ activations
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return x.relu()
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return x.sigmoid()
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return x.leaky_relu(self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.softmax(self.dim)  # positional: dim= clashes with Tensor.softmax's axis=-1
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return x.log_softmax(self.dim)

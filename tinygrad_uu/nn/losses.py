@@ -1,0 +1,239 @@
+"""Loss functions, as functions (``F.cross_entropy``) and as modules (``nn.CrossEntropyLoss``).
+
+Every loss takes ``reduction``: "mean" (the default: average over the elements),
+"sum", or "none" (one loss per element, for weighting or inspecting them).
+
+cross_entropy and binary_cross_entropy_with_logits are fused ops with their own
+backward: a single node is faster than the ~8 primitives they compose into, and
+the formulas below stay finite for any logits. nll_loss and mse_loss are composed
+from Tensor ops, since they are just "pick" and "square".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..tensor import Tensor
+from .module import Module
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _array(target) -> np.ndarray:
+    return np.asarray(target.data if isinstance(target, Tensor) else target)
+
+
+def _class_target(op: str, input: Tensor, target, ignore_index: int) -> np.ndarray:
+    """Check integer class targets against (N, C) or (N, C, d1, ...) scores."""
+    t = _array(target)
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be floating-point scores, got {input.dtype} "
+                        f"of shape {input.shape}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got {t.dtype} of shape "
+                        f"{t.shape}; convert it with .astype(np.int64) (one class per sample, "
+                        "not one-hot rows or probabilities)")
+    if input.ndim < 2:
+        raise ValueError(f"{op}: input must have shape (N, C) or (N, C, d1, ...), "
+                         f"got {input.shape}")
+    expected = (input.shape[0],) + input.shape[2:]
+    if t.shape != expected:
+        raise ValueError(f"{op}: input of shape {input.shape} needs a target of shape "
+                         f"{expected} (the class axis 1 removed), got {t.shape}")
+    n_classes = input.shape[1]
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if bad.any():
+        raise ValueError(f"{op}: target holds class {int(t[bad].flat[0])}, but the input of "
+                         f"shape {input.shape} has {n_classes} classes (valid: 0 to "
+                         f"{n_classes - 1})")
+    return t
+
+
+# ------------------------------------------------------------ cross-entropy
+
+
+class CrossEntropy(Function):
+    """Cross-entropy from logits x (class axis 1) and integer targets t.
+
+    Forward, with log p = x - logsumexp(x) over the classes (taken after subtracting
+    the max, so logits of any size stay finite), C classes and smoothing e:
+        loss_i = -(1 - e) * log p[i, t_i] - (e / C) * sum_j log p[i, j]
+    and loss_i = 0 where t_i == ignore_index. "mean" divides the sum by the number
+    of samples not ignored.
+
+    Backward: dL/dx[i, j] = w_i * (softmax(x)[i, j] - q[i, j]),
+    q = (1 - e) * onehot(t_i) + e / C, with w_i = g / count ("mean"), g ("sum")
+    or g_i ("none"), and w_i = 0 for ignored samples.
+    """
+
+    def forward(self, x, target, reduction, label_smoothing, ignore_index):
+        n_classes = x.shape[1]
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        log_p = shifted - np.log(total)
+        keep = target != ignore_index
+        self.all_kept = bool(keep.all())
+        index = (target if self.all_kept else np.where(keep, target, 0))[:, None]
+        loss = -np.take_along_axis(log_p, index, axis=1)[:, 0]
+        if label_smoothing:
+            loss = (1 - label_smoothing) * loss - (label_smoothing / n_classes) * log_p.sum(axis=1)
+        if not self.all_kept:
+            loss = loss * keep
+        self.softmax, self.index, self.keep = exp / total, index, keep
+        self.smoothing, self.reduction, self.count = label_smoothing, reduction, int(keep.sum())
+        if reduction == "none":
+            return loss
+        total_loss = loss.sum(dtype=x.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):  # all ignored: nan, as PyTorch
+            return np.asarray(total_loss / self.count if reduction == "mean" else total_loss)
+
+    def backward(self, g):
+        e, n_classes = self.smoothing, self.softmax.shape[1]
+        grad = self.softmax - e / n_classes if e else self.softmax.copy()
+        at_target = np.take_along_axis(grad, self.index, axis=1)
+        np.put_along_axis(grad, self.index, at_target - (1 - e), axis=1)
+        if self.reduction == "none":
+            w = g[:, None]
+        else:
+            w = g / self.count if self.reduction == "mean" else g
+        if not self.all_kept:
+            w = w * self.keep[:, None]
+        grad *= w
+        return grad
+
+
+def cross_entropy(input: Tensor, target, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy between logits ``input`` (N, C) or (N, C, d1, ...) and integer class
+    ``target`` (N,) or (N, d1, ...): ``nll_loss(log_softmax(input, dim=1), target)``
+    in one stable op. ``label_smoothing`` e mixes the one-hot target with the uniform
+    distribution: q = (1 - e) * onehot + e / C."""
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    t = _class_target("cross_entropy", input, target, ignore_index)
+    return CrossEntropy.apply(input, target=t, reduction=reduction,
+                              label_smoothing=label_smoothing, ignore_index=ignore_index)
+
+
+def nll_loss(input: Tensor, target, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood: loss_i = -input[i, t_i] for log-probabilities ``input``
+    (N, C) or (N, C, d1, ...) and integer ``target``. Samples whose target is
+    ``ignore_index`` count 0 and are left out of the mean."""
+    _check_reduction("nll_loss", reduction)
+    t = _class_target("nll_loss", input, target, ignore_index)
+    keep = t != ignore_index
+    grid = np.indices(t.shape, sparse=True)  # sample (and pixel) coordinates
+    picked = input[(grid[0], np.where(keep, t, 0)) + tuple(grid[1:])]
+    loss = -picked if keep.all() else -picked * keep.astype(input.dtype)
+    if reduction == "mean":
+        return loss.sum() * (1.0 / keep.sum() if keep.any() else np.nan)
+    return _reduce(loss, reduction)
+
+
+# ------------------------------------------------------------ regression and binary
+
+
+def _float_target(op: str, input: Tensor, target) -> Tensor:
+    if not isinstance(target, Tensor):
+        target = Tensor(np.asarray(target, dtype=input.dtype))
+    if target.shape != input.shape:
+        raise ValueError(f"{op}: input of shape {input.shape} and target of shape {target.shape} "
+                         "differ; they must match (reshape one of them, e.g. .reshape(-1))")
+    return target if target.dtype == input.dtype else target.astype(input.dtype)
+
+
+def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Mean squared error: (input - target)**2, reduced. Shapes must match exactly:
+    broadcasting (N, 1) against (N,) would silently compare every pair."""
+    _check_reduction("mse_loss", reduction)
+    input._need_float("mse_loss")
+    diff = input - _float_target("mse_loss", input, target)
+    return _reduce(diff * diff, reduction)
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy from logits x and targets y in [0, 1]:
+
+        loss = -y log(s(x)) - (1 - y) log(1 - s(x))    with s = sigmoid
+             = max(x, 0) - x * y + log(1 + exp(-|x|))  (what is computed: exp(-|x|) <= 1)
+
+    dL/dx = g * (s(x) - y),   dL/dy = -g * x.
+    """
+
+    def forward(self, x, y):
+        e = np.exp(-np.abs(x))
+        self.sigmoid = np.where(x >= 0, 1, e) / (1 + e)  # s(x), from the same exp(-|x|)
+        self.x, self.y = x, y
+        return np.maximum(x, 0) - x * y + np.log1p(e)
+
+    def backward(self, g):
+        gy = -g * self.x if self.needs_grad(1) else None
+        return g * (self.sigmoid - self.y), gy
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy on logits (a sigmoid folded in, stable for any logits);
+    ``target`` holds probabilities (0 and 1 for hard labels) of the input's shape."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    input._need_float("binary_cross_entropy_with_logits")
+    target = _float_target("binary_cross_entropy_with_logits", input, target)
+    return _reduce(BCEWithLogits.apply(input, target), reduction)
+
+
+# ------------------------------------------------------------ the same as modules
+
+
+class _Loss(Module):
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        _check_reduction(type(self).__name__, reduction)
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    """``F.cross_entropy`` as a module: ``criterion = CrossEntropyLoss(); criterion(logits, y)``."""
+
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0):
+        super().__init__(reduction)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, self.ignore_index, self.reduction, self.label_smoothing)
+
+
+class NLLLoss(_Loss):
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return nll_loss(input, target, self.ignore_index, self.reduction)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return mse_loss(input, target, self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target, self.reduction)

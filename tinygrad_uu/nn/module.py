@@ -1,0 +1,252 @@
+"""Module and Parameter: how a network keeps track of its weights.
+
+A ``Module`` is a piece of a network with a ``forward``. Whatever it stores as an
+attribute is found again by walking its ``__dict__`` in assignment order:
+
+* a ``Parameter`` (a Tensor the optimizer should train) is a parameter,
+* a ``Module`` is a child, whose parameters are ours too ("fc1.weight"),
+* a Tensor registered with ``register_buffer`` is a buffer: state that is saved
+  with the model but not trained (BatchNorm's running mean and variance).
+
+There is no ``__getattr__`` magic: attributes are plain Python attributes, so a
+typo (``model.wieght``) raises the usual AttributeError.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that is a trainable weight of a Module: float, ``requires_grad=True``.
+
+    Assigning one to a Module attribute registers it, so ``model.parameters()``
+    (and therefore the optimizer) finds it.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        array = np.asarray(data.data if isinstance(data, Tensor) else data)
+        if array.dtype.kind != "f":  # integer or boolean data would not train
+            array = array.astype(np.float32)
+        super().__init__(array, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and model. Subclasses define ``forward``.
+
+    >>> class MLP(Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1 = Linear(784, 256)
+    ...         self.fc2 = Linear(256, 10)
+    ...     def forward(self, x):
+    ...         return self.fc2(self.fc1(x).relu())
+    """
+
+    training = True  # a class default, so a subclass that forgets super().__init__() still works
+
+    def __init__(self):
+        self.training = True
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        if (isinstance(value, (list, tuple)) and value
+                and all(isinstance(v, Module) for v in value)):
+            raise TypeError(
+                f"{type(self).__name__}.{name}: a plain {type(value).__name__} of modules is not "
+                "registered, so their parameters would not be trained or saved; "
+                "use nn.ModuleList(...) or nn.Sequential(...) instead")
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------ registration
+    def register_buffer(self, name: str, tensor) -> None:
+        """Keep ``tensor`` as state that is saved in ``state_dict`` but not trained."""
+        if "_buffer_names" not in self.__dict__:
+            object.__setattr__(self, "_buffer_names", [])
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        if tensor is not None and not isinstance(tensor, Tensor):
+            tensor = Tensor(np.asarray(tensor))
+        setattr(self, name, tensor)
+
+    def _own(self, kind):
+        """(name, value) of this module's own parameters, buffers or children."""
+        if kind == "buffer":
+            for name in self.__dict__.get("_buffer_names", ()):
+                value = self.__dict__.get(name)
+                if value is not None:
+                    yield name, value
+            return
+        cls = Parameter if kind == "parameter" else Module
+        for name, value in self.__dict__.items():
+            if isinstance(value, cls):
+                yield name, value
+
+    def named_children(self):
+        yield from self._own("module")
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def named_modules(self, prefix: str = ""):
+        """This module and every module inside it, depth first, each once."""
+        seen, stack = set(), [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{n}" if name else n, m) for n, m in module.named_children()]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def _named(self, kind, recurse):
+        seen = set()
+        modules = self.named_modules() if recurse else [("", self)]
+        for prefix, module in modules:
+            for name, value in module._own(kind):
+                if id(value) not in seen:  # a shared weight is listed once
+                    seen.add(id(value))
+                    yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_parameters(self, recurse: bool = True):
+        """("fc1.weight", Parameter) pairs: own parameters first, then each child's."""
+        yield from self._named("parameter", recurse)
+
+    def parameters(self, recurse: bool = True):
+        for _, p in self.named_parameters(recurse):
+            yield p
+
+    def named_buffers(self, recurse: bool = True):
+        yield from self._named("buffer", recurse)
+
+    def buffers(self, recurse: bool = True):
+        for _, b in self.named_buffers(recurse):
+            yield b
+
+    # ------------------------------------------------------------ modes and grads
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (dropout drops, batch norm uses batch statistics) for this
+        module and every module inside it."""
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients of the last backward (they accumulate otherwise)."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.data.fill(0)
+
+    def to(self, dtype) -> "Module":
+        """Convert every parameter and floating-point buffer to ``dtype``, in place
+        (``model.double()`` before a gradcheck, ``model.float()`` to train)."""
+        for t in list(self.parameters()) + list(self.buffers()):
+            if t.data.dtype.kind == "f":
+                t.data = t.data.astype(dtype)
+                t.grad = None
+        return self
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    def requires_grad_(self, flag: bool = True) -> "Module":
+        """Freeze (False) or unfreeze (True) every parameter."""
+        for p in self.parameters():
+            p.requires_grad_(flag)
+        return self
+
+    # ------------------------------------------------------------ saving and loading
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Name -> a copy of the array of every parameter and buffer.
+
+        Copies, so that the snapshot does not change when training goes on (keep
+        the best model with ``best = model.state_dict()``).
+        """
+        state = OrderedDict()
+        for name, p in self.named_parameters():
+            state[name] = p.data.copy()
+        for name, b in self.named_buffers():
+            state[name] = b.data.copy()
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy the arrays of ``state_dict`` into this module's parameters and buffers.
+
+        With ``strict`` every key must match; shapes must match always. On an error
+        nothing is changed.
+        """
+        own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys: {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        for name, tensor in own.items():
+            if name in state_dict:
+                shape = np.shape(state_dict[name])
+                if shape != tensor.shape:
+                    problems.append(f"{name}: the file has shape {shape}, "
+                                    f"the model {tensor.shape}")
+        if problems:
+            raise ValueError(f"load_state_dict into {type(self).__name__}: "
+                             + "; ".join(problems))
+        for name, tensor in own.items():
+            if name in state_dict:
+                value = state_dict[name]
+                np.copyto(tensor.data, value.data if isinstance(value, Tensor) else value,
+                          casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        """The arguments shown between the parentheses of this layer's repr."""
+        return ""
+
+    def num_parameters(self) -> int:
+        """How many numbers the optimizer trains."""
+        return sum(p.size for p in self.parameters())
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        n = self.num_parameters()
+        count = f"  # {n:,} parameters" if n else ""
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()}){count}"
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)" + (f"  # {n:,} parameters in total" if n else "")

@@ -1,0 +1,135 @@
+"""Batch normalisation: ``F.batch_norm`` and the ``BatchNorm1d`` / ``BatchNorm2d`` layers.
+
+Each channel c (axis 1) is normalised with a mean and variance taken over every
+other axis: the batch, and the pixels for images. In training these are the
+statistics of the batch, and running averages of them are kept as buffers; in
+evaluation the running averages are used instead, so one sample's output does
+not depend on the rest of its batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..tensor import Tensor
+from .module import Module, Parameter
+
+
+class BatchNormFunction(Function):
+    """out = weight * xhat + bias,  xhat = (x - mean) / sqrt(var + eps), per channel.
+
+    ``mean`` and ``var`` are given per channel. In training they are the batch's own
+    (biased) statistics, so they depend on x too; with m values per channel,
+    dxhat = g * weight and means over every axis but the channel axis:
+        dL/dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
+    In evaluation they are constants:  dL/dx = dxhat / sqrt(var + eps).
+    Always:  dL/dweight = sum(g * xhat),  dL/dbias = sum(g).
+    """
+
+    def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats):
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # a (C,) array broadcast against (N, C, ...)
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
+        self.xhat = (x - mean.astype(x.dtype).reshape(shape)) * self.inv_std
+        self.weight = None if weight is None else weight.reshape(shape)
+        self.batch_stats = batch_stats
+        out = self.xhat if weight is None else self.xhat * self.weight
+        return out if bias is None else out + bias.reshape(shape)
+
+    def backward(self, g):
+        axes, xhat = self.axes, self.xhat
+        dxhat = g if self.weight is None else g * self.weight
+        if self.batch_stats:
+            dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                  - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) * self.inv_std
+        else:
+            dx = dxhat * self.inv_std
+        if self.weight is None:
+            return dx
+        return dx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise each channel of ``input`` (N, C, ...) (PyTorch's argument order).
+
+    ``training``: use the batch's mean and biased variance, and update the running
+    estimates (Tensors of shape (C,), or None) in place:
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)
+    (the unbiased variance, m values per channel). Otherwise use the running ones.
+    """
+    x = input.data
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: input must be (N, C, ...), got shape {input.shape}")
+    input._need_float("batch_norm")
+    axes = (0,) + tuple(range(2, input.ndim))
+    if training or running_mean is None:
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise ValueError(f"batch_norm: needs more than one value per channel in training, "
+                             f"got input of shape {input.shape}")
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)
+        if training and running_mean is not None:
+            r_mean, r_var = running_mean.data, running_var.data
+            r_mean *= 1 - momentum
+            r_mean += momentum * mean
+            r_var *= 1 - momentum
+            r_var += (momentum * count / (count - 1)) * var
+    else:
+        mean, var = running_mean.data, running_var.data
+    batch_stats = training or running_mean is None
+    affine = [t for t in (weight, bias) if t is not None]
+    if len(affine) == 1:
+        raise ValueError("batch_norm: pass both weight and bias, or neither")
+    return BatchNormFunction.apply(input, *affine, mean=mean, var=var, eps=eps,
+                                   batch_stats=batch_stats)
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d; they differ only in the input they accept."""
+
+    expected_ndim: tuple = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype=np.float32))
+            self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+        else:
+            self.weight = self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(num_features, np.float32)))
+            self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))
+        else:
+            self.running_mean = self.running_var = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        name = type(self).__name__
+        if x.ndim not in self.expected_ndim or x.shape[1] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}): expects input of "
+                             f"{self.expected_shapes} with C = {self.num_features}, "
+                             f"got shape {x.shape}")
+        return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                          self.training, self.momentum, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm for (N, C) features or (N, C, L) sequences."""
+
+    expected_ndim, expected_shapes = (2, 3), "shape (N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm for (N, C, H, W) images: one mean and variance per channel."""
+
+    expected_ndim, expected_shapes = (4,), "shape (N, C, H, W)"
