@@ -1,0 +1,279 @@
+"""The performance core: one interface, two backends.
+
+Every op here takes and returns numpy arrays (NCHW for images) and knows nothing of
+Tensor or autograd. This file is the interface: it checks the arguments once, with
+errors that name the op and the shapes, turns ``stride=2`` into ``(2, 2)`` and so on,
+and hands the work to the current backend:
+
+* ``"numba"`` (``cpu.py``, the default): numba-compiled, parallel kernels;
+* ``"numpy"`` (``reference.py``): plain numpy, written to be read; the ground truth.
+
+Pick one with the environment variable ``TINYGRAD_UU_BACKEND=numba|numpy`` or with
+``set_backend("numpy")``. Importing this package compiles nothing: numba compiles a
+kernel the first time it runs and caches the machine code on disk.
+
+Backward ops are expressed through forward primitives where the math says so:
+a conv2d's input gradient *is* a transposed convolution, so conv_transpose2d is
+built here from the conv2d primitives and every backend gets it for free.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+
+import numpy as np
+
+from . import shapes
+from .shapes import as_float, check_4d, float_dtype
+
+BACKENDS = {"numba": "cpu", "numpy": "reference"}
+
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "matmul",
+           "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
+           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+           "upsample2d_forward", "upsample2d_backward"]
+
+
+def _checked_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}: choose one of {sorted(BACKENDS)} "
+                         "(set_backend() or TINYGRAD_UU_BACKEND)")
+    return name
+
+
+_name = _checked_name(os.environ.get("TINYGRAD_UU_BACKEND", "numba").strip().lower() or "numba")
+
+
+def get_backend() -> str:
+    """The name of the backend the kernels run on now: ``"numba"`` or ``"numpy"``."""
+    return _name
+
+
+def set_backend(name: str) -> None:
+    """Run every kernel from now on with backend ``name`` (``"numba"`` or ``"numpy"``)."""
+    global _name
+    _name = _checked_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with use_backend("numpy"): ...`` runs the block on that backend, then switches back."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _impl():
+    """The module of the current backend, imported on first use (numba is imported lazily)."""
+    return importlib.import_module(f".{BACKENDS[_name]}", __name__)
+
+
+# --------------------------------------------------------------------------- matmul
+def matmul(a, b) -> np.ndarray:
+    """``a @ b`` for 1-D, 2-D and batched (broadcast) float arrays, any strides."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+    dtype = float_dtype("matmul", a, b)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                         f"({a2.shape[-1]} != {b2.shape[-2]})")
+    try:
+        np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes of {a.shape} and {b.shape} do not broadcast") from None
+    out = _impl().matmul(a2.astype(dtype, copy=False), b2.astype(dtype, copy=False))
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
+# --------------------------------------------------------------------------- conv2d
+def _conv_inputs(op, x, w, b=None):
+    check_4d(op, "input", x)
+    check_4d(op, "weight", w)
+    dtype = float_dtype(op, x, w) if b is None else float_dtype(op, x, w, b)
+    return dtype, as_float(x, dtype), as_float(w, dtype), None if b is None else as_float(b, dtype)
+
+
+def _check_bias(op, b, channels):
+    if b is not None and b.shape != (channels,):
+        raise ValueError(f"{op}: bias must have shape ({channels},), got {b.shape}")
+
+
+def _check_grad(op, grad_out, expected):
+    if tuple(grad_out.shape) != tuple(expected):
+        raise ValueError(f"{op}: grad_out has shape {tuple(grad_out.shape)}, expected {tuple(expected)}")
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """2-D cross-correlation (PyTorch's conv2d), NCHW.
+
+    x: (N, C_in, H, W); w: (C_out, C_in / groups, kH, kW); b: (C_out,) or None.
+    ``out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c', y*sh + i*dh, x*sw + j*dw]``
+    with ``c'`` running over the input channels of o's group. Returns (N, C_out, OH, OW).
+    """
+    op = "conv2d"
+    dtype, x, w, b = _conv_inputs(op, x, w, b)
+    stride, padding, dilation, _ = shapes.conv2d_args(op, x.shape, w.shape, stride, padding, dilation, groups)
+    _check_bias(op, b, w.shape[0])
+    return _impl().conv2d_forward(x, w, b, stride, padding, dilation, groups)
+
+
+def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,
+                    need_grad_x=True, need_grad_w=True):
+    """Gradients of conv2d: ``(grad_x, grad_w, grad_b)``; a gradient not needed is None.
+
+    * ``grad_x``: the transposed convolution of grad_out with w (every output pixel
+      sends ``grad * w`` back to the input pixels it read),
+    * ``grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * xpad[n, c', y*sh + i*dh, x*sw + j*dw]``,
+    * ``grad_b[o] = sum_{n, y, x} grad_out[n, o, y, x]``.
+    """
+    op = "conv2d_backward"
+    dtype, x, w, _ = _conv_inputs(op, x, w)
+    stride, padding, dilation, (oh, ow) = shapes.conv2d_args(op, x.shape, w.shape, stride, padding,
+                                                             dilation, groups)
+    grad_out = as_float(grad_out, dtype)
+    _check_grad(op, grad_out, (x.shape[0], w.shape[0], oh, ow))
+    impl = _impl()
+    gx = impl.conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_grad_x else None
+    gw = impl.conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_grad_w else None
+    return gx, gw, grad_out.sum(axis=(0, 2, 3))
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1,
+                             groups=1) -> np.ndarray:
+    """Transposed convolution (PyTorch's conv_transpose2d): the adjoint of conv2d.
+
+    x: (N, C_in, H, W); w: (C_in, C_out / groups, kH, kW). Each input pixel adds
+    ``x * w`` into the output window it maps to:
+    ``out[n, o, y*sh + i*dh - ph, x*sw + j*dw - pw] += x[n, c, y, x] * w[c, o', i, j]``.
+    It equals conv2d's input gradient with x in the role of grad_out.
+    """
+    op = "conv_transpose2d"
+    dtype, x, w, b = _conv_inputs(op, x, w, b)
+    stride, padding, dilation, (oh, ow) = shapes.conv_transpose2d_args(
+        op, x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    _check_bias(op, b, w.shape[1] * groups)
+    out_shape = (x.shape[0], w.shape[1] * groups, oh, ow)
+    out = _impl().conv2d_grad_input(x, w, out_shape, stride, padding, dilation, groups)
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def conv_transpose2d_backward(x, w, grad_out, stride=1, padding=0, output_padding=0, dilation=1,
+                              groups=1, need_grad_x=True, need_grad_w=True):
+    """Gradients of conv_transpose2d: ``(grad_x, grad_w, grad_b)``.
+
+    The adjoint of an adjoint is the op itself: ``grad_x = conv2d(grad_out, w)``;
+    ``grad_w`` is conv2d's weight gradient with grad_out as the input and x as the
+    output gradient; ``grad_b[o] = sum_{n, y, x} grad_out[n, o, y, x]``.
+    """
+    op = "conv_transpose2d_backward"
+    dtype, x, w, _ = _conv_inputs(op, x, w)
+    stride, padding, dilation, (oh, ow) = shapes.conv_transpose2d_args(
+        op, x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    grad_out = as_float(grad_out, dtype)
+    _check_grad(op, grad_out, (x.shape[0], w.shape[1] * groups, oh, ow))
+    impl = _impl()
+    gx = impl.conv2d_forward(grad_out, w, None, stride, padding, dilation, groups) if need_grad_x else None
+    gw = impl.conv2d_grad_weight(grad_out, x, w.shape, stride, padding, dilation, groups) if need_grad_w else None
+    return gx, gw, grad_out.sum(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------- pooling
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max over each window; returns ``(out, argmax)``.
+
+    ``argmax[n, c, y, x]`` is the flat index ``iy * W + ix`` of the winning input
+    element (the first on ties; NaN wins). Padding counts as -inf.
+    """
+    op = "max_pool2d"
+    check_4d(op, "input", x)
+    x = as_float(x, float_dtype(op, x))
+    kernel, stride, padding, _ = shapes.pool2d_args(op, x.shape, kernel_size, stride, padding)
+    return _impl().max_pool2d_forward(x, kernel, stride, padding)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    """``grad_x[argmax] += grad_out``: each output's gradient goes to the input that won."""
+    op = "max_pool2d_backward"
+    check_4d(op, "grad_out", grad_out)
+    grad_out = as_float(grad_out, float_dtype(op, grad_out))
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    _check_grad(op, grad_out, argmax.shape)
+    return _impl().max_pool2d_backward(grad_out, argmax, tuple(x_shape))
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Mean over each window; padded zeros count (PyTorch's count_include_pad=True)."""
+    op = "avg_pool2d"
+    check_4d(op, "input", x)
+    x = as_float(x, float_dtype(op, x))
+    kernel, stride, padding, _ = shapes.pool2d_args(op, x.shape, kernel_size, stride, padding)
+    return _impl().avg_pool2d_forward(x, kernel, stride, padding)
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0):
+    """Every input element of a window gets ``grad_out / (kH * kW)``; overlaps add."""
+    op = "avg_pool2d_backward"
+    check_4d(op, "grad_out", grad_out)
+    grad_out = as_float(grad_out, float_dtype(op, grad_out))
+    x_shape = tuple(x_shape)
+    kernel, stride, padding, (oh, ow) = shapes.pool2d_args(op, x_shape, kernel_size, stride, padding)
+    _check_grad(op, grad_out, x_shape[:2] + (oh, ow))
+    return _impl().avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding)
+
+
+# --------------------------------------------------------------------------- upsampling
+_MODES = ("nearest", "bilinear")
+
+
+def _tables(op, mode, in_hw, out_hw, dtype):
+    if mode not in _MODES:
+        raise ValueError(f"{op}: mode must be one of {_MODES}, got {mode!r}")
+    if mode == "nearest":
+        return shapes.nearest_table(in_hw[0], out_hw[0]), shapes.nearest_table(in_hw[1], out_hw[1])
+    return tuple(tuple(t if t.dtype == np.int64 else t.astype(dtype) for t in shapes.bilinear_table(i, o))
+                 for i, o in zip(in_hw, out_hw))
+
+
+def upsample2d_forward(x, size=None, scale_factor=None, mode="nearest"):
+    """Resize (N, C, H, W) -> (N, C, OH, OW), PyTorch's interpolate (align_corners=False).
+
+    Give ``size=(OH, OW)`` or an integer ``scale_factor``. ``nearest`` copies pixel
+    ``floor(dst * in / out)``; ``bilinear`` mixes the two nearest pixel centres on each
+    axis with weights ``1 - t`` and ``t`` (see ``shapes.bilinear_table``).
+    """
+    op = f"upsample_{mode}"
+    check_4d(op, "input", x)
+    x = as_float(x, float_dtype(op, x))
+    out_hw = shapes.upsample_size(op, x.shape, size, scale_factor)
+    ty, tx = _tables(op, mode, x.shape[2:], out_hw, x.dtype)
+    if mode == "nearest":
+        return _impl().upsample_nearest2d_forward(x, ty, tx)
+    return _impl().upsample_bilinear2d_forward(x, ty, tx)
+
+
+def upsample2d_backward(grad_out, x_shape, mode="nearest"):
+    """The adjoint of upsample2d_forward: each output's gradient is scattered back to the
+    input pixels it was made from, times the weight it had there."""
+    op = f"upsample_{mode}_backward"
+    check_4d(op, "grad_out", grad_out)
+    grad_out = as_float(grad_out, float_dtype(op, grad_out))
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or x_shape[:2] != grad_out.shape[:2]:
+        raise ValueError(f"{op}: input shape {x_shape} does not match grad_out shape {grad_out.shape}")
+    ty, tx = _tables(op, mode, x_shape[2:], grad_out.shape[2:], grad_out.dtype)
+    if mode == "nearest":
+        return _impl().upsample_nearest2d_backward(grad_out, ty, tx, x_shape)
+    return _impl().upsample_bilinear2d_backward(grad_out, ty, tx, x_shape)

@@ -1,0 +1,520 @@
+"""The numba backend: the same ops as ``reference.py``, compiled and parallel.
+
+Arguments arrive checked and normalised by ``kernels/__init__.py`` (C-contiguous
+float arrays, (height, width) pairs). Each ``@njit`` kernel compiles on its first call
+(once per dtype) and is cached on disk, so importing this module is cheap.
+
+How the speed is won, in the order it matters:
+
+* ``prange`` splits independent work (images x channels, row panels) over the cores.
+  Every parallel loop writes disjoint memory, so no locks and no races.
+* ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse multiply-adds
+  (``contract``), which it needs to vectorise a reduction with AVX. We leave out the
+  flags that assume no NaN/inf, so NaN and inf still propagate. Kernels that compare
+  (max pooling) or only copy get no fastmath at all.
+* Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
+  ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last
+  element); LLVM can drop that check, and vectorise, only when it can see the index
+  is >= 0, which a ``range(n)`` counter is.
+* Convolutions use whichever wins (see ``conv2d_forward``): *direct* loops when there
+  are few input channels, else *im2col* + BLAS: copy the receptive fields into the
+  columns of a matrix and let one big matrix product do the arithmetic.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
+
+
+# =========================================================================== matmul
+# c = a @ b, computed as c[i, j] = dot(a[i, :], bt[j, :]) with bt = b.T made contiguous,
+# so both operands of every dot product are contiguous rows. Three levels of blocking:
+#   * a 2 x 4 block of c is computed at once: each loaded value of a is used 4 times and
+#     each value of bt twice, from registers (8 running sums, vectorised by LLVM);
+#   * KC columns of k at a time, so the 6 rows of a block stay in L1 cache;
+#   * NC rows of bt at a time, so the (NC x KC) tile of bt stays in L2 cache while a
+#     panel of MC rows of a streams past it.
+KC, NC = 512, 64
+
+
+@njit(fastmath=FAST, cache=True)
+def _dot(a, b):
+    s = a.dtype.type(0)
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+
+@njit(fastmath=FAST, cache=True)
+def _dot_2x4(a0, a1, b0, b1, b2, b3, c, i, j):
+    """c[i:i+2, j:j+4] += [a0; a1] @ [b0; b1; b2; b3].T with 8 sums held in registers."""
+    z = a0.dtype.type(0)
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
+    for k in range(a0.shape[0]):
+        x0, x1 = a0[k], a1[k]
+        y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
+        c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3  # noqa: E702
+        c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3  # noqa: E702
+    c[i, j] += c00; c[i, j + 1] += c01; c[i, j + 2] += c02; c[i, j + 3] += c03  # noqa: E702
+    c[i + 1, j] += c10; c[i + 1, j + 1] += c11; c[i + 1, j + 2] += c12; c[i + 1, j + 3] += c13  # noqa: E702
+
+
+@njit(fastmath=FAST, cache=True)
+def _matmul_tile(a, bt, c, i0, i1, j0, j1, k0, k1):
+    """c[i0:i1, j0:j1] += a[i0:i1, k0:k1] @ bt[j0:j1, k0:k1].T, in 2 x 4 blocks plus edges."""
+    i = i0
+    while i + 2 <= i1:
+        a0, a1 = a[i, k0:k1], a[i + 1, k0:k1]
+        j = j0
+        while j + 4 <= j1:
+            _dot_2x4(a0, a1, bt[j, k0:k1], bt[j + 1, k0:k1], bt[j + 2, k0:k1], bt[j + 3, k0:k1], c, i, j)
+            j += 4
+        for jj in range(j, j1):
+            c[i, jj] += _dot(a0, bt[jj, k0:k1])
+            c[i + 1, jj] += _dot(a1, bt[jj, k0:k1])
+        i += 2
+    if i < i1:  # an odd last row
+        for jj in range(j0, j1):
+            c[i, jj] += _dot(a[i, k0:k1], bt[jj, k0:k1])
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _matmul_kernel(a, bt, c, mc):
+    """c[p] = a[p] @ bt[p].T for every p. a: (B, M, K), bt: (B, N, K), c: (B, M, N) zeros.
+
+    The parallel tasks are (matrix p, panel of mc rows); each task walks the NC x KC
+    tiles of bt, so a tile is reused by all the rows of a panel while in cache.
+    """
+    nb, m, k = a.shape
+    n = bt.shape[1]
+    panels = (m + mc - 1) // mc
+    for task in prange(nb * panels):
+        p, i0 = task // panels, (task % panels) * mc
+        i1 = min(i0 + mc, m)
+        for j0 in range(0, n, NC):
+            for k0 in range(0, k, KC):
+                _matmul_tile(a[p], bt[p], c[p], i0, i1, j0, min(j0 + NC, n), k0, min(k0 + KC, k))
+
+
+def matmul(a, b):
+    """Batched ``a @ b`` with numpy broadcasting of the batch axes (a, b at least 2-D)."""
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    # Copy only where it pays: b.T of an F-ordered b, or of a transposed view, is already
+    # C-contiguous and costs nothing; otherwise O(K N) copying beside O(M K N) arithmetic.
+    a3 = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
+    bt3 = np.ascontiguousarray(np.broadcast_to(np.swapaxes(b, -1, -2), batch + (n, k))).reshape(-1, n, k)
+    c = np.zeros((a3.shape[0], m, n), dtype=a.dtype)
+    mc = 64  # smaller panels when there are too few to keep every core busy
+    while mc > 2 and a3.shape[0] * -(-m // mc) < 8:
+        mc //= 2
+    _matmul_kernel(a3, bt3, c, mc)
+    return c.reshape(batch + (m, n))
+
+
+# =========================================================================== conv2d: im2col + BLAS
+# cols[(c*kH + i)*kW + j, n*L + y*OW + x] = xpad[n, c, y*sh + i*dh, x*sw + j*dw], L = OH*OW.
+# Then conv2d is one matrix product per group:  out (C_out, N*L) = w (C_out, C*kH*kW) @ cols.
+
+@njit(parallel=True, cache=True)
+def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
+    n, c = xp.shape[0], xp.shape[1]
+    L = oh * ow
+    cols = np.empty((c * kh * kw, n * L), dtype=xp.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for i in range(kh):
+            for j in range(kw):
+                dst = cols[(ch * kh + i) * kw + j, b * L:(b + 1) * L]
+                for y in range(oh):
+                    src = xp[b, ch, y * sh + i * dh, j * dw:]
+                    row = dst[y * ow:(y + 1) * ow]
+                    for x in range(ow):
+                        row[x] = src[x * sw]
+    return cols
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _col2im(cols, n, c, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow):
+    """The adjoint of _im2col: add every column entry back where it was copied from."""
+    L = oh * ow
+    gxp = np.zeros((n, c, hp, wp), dtype=cols.dtype)
+    for task in prange(n * c):  # one (image, channel) plane per task: no two tasks write the same pixel
+        b, ch = task // c, task % c
+        for i in range(kh):
+            for j in range(kw):
+                src = cols[(ch * kh + i) * kw + j, b * L:(b + 1) * L]
+                for y in range(oh):
+                    dst = gxp[b, ch, y * sh + i * dh, j * dw:]
+                    row = src[y * ow:(y + 1) * ow]
+                    for x in range(ow):
+                        dst[x * sw] += row[x]
+    return gxp
+
+
+@njit(parallel=True, cache=True)
+def _cnl_to_nchw(out2, bias, n, oh, ow):
+    """(C, N*L) -> (N, C, OH, OW), adding ``bias[c]`` on the way (bias may be empty)."""
+    c, L = out2.shape[0], oh * ow
+    out = np.empty((n, c, oh, ow), dtype=out2.dtype)
+    flat = out.reshape(n, c, L)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        src, dst = out2[ch, b * L:(b + 1) * L], flat[b, ch]
+        add = bias[ch] if bias.shape[0] else out2.dtype.type(0)
+        for t in range(L):
+            dst[t] = src[t] + add
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _nchw_to_cnl(g):
+    """(N, C, OH, OW) -> (C, N*OH*OW)."""
+    n, c, oh, ow = g.shape
+    L = oh * ow
+    flat = g.reshape(n, c, L)
+    out = np.empty((c, n * L), dtype=g.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        src, dst = flat[b, ch], out[ch, b * L:(b + 1) * L]
+        for t in range(L):
+            dst[t] = src[t]
+    return out
+
+
+def _pad(x, padding):
+    (ph, pw) = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _unpad(xp, padding):
+    (ph, pw) = padding
+    if ph == 0 and pw == 0:
+        return xp
+    return np.ascontiguousarray(xp[:, :, ph: xp.shape[2] - ph, pw: xp.shape[3] - pw])
+
+
+def _out_hw(x_shape, kernel, stride, padding, dilation):
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip(x_shape[2:], kernel, stride, padding, dilation))
+
+
+def _cols(x, kernel, stride, padding, dilation):
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
+    return _im2col(_pad(x, padding), kernel[0], kernel[1], *stride, *dilation, oh, ow), oh, ow
+
+
+def conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups):
+    """im2col, then one BLAS product per group: out = w (C_out, C_g*kH*kW) @ cols."""
+    n, co = x.shape[0], w.shape[0]
+    cols, oh, ow = _cols(x, w.shape[2:], stride, padding, dilation)
+    out2 = np.matmul(w.reshape(groups, co // groups, -1), cols.reshape(groups, -1, cols.shape[1]))
+    bias = np.zeros(0, dtype=x.dtype) if b is None else b
+    return _cnl_to_nchw(out2.reshape(co, -1), bias, n, oh, ow)
+
+
+def conv2d_grad_input_im2col(grad_out, w, x_shape, stride, padding, dilation, groups):
+    """cols-gradient = w.T @ grad_out (per group), then col2im adds it back into the image."""
+    n, c, h, wd = x_shape
+    co, (oh, ow) = w.shape[0], grad_out.shape[2:]
+    (ph, pw), (kh, kw) = padding, w.shape[2:]
+    g2 = _nchw_to_cnl(grad_out).reshape(groups, co // groups, -1)
+    gcols = np.matmul(np.swapaxes(w.reshape(groups, co // groups, -1), 1, 2), g2)
+    gxp = _col2im(gcols.reshape(c * kh * kw, -1), n, c, h + 2 * ph, wd + 2 * pw, kh, kw,
+                  *stride, *dilation, oh, ow)
+    return _unpad(gxp, padding)
+
+
+def conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, groups):
+    """grad_w = grad_out (C_out, N*L) @ cols.T, per group."""
+    co = w_shape[0]
+    cols, _, _ = _cols(x, w_shape[2:], stride, padding, dilation)
+    g2 = _nchw_to_cnl(grad_out).reshape(groups, co // groups, -1)
+    gw = np.matmul(g2, np.swapaxes(cols.reshape(groups, -1, cols.shape[1]), 1, 2))
+    return gw.reshape(w_shape)
+
+
+# =========================================================================== conv2d: direct loops
+# Straight from the definition, vectorised along the output row. No copies besides the
+# padding; best when C_in * kH * kW is small (a first layer on grey images) so a
+# matrix product would have almost nothing to multiply.
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _direct_forward(xp, w, bias, sh, sw, dh, dw, groups, oh, ow):
+    n = xp.shape[0]
+    co, cg, kh, kw = w.shape
+    og = co // groups
+    out = np.empty((n, co, oh, ow), dtype=xp.dtype)
+    for task in prange(n * co):
+        b, o = task // co, task % co
+        first = (o // og) * cg  # first input channel of o's group
+        plane = out[b, o]
+        plane[:, :] = bias[o] if bias.shape[0] else xp.dtype.type(0)
+        for c in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[o, c, i, j]
+                    for y in range(oh):
+                        src = xp[b, first + c, y * sh + i * dh, j * dw:]
+                        dst = plane[y]
+                        for x in range(ow):
+                            dst[x] += wv * src[x * sw]
+    return out
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _direct_grad_weight(xp, g, kh, kw, sh, sw, dh, dw, groups):
+    n, co, oh, ow = g.shape
+    cg = xp.shape[1] // groups
+    og = co // groups
+    gw = np.zeros((co, cg, kh, kw), dtype=xp.dtype)
+    for task in prange(co * cg):
+        o, c = task // cg, task % cg
+        ch = (o // og) * cg + c
+        for i in range(kh):
+            for j in range(kw):
+                s = xp.dtype.type(0)
+                for b in range(n):
+                    for y in range(oh):
+                        src = xp[b, ch, y * sh + i * dh, j * dw:]
+                        grow = g[b, o, y]
+                        for x in range(ow):
+                            s += grow[x] * src[x * sw]
+                gw[o, c, i, j] = s
+    return gw
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _direct_grad_input(g, w, hp, wp, sh, sw, dh, dw, groups):
+    n, co, oh, ow = g.shape
+    _, cg, kh, kw = w.shape
+    og = co // groups
+    gxp = np.zeros((n, cg * groups, hp, wp), dtype=g.dtype)
+    for task in prange(n * cg * groups):  # one input plane per task: writes never collide
+        b, ch = task // (cg * groups), task % (cg * groups)
+        c, first = ch % cg, (ch // cg) * og  # channel within the group, first output channel
+        for o in range(first, first + og):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[o, c, i, j]
+                    for y in range(oh):
+                        dst = gxp[b, ch, y * sh + i * dh, j * dw:]
+                        grow = g[b, o, y]
+                        for x in range(ow):
+                            dst[x * sw] += wv * grow[x]
+    return gxp
+
+
+def conv2d_forward_direct(x, w, b, stride, padding, dilation, groups):
+    oh, ow = _out_hw(x.shape, w.shape[2:], stride, padding, dilation)
+    bias = np.zeros(0, dtype=x.dtype) if b is None else b
+    return _direct_forward(_pad(x, padding), w, bias, *stride, *dilation, groups, oh, ow)
+
+
+def conv2d_grad_input_direct(grad_out, w, x_shape, stride, padding, dilation, groups):
+    (ph, pw) = padding
+    gxp = _direct_grad_input(grad_out, w, x_shape[2] + 2 * ph, x_shape[3] + 2 * pw, *stride, *dilation, groups)
+    return _unpad(gxp, padding)
+
+
+def conv2d_grad_weight_direct(x, grad_out, w_shape, stride, padding, dilation, groups):
+    return _direct_grad_weight(_pad(x, padding), grad_out, w_shape[2], w_shape[3], *stride, *dilation, groups)
+
+
+# --------------------------------------------------------------------------- the choice
+DIRECT_MAX_REDUCTION = 16  # measured in benchmarks/bench_kernels.py (see its --strategies table)
+
+
+def _direct(w_shape):
+    """Direct loops when each output sums few products (C_in/groups * kH * kW small)."""
+    return w_shape[1] * w_shape[2] * w_shape[3] <= DIRECT_MAX_REDUCTION
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    f = conv2d_forward_direct if _direct(w.shape) else conv2d_forward_im2col
+    return f(x, w, b, stride, padding, dilation, groups)
+
+
+def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
+    f = conv2d_grad_input_direct if _direct(w.shape) else conv2d_grad_input_im2col
+    return f(grad_out, w, x_shape, stride, padding, dilation, groups)
+
+
+def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups):
+    f = conv2d_grad_weight_direct if _direct(w_shape) else conv2d_grad_weight_im2col
+    return f(x, grad_out, w_shape, stride, padding, dilation, groups)
+
+
+# =========================================================================== pooling
+@njit(parallel=True, cache=True)
+def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int64)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                best, where = plane[0, 0], -1
+                for i in range(kh):
+                    iy = y * sh - ph + i
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = xx * sw - pw + j
+                        if ix < 0 or ix >= w:
+                            continue
+                        v = plane[iy, ix]
+                        # strictly greater keeps the first of equal values; a NaN wins once
+                        if where < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
+                            best, where = v, iy * w + ix
+                out[b, ch, y, xx] = best
+                arg[b, ch, y, xx] = where
+    return out, arg
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_backward(g, arg, h, w):
+    n, c, oh, ow = g.shape
+    gx = np.zeros((n, c, h * w), dtype=g.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        dst = gx[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                dst[arg[b, ch, y, xx]] += g[b, ch, y, xx]
+    return gx.reshape(n, c, h, w)
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    scale = x.dtype.type(1.0 / (kh * kw))
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                s = x.dtype.type(0)
+                for i in range(max(0, ph - y * sh), min(kh, h + ph - y * sh)):
+                    for j in range(max(0, pw - xx * sw), min(kw, w + pw - xx * sw)):
+                        s += plane[y * sh - ph + i, xx * sw - pw + j]
+                out[b, ch, y, xx] = s * scale
+    return out
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _avg_pool_backward(g, h, w, kh, kw, sh, sw, ph, pw):
+    n, c, oh, ow = g.shape
+    gx = np.zeros((n, c, h, w), dtype=g.dtype)
+    scale = g.dtype.type(1.0 / (kh * kw))
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        dst = gx[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                share = g[b, ch, y, xx] * scale
+                for i in range(max(0, ph - y * sh), min(kh, h + ph - y * sh)):
+                    for j in range(max(0, pw - xx * sw), min(kw, w + pw - xx * sw)):
+                        dst[y * sh - ph + i, xx * sw - pw + j] += share
+    return gx
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
+    return _max_pool_forward(x, *kernel, *stride, *padding, oh, ow)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    return _max_pool_backward(grad_out, argmax, x_shape[2], x_shape[3])
+
+
+def avg_pool2d_forward(x, kernel, stride, padding):
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
+    return _avg_pool_forward(x, *kernel, *stride, *padding, oh, ow)
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
+    return _avg_pool_backward(grad_out, x_shape[2], x_shape[3], *kernel, *stride, *padding)
+
+
+# =========================================================================== upsampling
+@njit(parallel=True, cache=True)
+def _nearest_forward(x, iy, ix):
+    n, c = x.shape[0], x.shape[1]
+    out = np.empty((n, c, iy.shape[0], ix.shape[0]), dtype=x.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for y in range(iy.shape[0]):
+            src, dst = x[b, ch, iy[y]], out[b, ch, y]
+            for xx in range(ix.shape[0]):
+                dst[xx] = src[ix[xx]]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _nearest_backward(g, iy, ix, h, w):
+    n, c = g.shape[0], g.shape[1]
+    gx = np.zeros((n, c, h, w), dtype=g.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for y in range(iy.shape[0]):
+            src, dst = g[b, ch, y], gx[b, ch, iy[y]]
+            for xx in range(ix.shape[0]):
+                dst[ix[xx]] += src[xx]
+    return gx
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1):
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = y0.shape[0], x0.shape[0]
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(oh):
+            top, bottom, dst = plane[y0[y]], plane[y1[y]], out[b, ch, y]
+            for xx in range(ow):
+                dst[xx] = (wy0[y] * (wx0[xx] * top[x0[xx]] + wx1[xx] * top[x1[xx]])
+                           + wy1[y] * (wx0[xx] * bottom[x0[xx]] + wx1[xx] * bottom[x1[xx]]))
+    return out
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, h, w):
+    n, c, oh, ow = g.shape
+    gx = np.zeros((n, c, h, w), dtype=g.dtype)
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for y in range(oh):
+            top, bottom, src = gx[b, ch, y0[y]], gx[b, ch, y1[y]], g[b, ch, y]
+            for xx in range(ow):
+                gt, gb = wy0[y] * src[xx], wy1[y] * src[xx]
+                top[x0[xx]] += wx0[xx] * gt
+                top[x1[xx]] += wx1[xx] * gt
+                bottom[x0[xx]] += wx0[xx] * gb
+                bottom[x1[xx]] += wx1[xx] * gb
+    return gx
+
+
+def upsample_nearest2d_forward(x, iy, ix):
+    return _nearest_forward(x, iy, ix)
+
+
+def upsample_nearest2d_backward(grad_out, iy, ix, x_shape):
+    return _nearest_backward(grad_out, iy, ix, x_shape[2], x_shape[3])
+
+
+def upsample_bilinear2d_forward(x, ty, tx):
+    return _bilinear_forward(x, *ty, *tx)
+
+
+def upsample_bilinear2d_backward(grad_out, ty, tx, x_shape):
+    return _bilinear_backward(grad_out, *ty, *tx, x_shape[2], x_shape[3])

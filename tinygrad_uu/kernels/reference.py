@@ -1,0 +1,200 @@
+"""The numpy backend: every kernel written to be read, and the ground truth for tests.
+
+Arguments arrive already checked and normalised by ``kernels/__init__.py``: arrays
+are C-contiguous float32/float64, NCHW; stride, padding, dilation and kernel sizes
+are (height, width) pairs of ints.
+
+One idea carries the whole file: a sliding-window op looks at *receptive fields*.
+``_windows`` views every receptive field of a padded input as an array of shape
+(N, C, OH, OW, kH, kW) without copying anything. Then
+
+* a convolution is a sum of products of those windows with the weight (an einsum),
+* a pooling is a max or a mean over the last two axes,
+* and every backward is the adjoint: gradients flow back into the windows and are
+  added into the input at the place each window element came from (``_add_windows``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+# --------------------------------------------------------------------------- helpers
+def _pad(x, padding, value=0.0):
+    (ph, pw) = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(xp, kernel, stride, dilation):
+    """Every receptive field of the padded input ``xp``: shape (N, C, OH, OW, kH, kW), a view.
+
+    ``windows[n, c, oy, ox, i, j] = xp[n, c, oy * sh + i * dh, ox * sw + j * dw]``.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    extent = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    view = sliding_window_view(xp, extent, axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _add_windows(gxp, gwin, stride, dilation):
+    """The adjoint of ``_windows``: add ``gwin`` (N, C, OH, OW, kH, kW) into ``gxp`` in place.
+
+    Element (i, j) of every window came from ``xp[..., oy * sh + i * dh, ox * sw + j * dw]``,
+    so that is where its gradient goes; overlapping windows add up.
+    """
+    (sh, sw), (dh, dw) = stride, dilation
+    _, _, oh, ow, kh, kw = gwin.shape
+    for i in range(kh):
+        for j in range(kw):
+            gxp[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                j * dw: j * dw + sw * (ow - 1) + 1: sw] += gwin[..., i, j]
+    return gxp
+
+
+def _unpad(xp, padding):
+    (ph, pw) = padding
+    return np.ascontiguousarray(xp[:, :, ph: xp.shape[2] - ph, pw: xp.shape[3] - pw])
+
+
+# --------------------------------------------------------------------------- matmul
+def matmul(a, b):
+    """``c[..., i, j] = sum_k a[..., i, k] * b[..., k, j]``, batch axes broadcast.
+
+    Written as an einsum so the math is on the page; ``np.einsum`` without
+    ``optimize`` runs its own loops, not BLAS, so this is a fair "plain numpy" peer.
+    """
+    return np.einsum("...ik,...kj->...ij", a, b)
+
+
+# --------------------------------------------------------------------------- conv2d
+def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    """``out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * xp[n, g*Cg + c, y*sh + i*dh, x*sw + j*dw]``
+
+    where ``g = o // (C_out / groups)`` is the group of output channel o and ``Cg`` the
+    input channels per group.
+    """
+    win = _windows(_pad(x, padding), w.shape[2:], stride, dilation)
+    n, oh, ow = x.shape[0], win.shape[2], win.shape[3]
+    out = np.empty((n, w.shape[0], oh, ow), dtype=x.dtype)
+    cg, og = w.shape[1], w.shape[0] // groups
+    for g in range(groups):
+        out[:, g * og:(g + 1) * og] = np.einsum(
+            "ncyxij,ocij->noyx", win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], optimize=True)
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
+    """``dL/dxp[n, c, y*sh + i*dh, x*sw + j*dw] += sum_o grad_out[n, o, y, x] * w[o, c, i, j]``
+
+    (within each group), then the padding is cut off again.
+    """
+    n, c, h, wd = x_shape
+    (ph, pw) = padding
+    gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=grad_out.dtype)
+    cg, og = w.shape[1], w.shape[0] // groups
+    for g in range(groups):
+        gwin = np.einsum("noyx,ocij->ncyxij", grad_out[:, g * og:(g + 1) * og],
+                         w[g * og:(g + 1) * og], optimize=True)
+        _add_windows(gxp[:, g * cg:(g + 1) * cg], gwin, stride, dilation)
+    return _unpad(gxp, padding)
+
+
+def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups):
+    """``dL/dw[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * xp[n, g*Cg + c, y*sh + i*dh, x*sw + j*dw]``"""
+    win = _windows(_pad(x, padding), w_shape[2:], stride, dilation)
+    gw = np.empty(w_shape, dtype=x.dtype)
+    cg, og = w_shape[1], w_shape[0] // groups
+    for g in range(groups):
+        gw[g * og:(g + 1) * og] = np.einsum(
+            "noyx,ncyxij->ocij", grad_out[:, g * og:(g + 1) * og], win[:, g * cg:(g + 1) * cg], optimize=True)
+    return gw
+
+
+# --------------------------------------------------------------------------- pooling
+def max_pool2d_forward(x, kernel, stride, padding):
+    """``out = max`` over each window (padding counts as -inf, so it is never picked).
+
+    Also returns ``argmax``: for each output, the flat index ``iy * W + ix`` of the
+    input element that won (the first one, in row-major window order, on ties; a NaN
+    wins, so NaN propagates as in PyTorch).
+    """
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    win = _windows(_pad(x, padding, -np.inf), kernel, stride, (1, 1))
+    oh, ow = win.shape[2], win.shape[3]
+    flat = win.reshape(n, c, oh, ow, kh * kw)
+    k = np.argmax(flat, axis=-1)
+    out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
+    iy = np.arange(oh)[:, None] * sh - ph + k // kw
+    ix = np.arange(ow)[None, :] * sw - pw + k % kw
+    return np.ascontiguousarray(out), (iy * wd + ix).astype(np.int64)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    """``dL/dx[argmax[n, c, y, x]] += grad_out[n, c, y, x]``: the gradient goes to the winner."""
+    n, c, h, w = x_shape
+    gx = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    rows = np.arange(n * c)[:, None]
+    np.add.at(gx, (rows, argmax.reshape(n * c, -1)), grad_out.reshape(n * c, -1))
+    return gx.reshape(x_shape)
+
+
+def avg_pool2d_forward(x, kernel, stride, padding):
+    """``out = sum(window) / (kH * kW)``: zero padding counts (count_include_pad=True)."""
+    win = _windows(_pad(x, padding), kernel, stride, (1, 1))
+    return win.sum(axis=(-2, -1)) / (kernel[0] * kernel[1])
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
+    """Every element of a window gets ``grad_out / (kH * kW)``; overlapping windows add up."""
+    n, c, h, w = x_shape
+    (kh, kw), (ph, pw) = kernel, padding
+    gxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    share = grad_out / (kh * kw)
+    gwin = np.broadcast_to(share[..., None, None], share.shape + (kh, kw))
+    return _unpad(_add_windows(gxp, gwin, stride, (1, 1)), padding)
+
+
+# --------------------------------------------------------------------------- upsampling
+def upsample_nearest2d_forward(x, iy, ix):
+    """``out[n, c, y, x] = x[n, c, iy[y], ix[x]]`` (the tables come from shapes.nearest_table)."""
+    return np.ascontiguousarray(x[:, :, iy[:, None], ix[None, :]])
+
+
+def upsample_nearest2d_backward(grad_out, iy, ix, x_shape):
+    """The adjoint of a gather is a scatter-add: ``dL/dx[n, c, iy[y], ix[x]] += grad_out[n, c, y, x]``."""
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    np.add.at(gx, (slice(None), slice(None), iy[:, None], ix[None, :]), grad_out)
+    return gx
+
+
+def upsample_bilinear2d_forward(x, ty, tx):
+    """Bilinear interpolation is separable: interpolate the rows, then the columns.
+
+    With ``(i0, i1, w0, w1) = ty``: ``rows[.., y, :] = w0[y] * x[.., i0[y], :] + w1[y] * x[.., i1[y], :]``,
+    then the same along the last axis with ``tx``.
+    """
+    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = ty, tx
+    rows = x[:, :, y0, :] * wy0[:, None] + x[:, :, y1, :] * wy1[:, None]
+    return (rows[..., x0] * wx0 + rows[..., x1] * wx1).astype(x.dtype)
+
+
+def upsample_bilinear2d_backward(grad_out, ty, tx, x_shape):
+    """The adjoint, in reverse order: scatter along the columns, then along the rows.
+
+    ``dL/drows[.., y, x0[x]] += wx0[x] * g[.., y, x]`` (same for x1), then
+    ``dL/dx[.., y0[y], :] += wy0[y] * dL/drows[.., y, :]`` (same for y1).
+    """
+    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = ty, tx
+    n, c, h, w = x_shape
+    grows = np.zeros((n, c, grad_out.shape[2], w), dtype=np.float64)
+    every = (slice(None),) * 3
+    np.add.at(grows, every + (x0,), grad_out * wx0)
+    np.add.at(grows, every + (x1,), grad_out * wx1)
+    gx = np.zeros(x_shape, dtype=np.float64)
+    every = (slice(None),) * 2
+    np.add.at(gx, every + (y0,), grows * wy0[:, None])
+    np.add.at(gx, every + (y1,), grows * wy1[:, None])
+    return gx.astype(grad_out.dtype)
