@@ -45,7 +45,8 @@ def test_children_modules_and_buffers():
     assert [type(c).__name__ for c in net.children()] == ["Sequential", "BatchNorm1d",
                                                           "Dropout", "Linear"]
     assert len(list(net.modules())) == 1 + 4 + 3
-    assert [n for n, _ in net.named_buffers()] == ["bn.running_mean", "bn.running_var"]
+    assert [n for n, _ in net.named_buffers()] == ["bn.running_mean", "bn.running_var",
+                                                   "bn.num_batches_tracked"]
 
 
 def test_shared_parameter_is_listed_once():
@@ -127,8 +128,8 @@ def test_repr_lists_layers_and_parameter_counts():
 def test_state_dict_round_trip_is_a_snapshot():
     net = Net()
     state = net.state_dict()
-    assert list(state) == [n for n, _ in net.named_parameters()] + ["bn.running_mean",
-                                                                    "bn.running_var"]
+    assert list(state) == [n for n, _ in net.named_parameters()] + [
+        "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
     assert all(isinstance(v, np.ndarray) for v in state.values())
     net.head.weight.data += 1  # training goes on: the snapshot must not move
     assert not np.allclose(state["head.weight"], net.head.weight.data)
@@ -151,9 +152,17 @@ def test_load_state_dict_errors_name_keys_and_shapes():
     assert result.missing_keys == ["bias"] and result.unexpected_keys == ["extra"]
 
 
-def test_double_converts_parameters_and_buffers():
+def test_double_converts_parameters_and_float_buffers():
     net = Net().double()
-    assert all(t.dtype == np.float64 for t in list(net.parameters()) + list(net.buffers()))
+    assert all(t.dtype == np.float64 for t in list(net.parameters()) + list(net.buffers())[:2])
+    assert net.bn.num_batches_tracked.dtype == np.int64
+
+
+def test_apply_visits_every_module_children_first():
+    seen = []
+    net = Net()
+    assert net.apply(lambda m: seen.append(type(m).__name__)) is net
+    assert len(seen) == len(list(net.modules())) and seen[-1] == "Net"
 
 
 # ------------------------------------------------------------ save / load
@@ -339,6 +348,7 @@ def test_batchnorm2d_train_normalises_and_updates_running_stats():
     np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, atol=1e-3)
     m = x.size // 3
     np.testing.assert_allclose(bn.running_mean.data, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    assert bn.num_batches_tracked.item() == 1
     np.testing.assert_allclose(bn.running_var.data,
                                0.9 + 0.1 * x.var(axis=(0, 2, 3)) * m / (m - 1), rtol=1e-5)
 
@@ -381,6 +391,7 @@ def test_batchnorm_errors():
 def test_batchnorm_without_affine_or_running_stats():
     bn = nn.BatchNorm2d(2, affine=False, track_running_stats=False)
     assert list(bn.parameters()) == [] and list(bn.buffers()) == []
+    assert bn.state_dict() == {}
     y = bn.eval()(randn(4, 2, 3, 3)).data  # no running stats: batch stats even in eval
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-10)
 
@@ -394,8 +405,7 @@ def test_layers_match_torch():
     x = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
     ours, theirs = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
     ours.weight.data[:] = [1.0, 2.0, 3.0]
-    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()},
-                           strict=False)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
     for _ in range(2):
         xt = torch.tensor(x, requires_grad=True)
         yt = theirs(xt)
@@ -406,7 +416,8 @@ def test_layers_match_torch():
         np.testing.assert_allclose(yo.data, yt.detach().numpy(), atol=1e-5)
         np.testing.assert_allclose(xo.grad.data, xt.grad.numpy(), atol=1e-4)
         np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=1e-4)
-    np.testing.assert_allclose(ours.running_var.data, theirs.running_var.numpy(), rtol=1e-5)
+    for name, value in theirs.state_dict().items():  # the same names and values
+        np.testing.assert_allclose(ours.state_dict()[name], value.numpy(), rtol=1e-5)
     ours.eval(), theirs.eval()
     np.testing.assert_allclose(ours(Tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(),
                                atol=1e-5)

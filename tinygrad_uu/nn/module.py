@@ -121,6 +121,13 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
+    def apply(self, fn) -> "Module":
+        """Call ``fn(module)`` on every module inside this one (children before
+        parents, as PyTorch), e.g. ``model.apply(my_init)``; returns self."""
+        for m in reversed(list(self.modules())):
+            fn(m)
+        return self
+
     def _named(self, kind, recurse):
         seen = set()
         modules = self.named_modules() if recurse else [("", self)]

@@ -49,6 +49,10 @@ class BatchNormFunction(Function):
         return dx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
 
 
+def _array(t):
+    return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
 def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None = None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
@@ -73,13 +77,13 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
         mean = x.mean(axis=axes)
         var = x.var(axis=axes)
         if training and running_mean is not None:
-            r_mean, r_var = running_mean.data, running_var.data
+            r_mean, r_var = _array(running_mean), _array(running_var)
             r_mean *= 1 - momentum
             r_mean += momentum * mean
             r_var *= 1 - momentum
             r_var += (momentum * count / (count - 1)) * var
     else:
-        mean, var = running_mean.data, running_var.data
+        mean, var = _array(running_mean), _array(running_var)
     batch_stats = training or running_mean is None
     affine = [t for t in (weight, bias) if t is not None]
     if len(affine) == 1:
@@ -106,8 +110,10 @@ class _BatchNorm(Module):
         if track_running_stats:
             self.register_buffer("running_mean", Tensor(np.zeros(num_features, np.float32)))
             self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))
+            # counted as in PyTorch, so that state dicts carry the same names
+            self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)))
         else:
-            self.running_mean = self.running_var = None
+            self.running_mean = self.running_var = self.num_batches_tracked = None
 
     def forward(self, x: Tensor) -> Tensor:
         name = type(self).__name__
@@ -115,6 +121,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}({self.num_features}): expects input of "
                              f"{self.expected_shapes} with C = {self.num_features}, "
                              f"got shape {x.shape}")
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
         return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                           self.training, self.momentum, self.eps)
 
