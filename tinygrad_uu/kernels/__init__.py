@@ -238,9 +238,13 @@ def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0):
 _MODES = ("nearest", "bilinear")
 
 
-def _tables(op, mode, in_hw, out_hw, dtype):
+def _op_name(mode, suffix=""):
     if mode not in _MODES:
-        raise ValueError(f"{op}: mode must be one of {_MODES}, got {mode!r}")
+        raise ValueError(f"upsample2d: mode must be one of {_MODES}, got {mode!r}")
+    return f"upsample_{mode}{suffix}"
+
+
+def _tables(mode, in_hw, out_hw, dtype):
     if mode == "nearest":
         return shapes.nearest_table(in_hw[0], out_hw[0]), shapes.nearest_table(in_hw[1], out_hw[1])
     return tuple(tuple(t if t.dtype == np.int64 else t.astype(dtype) for t in shapes.bilinear_table(i, o))
@@ -254,11 +258,11 @@ def upsample2d_forward(x, size=None, scale_factor=None, mode="nearest"):
     ``floor(dst * in / out)``; ``bilinear`` mixes the two nearest pixel centres on each
     axis with weights ``1 - t`` and ``t`` (see ``shapes.bilinear_table``).
     """
-    op = f"upsample_{mode}"
+    op = _op_name(mode)
     check_4d(op, "input", x)
     x = as_float(x, float_dtype(op, x))
     out_hw = shapes.upsample_size(op, x.shape, size, scale_factor)
-    ty, tx = _tables(op, mode, x.shape[2:], out_hw, x.dtype)
+    ty, tx = _tables(mode, x.shape[2:], out_hw, x.dtype)
     if mode == "nearest":
         return _impl().upsample_nearest2d_forward(x, ty, tx)
     return _impl().upsample_bilinear2d_forward(x, ty, tx)
@@ -267,13 +271,13 @@ def upsample2d_forward(x, size=None, scale_factor=None, mode="nearest"):
 def upsample2d_backward(grad_out, x_shape, mode="nearest"):
     """The adjoint of upsample2d_forward: each output's gradient is scattered back to the
     input pixels it was made from, times the weight it had there."""
-    op = f"upsample_{mode}_backward"
+    op = _op_name(mode, "_backward")
     check_4d(op, "grad_out", grad_out)
     grad_out = as_float(grad_out, float_dtype(op, grad_out))
     x_shape = tuple(x_shape)
     if len(x_shape) != 4 or x_shape[:2] != grad_out.shape[:2]:
         raise ValueError(f"{op}: input shape {x_shape} does not match grad_out shape {grad_out.shape}")
-    ty, tx = _tables(op, mode, x_shape[2:], grad_out.shape[2:], grad_out.dtype)
+    ty, tx = _tables(mode, x_shape[2:], grad_out.shape[2:], grad_out.dtype)
     if mode == "nearest":
         return _impl().upsample_nearest2d_backward(grad_out, ty, tx, x_shape)
     return _impl().upsample_bilinear2d_backward(grad_out, ty, tx, x_shape)

@@ -1,0 +1,332 @@
+"""The kernels, three ways: numba == numpy reference (hypothesis-drawn shapes and options),
+the reference against values worked out by hand, and every backward as the exact
+adjoint of its forward (<f(x), g> == <x, f^T(g)> for the linear ops).
+Also: the argument errors name the op and the shapes; importing compiles nothing."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinygrad_uu import kernels as K
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def both(fn, *args, **kwargs):
+    """(numpy result, numba result) of the same kernel call."""
+    with K.use_backend("numpy"):
+        want = fn(*args, **kwargs)
+    with K.use_backend("numba"):
+        got = fn(*args, **kwargs)
+    return want, got
+
+
+def assert_same(want, got, rtol=1e-4):
+    """Equal to float32 rounding: rtol 1e-4, with an atol of 1e-4 of the largest magnitude
+    for elements that are sums cancelling to near zero."""
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == len(want)
+        for w, g in zip(want, got):
+            assert_same(w, g, rtol)
+        return
+    if want is None:
+        assert got is None
+        return
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
+    atol = rtol * float(np.abs(want).max()) if want.size and want.dtype.kind == "f" else 0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def array(rng, shape, contiguous=True, dtype=np.float32):
+    """A random array; non-contiguous (a transposed view) when asked."""
+    if contiguous or len(shape) < 2:
+        return rng.standard_normal(shape).astype(dtype)
+    swapped = shape[:-2] + (shape[-1], shape[-2])
+    return np.swapaxes(rng.standard_normal(swapped).astype(dtype), -1, -2)
+
+
+# --------------------------------------------------------------------------- strategies
+@st.composite
+def conv_cases(draw):
+    """A valid conv2d: shapes, stride, padding, dilation, groups (all small)."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, (kh - 1) * dh + 1 - 2 * ph), 9))
+    w = draw(st.integers(max(1, (kw - 1) * dw + 1 - 2 * pw), 9))
+    n = draw(st.integers(1, 2))
+    return dict(x_shape=(n, cg * groups, h, w), w_shape=(og * groups, cg, kh, kw), stride=(sh, sw),
+                padding=(ph, pw), dilation=(dh, dw), groups=groups,
+                contiguous=draw(st.booleans()), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+@st.composite
+def pool_cases(draw):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    h, w = draw(st.integers(max(1, kh - 2 * padding[0]), 9)), draw(st.integers(max(1, kw - 2 * padding[1]), 9))
+    return dict(x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), kernel=(kh, kw),
+                stride=stride, padding=padding, contiguous=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+# --------------------------------------------------------------------------- numba == numpy
+@SETTINGS
+@given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), batch=st.sampled_from([(), (1,), (3,), (2, 1)]),
+       a_contiguous=st.booleans(), b_contiguous=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_numba_matches_numpy(m, k, n, batch, a_contiguous, b_contiguous, seed):
+    rng = np.random.default_rng(seed)
+    a = array(rng, batch + (m, k), a_contiguous)
+    b = array(rng, (n, k) if not b_contiguous else (k, n))  # (n, k).T: an F-ordered operand
+    b = b.T if not b_contiguous else b
+    assert_same(*both(K.matmul, a, b))
+
+
+def test_matmul_shapes_like_numpy():
+    rng = np.random.default_rng(0)
+    for sa, sb in [((5,), (5,)), ((5,), (5, 3)), ((2, 5), (5,)), ((4, 1, 2, 5), (3, 5, 6)), ((130, 67), (67, 129))]:
+        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        for backend in K.BACKENDS:
+            with K.use_backend(backend):
+                np.testing.assert_allclose(K.matmul(a, b), a @ b, rtol=1e-10, atol=1e-12)
+
+
+def test_matmul_keeps_float32_and_promotes_ints():
+    a32 = np.ones((3, 4), np.float32)
+    for backend in K.BACKENDS:
+        with K.use_backend(backend):
+            assert K.matmul(a32, a32.T).dtype == np.float32
+            assert K.matmul(np.ones((2, 2), int), np.ones((2, 2), int)).dtype == np.float64
+
+
+@SETTINGS
+@given(case=conv_cases())
+def test_conv2d_numba_matches_numpy(case):
+    rng = np.random.default_rng(case["seed"])
+    x = array(rng, case["x_shape"], case["contiguous"])
+    w = array(rng, case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
+    opts = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    want, got = both(K.conv2d_forward, x, w, b, **opts)
+    assert_same(want, got)
+    g = array(rng, want.shape, case["contiguous"])
+    assert_same(*both(K.conv2d_backward, x, w, g, **opts))
+
+
+@SETTINGS
+@given(case=conv_cases(), op=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+def test_conv_transpose2d_numba_matches_numpy(case, op):
+    rng = np.random.default_rng(case["seed"])
+    # the conv's weight (C_out, C_in/g, kH, kW) read as a transposed conv's (C_in', C_out'/g, kH, kW)
+    w = array(rng, case["w_shape"])
+    n, _, h, wd = case["x_shape"]
+    x = array(rng, (n, w.shape[0], h, wd), case["contiguous"])
+    output_padding = tuple(min(o, s - 1) for o, s in zip(op, case["stride"]))
+    opts = dict(stride=case["stride"], padding=case["padding"], output_padding=output_padding,
+                dilation=case["dilation"], groups=case["groups"])
+    b = rng.standard_normal(w.shape[1] * case["groups"]).astype(np.float32) if case["bias"] else None
+    try:
+        want, got = both(K.conv_transpose2d_forward, x, w, b, **opts)
+    except ValueError as e:  # padding larger than the output: rejected, by both
+        assert "output would be empty" in str(e)
+        return
+    assert_same(want, got)
+    g = array(rng, want.shape, case["contiguous"])
+    assert_same(*both(K.conv_transpose2d_backward, x, w, g, **opts))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 28, 28, 32), (2, 3, 9, 7, 4)])
+def test_conv2d_both_strategies_agree(shape):
+    """The numba backend picks direct loops or im2col + BLAS by shape: both must agree."""
+    from tinygrad_uu.kernels import cpu
+    n, c, h, w, co = shape
+    rng = np.random.default_rng(1)
+    x, wt = rng.standard_normal((n, c, h, w)).astype(np.float32), rng.standard_normal((co, c, 3, 3)).astype(np.float32)
+    b, g = rng.standard_normal(co).astype(np.float32), rng.standard_normal((n, co, h, w)).astype(np.float32)
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    for name in ("conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight"):
+        args = {"conv2d_forward": (x, wt, b), "conv2d_grad_input": (g, wt, x.shape),
+                "conv2d_grad_weight": (x, g, wt.shape)}[name]
+        direct, im2col = getattr(cpu, name + "_direct")(*args, *opts), getattr(cpu, name + "_im2col")(*args, *opts)
+        assert_same(im2col, direct)
+
+
+@SETTINGS
+@given(case=pool_cases())
+def test_max_pool2d_numba_matches_numpy(case):
+    rng = np.random.default_rng(case["seed"])
+    x = array(rng, case["x_shape"], case["contiguous"])
+    if case["seed"] % 3 == 0:
+        x = np.round(x)  # ties: both must pick the first maximum
+    want, got = both(K.max_pool2d_forward, x, case["kernel"], case["stride"], case["padding"])
+    assert_same(want, got)
+    g = rng.standard_normal(want[0].shape).astype(np.float32)
+    assert_same(*both(K.max_pool2d_backward, g, want[1], x.shape))
+
+
+@SETTINGS
+@given(case=pool_cases())
+def test_avg_pool2d_numba_matches_numpy(case):
+    rng = np.random.default_rng(case["seed"])
+    x = array(rng, case["x_shape"], case["contiguous"])
+    want, got = both(K.avg_pool2d_forward, x, case["kernel"], case["stride"], case["padding"])
+    assert_same(want, got)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    assert_same(*both(K.avg_pool2d_backward, g, x.shape, case["kernel"], case["stride"], case["padding"]))
+
+
+@SETTINGS
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       resize=st.one_of(st.tuples(st.integers(1, 3), st.integers(1, 3)).map(lambda s: {"scale_factor": s}),
+                        st.just({"scale_factor": 2}),
+                        st.tuples(st.integers(1, 15), st.integers(1, 15)).map(lambda s: {"size": s})),
+       mode=st.sampled_from(["nearest", "bilinear"]), contiguous=st.booleans(), seed=st.integers(0, 2**16))
+def test_upsample_numba_matches_numpy(n, c, h, w, resize, mode, contiguous, seed):
+    rng = np.random.default_rng(seed)
+    x = array(rng, (n, c, h, w), contiguous)
+    want, got = both(K.upsample2d_forward, x, mode=mode, **resize)
+    assert_same(want, got)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    assert_same(*both(K.upsample2d_backward, g, x.shape, mode=mode))
+
+
+# --------------------------------------------------------------------------- by hand
+@pytest.fixture(params=sorted(K.BACKENDS))
+def backend(request):
+    with K.use_backend(request.param):
+        yield request.param
+
+
+def test_conv2d_by_hand(backend):
+    x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[y, x] - x[y+1, x+1] = -5 everywhere
+    np.testing.assert_array_equal(K.conv2d_forward(x, w, np.array([1.0])), np.full((1, 1, 3, 3), -4.0))
+    # stride 2, padding 1: out[y, x] = x[2y - 1, 2x - 1] - x[2y, 2x], with zeros outside
+    out = K.conv2d_forward(x, w, None, stride=2, padding=1)
+    np.testing.assert_array_equal(out[0, 0], [[0, -2, 0], [-8, -5, 7], [0, 13, 15]])
+
+
+def test_pools_by_hand(backend):
+    x = np.array([[1, 5, 2, 0], [3, 4, 8, 8], [0, 0, 1, 2], [9, 0, 3, 3]], np.float64)[None, None]
+    out, arg = K.max_pool2d_forward(x, 2)
+    np.testing.assert_array_equal(out[0, 0], [[5, 8], [9, 3]])
+    np.testing.assert_array_equal(arg[0, 0], [[1, 6], [12, 14]])  # ties: the first 8 and the first 3
+    np.testing.assert_array_equal(K.max_pool2d_backward(np.ones((1, 1, 2, 2)), arg, x.shape)[0, 0],
+                                  [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(K.avg_pool2d_forward(x, 2)[0, 0], [[13 / 4, 18 / 4], [9 / 4, 9 / 4]])
+    # padding 1, kernel 2, stride 2: the corner window holds x[0, 0] and three padded zeros
+    assert K.avg_pool2d_forward(x, 2, 2, 1)[0, 0, 0, 0] == 1 / 4
+    nan = x.copy()
+    nan[0, 0, 1, 1] = np.nan
+    assert np.isnan(K.max_pool2d_forward(nan, 2)[0][0, 0, 0, 0])
+
+
+def test_upsample_by_hand(backend):
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])[None, None]
+    np.testing.assert_array_equal(K.upsample2d_forward(x, scale_factor=2)[0, 0],
+                                  [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    # PyTorch's documented align_corners=False result
+    np.testing.assert_allclose(K.upsample2d_forward(x, scale_factor=2, mode="bilinear")[0, 0],
+                               [[1.0, 1.25, 1.75, 2.0], [1.5, 1.75, 2.25, 2.5],
+                                [2.5, 2.75, 3.25, 3.5], [3.0, 3.25, 3.75, 4.0]])
+    # every input pixel of a 2x nearest upsampling feeds four outputs
+    np.testing.assert_array_equal(K.upsample2d_backward(np.ones((1, 1, 4, 4)), x.shape), np.full(x.shape, 4.0))
+
+
+def dot(a, b):
+    return float(np.sum(np.asarray(a, np.float64) * b))
+
+
+def test_backwards_are_adjoints(backend):
+    """For a linear op f, backward is the transpose: <f(x), g> == <x, backward(g)>."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 2, 3, 2))
+    opts = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+    y = K.conv2d_forward(x, w, None, **opts)
+    g = rng.standard_normal(y.shape)
+    gx, gw, _ = K.conv2d_backward(x, w, g, **opts)
+    assert dot(y, g) == pytest.approx(dot(x, gx), rel=1e-10)
+    assert dot(y, g) == pytest.approx(dot(w, gw), rel=1e-10)  # linear in w too
+    xt = rng.standard_normal((2, 6, 5, 4))
+    t_opts = dict(opts, output_padding=(1, 0))
+    yt = K.conv_transpose2d_forward(xt, w, None, **t_opts)
+    gt = rng.standard_normal(yt.shape)
+    gxt, gwt, _ = K.conv_transpose2d_backward(xt, w, gt, **t_opts)
+    assert dot(yt, gt) == pytest.approx(dot(xt, gxt), rel=1e-10)
+    assert dot(yt, gt) == pytest.approx(dot(w, gwt), rel=1e-10)
+    ya = K.avg_pool2d_forward(x, 3, 2, 1)
+    ga = rng.standard_normal(ya.shape)
+    assert dot(ya, ga) == pytest.approx(dot(x, K.avg_pool2d_backward(ga, x.shape, 3, 2, 1)), rel=1e-10)
+    for mode in ("nearest", "bilinear"):
+        yu = K.upsample2d_forward(x, size=(13, 21), mode=mode)
+        gu = rng.standard_normal(yu.shape)
+        assert dot(yu, gu) == pytest.approx(dot(x, K.upsample2d_backward(gu, x.shape, mode=mode)), rel=1e-10)
+
+
+def test_float64_stays_float64(backend):
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    assert K.conv2d_forward(x, w, None, padding=1).dtype == np.float64
+    assert K.max_pool2d_forward(x, 2)[0].dtype == np.float64
+    assert K.upsample2d_forward(x.astype(np.float32), scale_factor=2, mode="bilinear").dtype == np.float32
+
+
+# --------------------------------------------------------------------------- errors
+def raises(match_all, fn, *args, **kwargs):
+    with pytest.raises(ValueError) as info:
+        fn(*args, **kwargs)
+    for part in match_all:
+        assert part in str(info.value), (part, str(info.value))
+
+
+def test_errors_name_the_op_and_the_shapes():
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    raises(["conv2d", "(1, 4, 5, 5)", "larger"], K.conv2d_forward, x, np.zeros((2, 4, 7, 7)))
+    raises(["conv2d", "(1, 4, 5, 5)", "padding"], K.conv2d_forward, x, np.zeros((2, 4, 6, 6)), padding=0)
+    raises(["conv2d", "stride", "(0, 0)"], K.conv2d_forward, x, np.zeros((2, 4, 3, 3)), stride=0)
+    raises(["conv2d", "stride", "(1, -1)"], K.conv2d_forward, x, np.zeros((2, 4, 3, 3)), stride=(1, -1))
+    raises(["conv2d", "channel mismatch", "(1, 4, 5, 5)", "(2, 3, 3, 3)"], K.conv2d_forward, x, np.zeros((2, 3, 3, 3)))
+    raises(["conv2d", "groups=3", "(1, 4, 5, 5)"], K.conv2d_forward, x, np.zeros((3, 4, 3, 3)), groups=3)
+    raises(["conv2d", "4-D", "(4, 5, 5)"], K.conv2d_forward, x[0], np.zeros((2, 4, 3, 3)))
+    raises(["conv2d", "bias", "(2,)"], K.conv2d_forward, x, np.zeros((2, 4, 3, 3)), np.zeros(3))
+    raises(["conv2d_backward", "grad_out", "(1, 2, 3, 3)"], K.conv2d_backward, x, np.zeros((2, 4, 3, 3)),
+           np.zeros((1, 2, 4, 4)))
+    raises(["conv_transpose2d", "channel mismatch", "(1, 4, 5, 5)"], K.conv_transpose2d_forward, x,
+           np.zeros((3, 2, 3, 3)))
+    raises(["conv_transpose2d", "output_padding"], K.conv_transpose2d_forward, x, np.zeros((4, 2, 3, 3)),
+           stride=2, output_padding=2)
+    raises(["max_pool2d", "(1, 4, 5, 5)", "larger"], K.max_pool2d_forward, x, 7)
+    raises(["max_pool2d", "stride"], K.max_pool2d_forward, x, 2, 0)
+    raises(["max_pool2d", "half the kernel"], K.max_pool2d_forward, x, 2, 2, 2)
+    raises(["avg_pool2d", "4-D", "(5, 5)"], K.avg_pool2d_forward, x[0, 0], 2)
+    raises(["upsample_nearest", "exactly one"], K.upsample2d_forward, x)
+    raises(["upsample2d", "mode", "bicubic"], K.upsample2d_forward, x, scale_factor=2, mode="bicubic")
+    raises(["matmul", "(3, 4)", "(5, 2)", "do not align"], K.matmul, np.zeros((3, 4)), np.zeros((5, 2)))
+    raises(["matmul", "do not broadcast"], K.matmul, np.zeros((2, 3, 4)), np.zeros((3, 4, 5)))
+
+
+def test_backend_switch():
+    assert K.get_backend() in K.BACKENDS
+    with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
+        K.set_backend("cuda")
+    with K.use_backend("numpy"):
+        assert K.get_backend() == "numpy"
+
+
+def test_env_var_picks_the_backend_and_import_compiles_nothing():
+    """TINYGRAD_UU_BACKEND picks the backend; importing the numba backend compiles no kernel."""
+    code = ("import numba, tinygrad_uu.kernels as K, tinygrad_uu.kernels.cpu as cpu; "
+            "jitted = [f for f in vars(cpu).values() if isinstance(f, numba.core.registry.CPUDispatcher)]; "
+            "print(K.get_backend(), len(jitted), sum(len(f.signatures) for f in jitted))")
+    env = dict(os.environ, TINYGRAD_UU_BACKEND="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    backend, n_kernels, n_compiled = out.stdout.split()
+    assert backend == "numpy" and int(n_kernels) > 10 and int(n_compiled) == 0
