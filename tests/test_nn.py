@@ -421,3 +421,29 @@ def test_layers_match_torch():
     ours.eval(), theirs.eval()
     np.testing.assert_allclose(ours(Tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(),
                                atol=1e-5)
+
+
+# ------------------------------------------------------------ adaptive average pooling
+
+
+@pytest.mark.parametrize("shape, size", [((2, 3, 8, 8), 1), ((2, 3, 8, 8), (2, 4)),
+                                         ((1, 2, 7, 5), (3, 2)), ((1, 2, 5, 5), (None, 3))])
+def test_adaptive_avg_pool2d_gradcheck_and_bins(shape, size):
+    x = randn(*shape)
+    assert gradcheck(lambda t: F.adaptive_avg_pool2d(t, size), x)
+    if size == 1:
+        np.testing.assert_allclose(F.adaptive_avg_pool2d(x, 1).data,
+                                   x.data.mean(axis=(2, 3), keepdims=True))
+    if shape[2:] == (7, 5):  # uneven bins overlap: rows [0, 3), [2, 5), [4, 7)
+        np.testing.assert_allclose(F.adaptive_avg_pool2d(x, size).data[..., 1, 0],
+                                   x.data[:, :, 2:5, 0:3].mean(axis=(2, 3)))
+
+
+@pytest.mark.torch
+def test_adaptive_avg_pool2d_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 9))
+    for size in [1, (3, 4), (7, 2), 5]:
+        np.testing.assert_allclose(
+            F.adaptive_avg_pool2d(Tensor(x), size).data,
+            torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), size).numpy(), atol=1e-12)

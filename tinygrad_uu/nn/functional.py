@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..tensor import Tensor, get_rng
+from ..tensor import Tensor, get_rng, stack
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss,  # noqa: F401
                      nll_loss)
 from .normalization import batch_norm  # noqa: F401
@@ -123,6 +123,36 @@ def dropout2d(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"dropout2d: expects (N, C, H, W) input, got shape {x.shape}")
     return _dropout(x, p, training, x.shape[:2] + (1, 1), "dropout2d")
+
+
+# ------------------------------------------------------------ pooling to a fixed size
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
+    """Average over an (oh, ow) grid of bins covering the image, whatever its size.
+
+    Bin i of an axis of length n spans [floor(i * n / o), ceil((i + 1) * n / o)), as
+    PyTorch; output_size 1 is global average pooling.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: expects (N, C, H, W) input, got shape {x.shape}")
+    (oh, ow), (h, w) = _pair(output_size), x.shape[2:]
+    oh, ow = h if oh is None else oh, w if ow is None else ow
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size}")
+    if h % oh == 0 and w % ow == 0:  # equal bins: one reshape and a mean
+        return x.reshape(x.shape[0], x.shape[1], oh, h // oh, ow, w // ow).mean(axis=(3, 5))
+    rows = []
+    for i in range(oh):
+        y0, y1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        cols = [x[:, :, y0:y1, (j * w) // ow: -(-((j + 1) * w) // ow)].mean(axis=(2, 3))
+                for j in range(ow)]
+        rows.append(stack(cols, axis=-1))
+    return stack(rows, axis=-2)
 
 
 # ------------------------------------------------------------ spatial ops (tinygrad_uu/spatial.py)
