@@ -142,7 +142,8 @@ def train(args) -> tuple:
     sizes = [train_x.shape[1], *[h for h in args.hidden if h > 0], 10]
     params = init_params(sizes, rng)
     n = len(train_x)
-    print(f"numpy MLP {'-'.join(map(str, sizes))}: {n} training and {len(test_x)} test images, "
+    kind = "MLP" if len(sizes) > 2 else "linear classifier"
+    print(f"numpy {kind} {'-'.join(map(str, sizes))}: {n} training and {len(test_x)} test images, "
           f"{args.epochs} epochs of batch {args.batch_size}, SGD lr {args.lr}")
 
     history = {"train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []}

@@ -353,6 +353,9 @@ def plot_segmentation_grid(images, masks, preds, scores, path, max_rows=None,
             raise ValueError(f"{fn}: max_rows must be at least 1, got {max_rows}")
         order = order[np.unique(np.linspace(0, n - 1, int(max_rows)).round().astype(int))]
 
+    if len(order) > 250:                       # matplotlib draws at most 2^16 pixels a side
+        raise ValueError(f"{fn}: {len(order)} rows are too many for one figure; pass "
+                         "max_rows (e.g. 20) to show a spread from worst to best")
     tiles = _Tiles(3 * len(order), 3, (h, w), tile_inches=2.0)
     for r, i in enumerate(order):
         tiles.image(3 * r, x[i])
