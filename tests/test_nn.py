@@ -447,3 +447,92 @@ def test_adaptive_avg_pool2d_matches_torch():
         np.testing.assert_allclose(
             F.adaptive_avg_pool2d(Tensor(x), size).data,
             torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), size).numpy(), atol=1e-12)
+
+
+# ------------------------------------------------------------ image layers (spatial.py)
+
+CONV_CASES = [("Conv2d", (4, 6, 3), dict(stride=2, padding=1)),
+              ("Conv2d", (4, 6, (3, 2)), dict(groups=2, bias=False, dilation=2)),
+              ("ConvTranspose2d", (4, 6, 2), dict(stride=2)),
+              ("ConvTranspose2d", (4, 2, 3), dict(stride=2, padding=1, output_padding=1)),
+              ("MaxPool2d", (2,), {}), ("AvgPool2d", (3, 2, 1), {}),
+              ("Upsample", (), dict(scale_factor=2)),
+              ("Upsample", (), dict(size=(5, 7), mode="bilinear")),
+              ("AdaptiveAvgPool2d", ((2, 3),), {})]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name, args, kwargs", CONV_CASES)
+def test_image_layers_match_torch(name, args, kwargs):
+    torch = pytest.importorskip("torch")
+    ours, theirs = getattr(nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 4, 9, 9)).astype(np.float32)
+    a, b = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ya, yb = ours(a), theirs(b)
+    (ya * ya).sum().backward()
+    (yb * yb).sum().backward()
+    np.testing.assert_allclose(ya.data, yb.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(a.grad.data, b.grad.numpy(), atol=1e-4)
+    for (n, p), (n2, p2) in zip(ours.named_parameters(), theirs.named_parameters()):
+        assert n == n2
+        np.testing.assert_allclose(p.grad.data, p2.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_init_repr_and_errors():
+    manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3)
+    assert conv.weight.shape == (32, 16, 3, 3) and conv.bias.shape == (32,)
+    bound = 1 / math.sqrt(16 * 9)
+    assert 0.9 * bound < np.abs(conv.weight.data).max() <= bound
+    assert repr(conv) == ("Conv2d(16, 32, kernel_size=(3, 3), stride=(1, 1))"
+                          "  # 4,640 parameters")
+    assert nn.ConvTranspose2d(8, 4, 2, stride=2).weight.shape == (8, 4, 2, 2)
+    with pytest.raises(ValueError, match="out_channels=5 is not divisible by groups=2"):
+        nn.Conv2d(4, 5, 3, groups=2)
+
+
+def small_cnn(lib, p_drop):
+    return lib.Sequential(lib.Conv2d(1, 4, 3, padding=1), lib.BatchNorm2d(4), lib.ReLU(),
+                          lib.MaxPool2d(2), lib.Dropout2d(p_drop), lib.Conv2d(4, 8, 3, padding=1),
+                          lib.ReLU(), lib.AdaptiveAvgPool2d(1), lib.Flatten(), lib.Linear(8, 2))
+
+
+def small_task():
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    return x, (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+
+
+def test_a_small_cnn_trains():
+    from tinygrad_uu import optim
+    manual_seed(0)
+    model, (x, t) = small_cnn(nn, 0.1), small_task()
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(Tensor(x)), t)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.eval()(Tensor(x)).shape == (16, 2)
+
+
+@pytest.mark.torch
+def test_a_small_cnn_trains_exactly_like_torch():
+    torch = pytest.importorskip("torch")
+    from tinygrad_uu import optim
+    ours, theirs = small_cnn(nn, 0.0), small_cnn(torch.nn, 0.0)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    (x, t), xt, tt = small_task(), *map(torch.tensor, small_task())
+    opt, topt = optim.Adam(ours.parameters(), lr=0.05), torch.optim.Adam(theirs.parameters(), lr=0.05)
+    for _ in range(6):
+        opt.zero_grad()
+        topt.zero_grad()
+        loss, tloss = F.cross_entropy(ours(Tensor(x)), t), torch.nn.functional.cross_entropy(theirs(xt), tt)
+        loss.backward()
+        tloss.backward()
+        opt.step()
+        topt.step()
+        assert abs(loss.item() - tloss.item()) < 1e-5
