@@ -13,6 +13,19 @@ import tempfile
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp, path) -> None:
+    """Give the finished temporary file normal permissions (mkstemp makes it 0600, which
+    would hide a student's results from their teacher), then rename it into place."""
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success rename it to ``path``.
@@ -26,7 +39,7 @@ def atomic_write(path, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -53,7 +66,7 @@ class _AtomicPath:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            os.replace(self.tmp, self.path)
+            _publish(self.tmp, self.path)
         else:
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
