@@ -1,6 +1,5 @@
 """Assignment 1 end to end: numpy and the engine both reach the closed form."""
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,8 +10,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import linear_regression  # noqa: E402
 
-DATA = os.environ.get("TINYGRAD_UU_DATA")
-HAS_AUTO_MPG = bool(DATA) and (Path(DATA) / "auto-mpg" / "auto-mpg.data").exists()
+from tests.real_data import needs_auto_mpg  # noqa: E402
 
 
 def test_engine_and_hand_gradients_agree_on_synthetic_data():
@@ -27,7 +25,7 @@ def test_engine_and_hand_gradients_agree_on_synthetic_data():
     assert abs(b_np - b_cf) < 1e-6
 
 
-@pytest.mark.skipif(not HAS_AUTO_MPG, reason="needs TINYGRAD_UU_DATA with auto-mpg/auto-mpg.data")
+@needs_auto_mpg
 def test_example_reaches_closed_form_within_one_percent(tmp_path):
     with pytest.warns(UserWarning, match="dropped 6 of 398"):
         metrics = linear_regression.main(["--out", str(tmp_path)])
