@@ -66,6 +66,18 @@ def test_cross_entropy_ignore_index_leaves_samples_out_of_the_mean():
     assert np.all(x.grad.data[2] == 0)
 
 
+def test_cross_entropy_ignore_index_may_be_a_valid_class_number():
+    x, t = randn(5, 4), np.array([0, 2, 3, 2, 1])
+    keep = t != 2
+    expected = F.cross_entropy(Tensor(x.data[keep]), t[keep], reduction="sum")
+    np.testing.assert_allclose(F.cross_entropy(x, t, ignore_index=2, reduction="sum").data,
+                               expected.data)
+    np.testing.assert_allclose(F.nll_loss(x, t, ignore_index=2).data,
+                               F.nll_loss(Tensor(x.data[keep]), t[keep]).data)
+    with pytest.raises(ValueError, match="target holds class 7"):
+        F.cross_entropy(x, np.array([0, 2, 7, 2, 1]), ignore_index=2)
+
+
 def test_cross_entropy_segmentation_shape_matches_flattened_pixels():
     x, t = randn(2, 3, 4, 5), classes((2, 4, 5), 3)
     flat = x.data.transpose(0, 2, 3, 1).reshape(-1, 3)

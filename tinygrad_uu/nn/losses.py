@@ -36,8 +36,12 @@ def _array(target) -> np.ndarray:
     return np.asarray(target.data if isinstance(target, Tensor) else target)
 
 
-def _class_target(op: str, input: Tensor, target, ignore_index: int) -> np.ndarray:
-    """Check integer class targets against (N, C) or (N, C, d1, ...) scores."""
+def _class_target(op: str, input: Tensor, target, ignore_index: int):
+    """Check integer class targets against (N, C) or (N, C, d1, ...) scores.
+
+    Returns the targets and ``keep``: a mask of the samples not ignored, or None
+    when every sample counts (the common case, checked with a quick min and max).
+    """
     t = _array(target)
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: input must be floating-point scores, got {input.dtype} "
@@ -54,12 +58,29 @@ def _class_target(op: str, input: Tensor, target, ignore_index: int) -> np.ndarr
         raise ValueError(f"{op}: input of shape {input.shape} needs a target of shape "
                          f"{expected} (the class axis 1 removed), got {t.shape}")
     n_classes = input.shape[1]
-    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if t.size == 0:
+        return t, None
+    low, high = t.min(), t.max()
+    if low >= 0 and high < n_classes and not low <= ignore_index <= high:
+        return t, None
+    keep = t != ignore_index
+    bad = keep & ((t < 0) | (t >= n_classes))
     if bad.any():
         raise ValueError(f"{op}: target holds class {int(t[bad].flat[0])}, but the input of "
                          f"shape {input.shape} has {n_classes} classes (valid: 0 to "
                          f"{n_classes - 1})")
-    return t
+    return t, (None if keep.all() else keep)
+
+
+def _target_index(t: np.ndarray, keep) -> tuple:
+    """The index that picks x[n, t[n, ...], ...] for every sample (and pixel) n;
+    ignored samples point at class 0, and their loss is masked out afterwards."""
+    if keep is not None:
+        t = np.where(keep, t, 0)
+    if t.ndim == 1:
+        return np.arange(t.shape[0]), t
+    grid = np.indices(t.shape, sparse=True)
+    return (grid[0], t) + tuple(grid[1:])
 
 
 # ------------------------------------------------------------ cross-entropy
@@ -79,22 +100,20 @@ class CrossEntropy(Function):
     or g_i ("none"), and w_i = 0 for ignored samples.
     """
 
-    def forward(self, x, target, reduction, label_smoothing, ignore_index):
-        n_classes = x.shape[1]
+    def forward(self, x, index, keep, reduction, label_smoothing):
+        e = label_smoothing
         shifted = x - x.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
-        log_p = shifted - np.log(total)
-        keep = target != ignore_index
-        self.all_kept = bool(keep.all())
-        index = (target if self.all_kept else np.where(keep, target, 0))[:, None]
-        loss = -np.take_along_axis(log_p, index, axis=1)[:, 0]
-        if label_smoothing:
-            loss = (1 - label_smoothing) * loss - (label_smoothing / n_classes) * log_p.sum(axis=1)
-        if not self.all_kept:
-            loss = loss * keep
-        self.softmax, self.index, self.keep = exp / total, index, keep
-        self.smoothing, self.reduction, self.count = label_smoothing, reduction, int(keep.sum())
+        log_total = np.log(total)[:, 0]  # so that log p = shifted - log_total
+        loss = log_total - shifted[index]  # -log p[i, t_i]
+        if e:  # -(1/C) sum_j log p[i, j] = log_total - mean_j shifted[i, j]
+            loss = (1 - e) * loss + e * (log_total - shifted.mean(axis=1))
+        if keep is not None:
+            loss *= keep
+        self.exp, self.total, self.index, self.keep, self.smoothing = exp, total, index, keep, e
+        self.reduction = reduction
+        self.count = loss.size if keep is None else int(keep.sum())
         if reduction == "none":
             return loss
         total_loss = loss.sum(dtype=x.dtype)
@@ -102,15 +121,16 @@ class CrossEntropy(Function):
             return np.asarray(total_loss / self.count if reduction == "mean" else total_loss)
 
     def backward(self, g):
-        e, n_classes = self.smoothing, self.softmax.shape[1]
-        grad = self.softmax - e / n_classes if e else self.softmax.copy()
-        at_target = np.take_along_axis(grad, self.index, axis=1)
-        np.put_along_axis(grad, self.index, at_target - (1 - e), axis=1)
+        e = self.smoothing
+        grad = self.exp / self.total  # softmax(x)
+        if e:
+            grad -= e / grad.shape[1]
+        grad[self.index] -= 1 - e
         if self.reduction == "none":
             w = g[:, None]
         else:
             w = g / self.count if self.reduction == "mean" else g
-        if not self.all_kept:
+        if self.keep is not None:
             w = w * self.keep[:, None]
         grad *= w
         return grad
@@ -125,9 +145,9 @@ def cross_entropy(input: Tensor, target, ignore_index: int = -100, reduction: st
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    t = _class_target("cross_entropy", input, target, ignore_index)
-    return CrossEntropy.apply(input, target=t, reduction=reduction,
-                              label_smoothing=label_smoothing, ignore_index=ignore_index)
+    t, keep = _class_target("cross_entropy", input, target, ignore_index)
+    return CrossEntropy.apply(input, index=_target_index(t, keep), keep=keep,
+                              reduction=reduction, label_smoothing=label_smoothing)
 
 
 def nll_loss(input: Tensor, target, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
@@ -135,11 +155,11 @@ def nll_loss(input: Tensor, target, ignore_index: int = -100, reduction: str = "
     (N, C) or (N, C, d1, ...) and integer ``target``. Samples whose target is
     ``ignore_index`` count 0 and are left out of the mean."""
     _check_reduction("nll_loss", reduction)
-    t = _class_target("nll_loss", input, target, ignore_index)
-    keep = t != ignore_index
-    grid = np.indices(t.shape, sparse=True)  # sample (and pixel) coordinates
-    picked = input[(grid[0], np.where(keep, t, 0)) + tuple(grid[1:])]
-    loss = -picked if keep.all() else -picked * keep.astype(input.dtype)
+    t, keep = _class_target("nll_loss", input, target, ignore_index)
+    picked = input[_target_index(t, keep)]  # log p of each sample's target class
+    if keep is None:
+        return _reduce(-picked, reduction)
+    loss = -picked * keep.astype(input.dtype)
     if reduction == "mean":
         return loss.sum() * (1.0 / keep.sum() if keep.any() else np.nan)
     return _reduce(loss, reduction)
