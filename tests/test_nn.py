@@ -450,14 +450,15 @@ def test_adaptive_avg_pool2d_matches_torch():
 
 
 # ------------------------------------------------------------ image layers (spatial.py)
+# The ops themselves are checked (gradcheck, kernels) in test_spatial.py; here the modules:
+# their weights, initialisation, arguments, and agreement with torch.nn.
 
 CONV_CASES = [("Conv2d", (4, 6, 3), dict(stride=2, padding=1)),
               ("Conv2d", (4, 6, (3, 2)), dict(groups=2, bias=False, dilation=2)),
               ("ConvTranspose2d", (4, 6, 2), dict(stride=2)),
               ("ConvTranspose2d", (4, 2, 3), dict(stride=2, padding=1, output_padding=1)),
               ("MaxPool2d", (2,), {}), ("AvgPool2d", (3, 2, 1), {}),
-              ("Upsample", (), dict(scale_factor=2)),
-              ("Upsample", (), dict(size=(5, 7), mode="bilinear")),
+              ("Upsample", (), dict(scale_factor=2)),  # bilinear: tests/test_spatial.py
               ("AdaptiveAvgPool2d", ((2, 3),), {})]
 
 
