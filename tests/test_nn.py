@@ -94,6 +94,16 @@ def test_plain_list_of_modules_is_refused():
         Bad()
 
 
+def test_replacing_a_parameter_by_a_plain_tensor_is_refused():
+    lin = nn.Linear(2, 2)
+    lin.weight.grad = Tensor(np.ones((2, 2), np.float32))
+    with pytest.raises(TypeError, match="Linear.weight is a Parameter.*in place"):
+        lin.weight = lin.weight - 0.1 * lin.weight.grad  # the classic manual-SGD slip
+    lin.weight = nn.Parameter(np.zeros((2, 2)))
+    lin.bias = None
+    assert [n for n, _ in lin.named_parameters()] == ["weight"]
+
+
 def test_module_without_super_init_still_works():
     class Lazy(nn.Module):
         def __init__(self):

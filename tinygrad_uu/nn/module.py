@@ -72,6 +72,12 @@ class Module:
                 f"{type(self).__name__}.{name}: a plain {type(value).__name__} of modules is not "
                 "registered, so their parameters would not be trained or saved; "
                 "use nn.ModuleList(...) or nn.Sequential(...) instead")
+        if (isinstance(value, Tensor) and not isinstance(value, Parameter)
+                and isinstance(self.__dict__.get(name), Parameter)):
+            raise TypeError(
+                f"{type(self).__name__}.{name} is a Parameter; a plain Tensor in its place would "
+                "not be trained. Update it in place (p.data -= lr * p.grad.data) or assign "
+                "nn.Parameter(...)")
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ registration
