@@ -461,7 +461,16 @@ def test_adaptive_avg_pool2d_matches_torch():
 
 # ------------------------------------------------------------ image layers (spatial.py)
 # The ops themselves are checked (gradcheck, kernels) in test_spatial.py; here the modules:
-# their weights, initialisation, arguments, and agreement with torch.nn.
+# their weights, initialisation, arguments, and agreement with torch.nn. They run on the
+# numpy kernels, which need no compiling, so this file stays fast on a cold numba cache.
+
+
+@pytest.fixture
+def numpy_kernels():
+    from tinygrad_uu import kernels
+    with kernels.use_backend("numpy"):
+        yield
+
 
 CONV_CASES = [("Conv2d", (4, 6, 3), dict(stride=2, padding=1)),
               ("Conv2d", (4, 6, (3, 2)), dict(groups=2, bias=False, dilation=2)),
@@ -474,7 +483,7 @@ CONV_CASES = [("Conv2d", (4, 6, 3), dict(stride=2, padding=1)),
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name, args, kwargs", CONV_CASES)
-def test_image_layers_match_torch(name, args, kwargs):
+def test_image_layers_match_torch(name, args, kwargs, numpy_kernels):
     torch = pytest.importorskip("torch")
     ours, theirs = getattr(nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
@@ -514,7 +523,7 @@ def small_task():
     return x, (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
 
 
-def test_a_small_cnn_trains():
+def test_a_small_cnn_trains(numpy_kernels):
     from tinygrad_uu import optim
     manual_seed(0)
     model, (x, t) = small_cnn(nn, 0.1), small_task()
@@ -531,7 +540,7 @@ def test_a_small_cnn_trains():
 
 
 @pytest.mark.torch
-def test_a_small_cnn_trains_exactly_like_torch():
+def test_a_small_cnn_trains_exactly_like_torch(numpy_kernels):
     torch = pytest.importorskip("torch")
     from tinygrad_uu import optim
     ours, theirs = small_cnn(nn, 0.0), small_cnn(torch.nn, 0.0)
