@@ -108,6 +108,26 @@ def test_leaf_grads_are_independent_arrays():
     (a + b).sum().backward()  # Add hands the same upstream array to both inputs
     a.grad.data += 1
     np.testing.assert_array_equal(b.grad.data, [1.0, 1.0])
+    c = tg.tensor(np.zeros((2, 2)), requires_grad=True)
+    d = tg.tensor(np.zeros(4), requires_grad=True)
+    (c.reshape(4) * 1.0 + d).sum().backward()  # c's grad would be a view of d's
+    c.grad.data += 1
+    np.testing.assert_array_equal(d.grad.data, np.ones(4))
+    upstream = np.ones(4)
+    e = tg.tensor(np.zeros(4), requires_grad=True)
+    (e * 1.0).backward(upstream)
+    e.grad.data += 1
+    np.testing.assert_array_equal(upstream, np.ones(4))  # the caller's array is untouched
+
+
+def test_truth_value_and_dim_defaults():
+    with pytest.raises(ValueError, match=r"truth value of a tensor of shape \(2,\) is ambiguous"):
+        bool(tg.zeros(2))
+    assert bool(tg.ones(1)) and not bool(tg.zeros(()))
+    x = tg.tensor(np.array([[1.0, 2.0], [3.0, 5.0]]))
+    np.testing.assert_allclose(x.softmax(dim=0).data.sum(0), [1, 1])
+    np.testing.assert_allclose(np.exp(x.log_softmax(dim=1).data).sum(1), [1, 1])
+    np.testing.assert_allclose(x.softmax().data.sum(1), [1, 1])  # default: the last axis
 
 
 def test_chain_of_ten_thousand_ops_has_no_recursion_limit():

@@ -134,14 +134,21 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     ``.grad``; intermediate gradients live only during this walk.
     """
     grads = {id(root): grad}
+    handed_out = set()  # ids of arrays already stored as some leaf's .grad in this walk
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
         ctx = node._ctx
         if ctx is None:  # a leaf: accumulate, as PyTorch does, until zero_grad()
-            if node.grad is None:  # a copy: g may be shared with other inputs' grads
-                node.grad = Tensor._wrap(np.array(g, dtype=node.data.dtype))
+            if node.grad is None:
+                # keep g itself only if no other leaf holds it and it is not a view
+                # (Add hands one array to both inputs; reshape returns views)
+                if (id(g) in handed_out or not g.flags.owndata or not g.flags.writeable
+                        or g.dtype != node.data.dtype):
+                    g = np.array(g, dtype=node.data.dtype)
+                handed_out.add(id(g))
+                node.grad = Tensor._wrap(g)
             else:
                 node.grad.data = node.grad.data + g
             continue

@@ -105,6 +105,12 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                             "use .any() or .all() on .numpy(), or compare with .item()")
+        return bool(self.data)
+
     def __repr__(self) -> str:
         extra = ", requires_grad=True" if self.requires_grad else ""
         if self._ctx is not None:
@@ -162,7 +168,7 @@ class Tensor:
                     "grad=dL/d(output) of that shape, or reduce it first (.sum(), .mean())")
             g = np.ones_like(self.data)
         else:
-            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            g = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape}, the output {self.shape}")
         autograd.backward(self, g, retain_graph=retain_graph)
@@ -353,13 +359,17 @@ class Tensor:
             return out
         return out.squeeze(axis) if axis is not None else out.reshape(())
 
-    def softmax(self, axis=-1, *, dim=None):
+    def softmax(self, axis=None, *, dim=None):
+        """exp(x) / sum(exp(x)) along ``axis`` (default: the last)."""
         self._need_float("softmax")
-        return F.Softmax.apply(self, axis=_normalise_axis(axis, dim))
+        axis = _normalise_axis(axis, dim)
+        return F.Softmax.apply(self, axis=-1 if axis is None else axis)
 
-    def log_softmax(self, axis=-1, *, dim=None):
+    def log_softmax(self, axis=None, *, dim=None):
+        """x - logsumexp(x) along ``axis`` (default: the last)."""
         self._need_float("log_softmax")
-        return F.LogSoftmax.apply(self, axis=_normalise_axis(axis, dim))
+        axis = _normalise_axis(axis, dim)
+        return F.LogSoftmax.apply(self, axis=-1 if axis is None else axis)
 
     # ------------------------------------------------------------ shape
     def reshape(self, *shape):
