@@ -10,22 +10,39 @@ How the speed is won, in the order it matters:
   Every parallel loop writes disjoint memory, so no locks and no races.
 * ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse multiply-adds
   (``contract``), which it needs to vectorise a reduction with AVX. We leave out the
-  flags that assume no NaN/inf, so NaN and inf still propagate. Kernels that compare
-  (max pooling) or only copy get no fastmath at all.
+  flags that assume no NaN/inf, so NaN and inf still propagate. Kernels without long
+  sums (pooling, resizing, copies) get no fastmath: it would only cost compile time.
 * Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
   ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last
   element); LLVM can drop that check, and vectorise, only when it can see the index
   is >= 0, which a ``range(n)`` counter is.
-* Convolutions use whichever wins (see ``conv2d_forward``): *direct* loops when there
-  are few input channels, else *im2col* + BLAS: copy the receptive fields into the
-  columns of a matrix and let one big matrix product do the arithmetic.
+* Convolutions use whichever wins (measured, see ``_direct``): *direct* loops for a
+  stride-1 conv with few input channels (a first layer), else *im2col* + BLAS: copy
+  the receptive fields into the columns of a matrix and let one big matrix product
+  do the arithmetic.
+* Parallel work is only shared when there is enough of it (``_run``).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
+SMALL_WORK = 1 << 15  # elements; below this one thread beats waking the others
+
+
+def _run(kernel, work, *args):
+    """Call a parallel ``kernel``; on one thread when ``work`` (elements it touches) is
+    small, since starting the other threads would cost more than they save."""
+    threads = numba.get_num_threads()
+    if work >= SMALL_WORK or threads == 1:
+        return kernel(*args)
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 # =========================================================================== matmul
@@ -34,9 +51,10 @@ FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must prop
 #   * a 2 x 4 block of c is computed at once: each loaded value of a is used 4 times and
 #     each value of bt twice, from registers (8 running sums, vectorised by LLVM);
 #   * KC columns of k at a time, so the 6 rows of a block stay in L1 cache;
-#   * NC rows of bt at a time, so the (NC x KC) tile of bt stays in L2 cache while a
-#     panel of MC rows of a streams past it.
-KC, NC = 512, 64
+#   * NC rows of bt at a time, so the (NC x KC) tile of bt (64 KB) stays in L2 cache
+#     while a panel of mc rows of a streams past it.
+# The sizes were tuned by a sweep on a Zen 3 core (32 KB L1, 512 KB L2).
+KC, NC = 1024, 16
 
 
 @njit(fastmath=FAST, cache=True)
@@ -110,7 +128,7 @@ def matmul(a, b):
     mc = 64  # smaller panels when there are too few to keep every core busy
     while mc > 2 and a3.shape[0] * -(-m // mc) < 8:
         mc //= 2
-    _matmul_kernel(a3, bt3, c, mc)
+    _run(_matmul_kernel, c.size * k, a3, bt3, c, mc)
     return c.reshape(batch + (m, n))
 
 
@@ -123,7 +141,7 @@ def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
     n, c = xp.shape[0], xp.shape[1]
     L = oh * ow
     cols = np.empty((c * kh * kw, n * L), dtype=xp.dtype)
-    for task in prange(n * c):
+    for task in prange(n * c):  # one (image, channel) plane per task
         b, ch = task // c, task % c
         for i in range(kh):
             for j in range(kw):
@@ -136,12 +154,12 @@ def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
     return cols
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
+@njit(parallel=True, cache=True)
 def _col2im(cols, n, c, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow):
     """The adjoint of _im2col: add every column entry back where it was copied from."""
     L = oh * ow
     gxp = np.zeros((n, c, hp, wp), dtype=cols.dtype)
-    for task in prange(n * c):  # one (image, channel) plane per task: no two tasks write the same pixel
+    for task in prange(n * c):  # one plane per task: no two tasks write the same pixel
         b, ch = task // c, task % c
         for i in range(kh):
             for j in range(kw):
@@ -152,36 +170,6 @@ def _col2im(cols, n, c, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow):
                     for x in range(ow):
                         dst[x * sw] += row[x]
     return gxp
-
-
-@njit(parallel=True, cache=True)
-def _cnl_to_nchw(out2, bias, n, oh, ow):
-    """(C, N*L) -> (N, C, OH, OW), adding ``bias[c]`` on the way (bias may be empty)."""
-    c, L = out2.shape[0], oh * ow
-    out = np.empty((n, c, oh, ow), dtype=out2.dtype)
-    flat = out.reshape(n, c, L)
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        src, dst = out2[ch, b * L:(b + 1) * L], flat[b, ch]
-        add = bias[ch] if bias.shape[0] else out2.dtype.type(0)
-        for t in range(L):
-            dst[t] = src[t] + add
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _nchw_to_cnl(g):
-    """(N, C, OH, OW) -> (C, N*OH*OW)."""
-    n, c, oh, ow = g.shape
-    L = oh * ow
-    flat = g.reshape(n, c, L)
-    out = np.empty((c, n * L), dtype=g.dtype)
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        src, dst = flat[b, ch], out[ch, b * L:(b + 1) * L]
-        for t in range(L):
-            dst[t] = src[t]
-    return out
 
 
 def _pad(x, padding):
@@ -204,8 +192,20 @@ def _out_hw(x_shape, kernel, stride, padding, dilation):
 
 
 def _cols(x, kernel, stride, padding, dilation):
+    """The im2col matrix of x, shape (C*kH*kW, N*OH*OW), and (OH, OW)."""
     oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
-    return _im2col(_pad(x, padding), kernel[0], kernel[1], *stride, *dilation, oh, ow), oh, ow
+    work = x.shape[0] * x.shape[1] * kernel[0] * kernel[1] * oh * ow
+    cols = _run(_im2col, work, _pad(x, padding), kernel[0], kernel[1], *stride, *dilation, oh, ow)
+    return cols, oh, ow
+
+
+def _grad_rows(grad_out, groups):
+    """grad_out (N, C_out, OH, OW) as (groups, C_out/groups, N*OH*OW), channels first.
+
+    A plain numpy transpose: one pass over memory, as fast as a kernel would be.
+    """
+    n, co = grad_out.shape[:2]
+    return np.ascontiguousarray(grad_out.reshape(n, co, -1).transpose(1, 0, 2)).reshape(groups, co // groups, -1)
 
 
 def conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups):
@@ -213,8 +213,10 @@ def conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups):
     n, co = x.shape[0], w.shape[0]
     cols, oh, ow = _cols(x, w.shape[2:], stride, padding, dilation)
     out2 = np.matmul(w.reshape(groups, co // groups, -1), cols.reshape(groups, -1, cols.shape[1]))
-    bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    return _cnl_to_nchw(out2.reshape(co, -1), bias, n, oh, ow)
+    out = np.ascontiguousarray(out2.reshape(co, n, oh, ow).transpose(1, 0, 2, 3))
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
 
 
 def conv2d_grad_input_im2col(grad_out, w, x_shape, stride, padding, dilation, groups):
@@ -222,134 +224,160 @@ def conv2d_grad_input_im2col(grad_out, w, x_shape, stride, padding, dilation, gr
     n, c, h, wd = x_shape
     co, (oh, ow) = w.shape[0], grad_out.shape[2:]
     (ph, pw), (kh, kw) = padding, w.shape[2:]
-    g2 = _nchw_to_cnl(grad_out).reshape(groups, co // groups, -1)
-    gcols = np.matmul(np.swapaxes(w.reshape(groups, co // groups, -1), 1, 2), g2)
-    gxp = _col2im(gcols.reshape(c * kh * kw, -1), n, c, h + 2 * ph, wd + 2 * pw, kh, kw,
-                  *stride, *dilation, oh, ow)
+    gcols = np.matmul(np.swapaxes(w.reshape(groups, co // groups, -1), 1, 2), _grad_rows(grad_out, groups))
+    gxp = _run(_col2im, gcols.size, gcols.reshape(c * kh * kw, -1), n, c, h + 2 * ph, wd + 2 * pw, kh, kw,
+               *stride, *dilation, oh, ow)
     return _unpad(gxp, padding)
 
 
 def conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, groups):
     """grad_w = grad_out (C_out, N*L) @ cols.T, per group."""
-    co = w_shape[0]
     cols, _, _ = _cols(x, w_shape[2:], stride, padding, dilation)
-    g2 = _nchw_to_cnl(grad_out).reshape(groups, co // groups, -1)
-    gw = np.matmul(g2, np.swapaxes(cols.reshape(groups, -1, cols.shape[1]), 1, 2))
+    gw = np.matmul(_grad_rows(grad_out, groups), np.swapaxes(cols.reshape(groups, -1, cols.shape[1]), 1, 2))
     return gw.reshape(w_shape)
 
 
 # =========================================================================== conv2d: direct loops
-# Straight from the definition, vectorised along the output row. No copies besides the
-# padding; best when C_in * kH * kW is small (a first layer on grey images) so a
-# matrix product would have almost nothing to multiply.
+# For stride 1, with the padded image flattened (row after row, Wp = padded width),
+# tap (i, j) of the kernel reads the flat image shifted by  i*dh*Wp + j*dw:
+#
+#     wide[y*Wp + x] += w[o, c, i, j] * xflat[y*Wp + x + i*dh*Wp + j*dw]
+#
+# One long contiguous multiply-add per tap, which vectorises well. "wide" rows have Wp
+# entries, of which the first OW are the output row (the rest read across the row
+# boundary and are cut off). No copies, no matrix: best when C_in * kH * kW is small
+# (a first layer on grey images), where a matrix product has almost nothing to do.
 
 @njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_forward(xp, w, bias, sh, sw, dh, dw, groups, oh, ow):
-    n = xp.shape[0]
+def _direct_forward(xp, w, bias, dh, dw, groups, oh, ow):
+    n, wp = xp.shape[0], xp.shape[3]
     co, cg, kh, kw = w.shape
     og = co // groups
+    span = oh * wp - (kw - 1) * dw  # the wide positions that hold outputs
     out = np.empty((n, co, oh, ow), dtype=xp.dtype)
     for task in prange(n * co):
         b, o = task // co, task % co
-        first = (o // og) * cg  # first input channel of o's group
-        plane = out[b, o]
-        plane[:, :] = bias[o] if bias.shape[0] else xp.dtype.type(0)
+        first = (o // og) * cg  # the first input channel of o's group
+        wide = np.zeros(span, dtype=xp.dtype)
         for c in range(cg):
+            flat = xp[b, first + c].ravel()
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[o, c, i, j]
-                    for y in range(oh):
-                        src = xp[b, first + c, y * sh + i * dh, j * dw:]
-                        dst = plane[y]
-                        for x in range(ow):
-                            dst[x] += wv * src[x * sw]
+                    wv, src = w[o, c, i, j], flat[i * dh * wp + j * dw:]
+                    for t in range(span):
+                        wide[t] += wv * src[t]
+        add = bias[o] if bias.shape[0] else xp.dtype.type(0)
+        for y in range(oh):
+            dst, row = out[b, o, y], wide[y * wp:]
+            for x in range(ow):
+                dst[x] = row[x] + add
     return out
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_grad_weight(xp, g, kh, kw, sh, sw, dh, dw, groups):
-    n, co, oh, ow = g.shape
-    cg = xp.shape[1] // groups
-    og = co // groups
-    gw = np.zeros((co, cg, kh, kw), dtype=xp.dtype)
-    for task in prange(co * cg):
-        o, c = task // cg, task % cg
-        ch = (o // og) * cg + c
-        for i in range(kh):
-            for j in range(kw):
-                s = xp.dtype.type(0)
-                for b in range(n):
-                    for y in range(oh):
-                        src = xp[b, ch, y * sh + i * dh, j * dw:]
-                        grow = g[b, o, y]
-                        for x in range(ow):
-                            s += grow[x] * src[x * sw]
-                gw[o, c, i, j] = s
-    return gw
+@njit(cache=True)
+def _widen(g, wp, span):
+    """An output gradient plane (OH, OW) laid out in wide rows of Wp, zeros in between."""
+    oh, ow = g.shape
+    wide = np.zeros(span, dtype=g.dtype)
+    for y in range(oh):
+        dst, src = wide[y * wp:], g[y]
+        for x in range(ow):
+            dst[x] = src[x]
+    return wide
 
 
 @njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_grad_input(g, w, hp, wp, sh, sw, dh, dw, groups):
+def _direct_grad_input(g, w, hp, wp, dh, dw, groups):
+    """xflat[y*Wp + x + i*dh*Wp + j*dw] += w[o, c, i, j] * wide_g[y*Wp + x]: the forward's taps, reversed."""
     n, co, oh, ow = g.shape
     _, cg, kh, kw = w.shape
     og = co // groups
+    span = oh * wp - (kw - 1) * dw
     gxp = np.zeros((n, cg * groups, hp, wp), dtype=g.dtype)
     for task in prange(n * cg * groups):  # one input plane per task: writes never collide
         b, ch = task // (cg * groups), task % (cg * groups)
         c, first = ch % cg, (ch // cg) * og  # channel within the group, first output channel
+        flat = gxp[b, ch].ravel()
         for o in range(first, first + og):
+            wide = _widen(g[b, o], wp, span)
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[o, c, i, j]
-                    for y in range(oh):
-                        dst = gxp[b, ch, y * sh + i * dh, j * dw:]
-                        grow = g[b, o, y]
-                        for x in range(ow):
-                            dst[x * sw] += wv * grow[x]
+                    wv, dst = w[o, c, i, j], flat[i * dh * wp + j * dw:]
+                    for t in range(span):
+                        dst[t] += wv * wide[t]
     return gxp
+
+
+@njit(parallel=True, fastmath=FAST, cache=True)
+def _direct_grad_weight(xp, g, kh, kw, dh, dw, groups):
+    """dw[o, c, i, j] = sum_n dot(wide_g[n, o], xflat[n, c] shifted by i*dh*Wp + j*dw)."""
+    n, co, oh, ow = g.shape
+    wp = xp.shape[3]
+    cg, og = xp.shape[1] // groups, co // groups
+    span = oh * wp - (kw - 1) * dw
+    gw = np.zeros((co, cg, kh, kw), dtype=xp.dtype)
+    for task in prange(co * cg):
+        o, c = task // cg, task % cg
+        ch = (o // og) * cg + c
+        for b in range(n):
+            wide, flat = _widen(g[b, o], wp, span), xp[b, ch].ravel()
+            for i in range(kh):
+                for j in range(kw):
+                    src = flat[i * dh * wp + j * dw:]
+                    s = xp.dtype.type(0)
+                    for t in range(span):
+                        s += wide[t] * src[t]
+                    gw[o, c, i, j] += s
+    return gw
 
 
 def conv2d_forward_direct(x, w, b, stride, padding, dilation, groups):
     oh, ow = _out_hw(x.shape, w.shape[2:], stride, padding, dilation)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    return _direct_forward(_pad(x, padding), w, bias, *stride, *dilation, groups, oh, ow)
+    work = x.shape[0] * w.shape[0] * w[0].size * oh * ow
+    return _run(_direct_forward, work, _pad(x, padding), w, bias, *dilation, groups, oh, ow)
 
 
 def conv2d_grad_input_direct(grad_out, w, x_shape, stride, padding, dilation, groups):
     (ph, pw) = padding
-    gxp = _direct_grad_input(grad_out, w, x_shape[2] + 2 * ph, x_shape[3] + 2 * pw, *stride, *dilation, groups)
+    gxp = _run(_direct_grad_input, grad_out.size * w[0].size, grad_out, w,
+               x_shape[2] + 2 * ph, x_shape[3] + 2 * pw, *dilation, groups)
     return _unpad(gxp, padding)
 
 
 def conv2d_grad_weight_direct(x, grad_out, w_shape, stride, padding, dilation, groups):
-    return _direct_grad_weight(_pad(x, padding), grad_out, w_shape[2], w_shape[3], *stride, *dilation, groups)
+    return _run(_direct_grad_weight, grad_out.size * w_shape[1] * w_shape[2] * w_shape[3],
+                _pad(x, padding), grad_out, w_shape[2], w_shape[3], *dilation, groups)
 
 
 # --------------------------------------------------------------------------- the choice
-DIRECT_MAX_REDUCTION = 16  # measured in benchmarks/bench_kernels.py (see its --strategies table)
+DIRECT_MAX_REDUCTION = 36  # measured (see benchmarks/bench_kernels.py): first layers, 1-4 channels, 3x3
 
 
-def _direct(w_shape):
-    """Direct loops when each output sums few products (C_in/groups * kH * kW small)."""
-    return w_shape[1] * w_shape[2] * w_shape[3] <= DIRECT_MAX_REDUCTION
+def _direct(w_shape, stride):
+    """Direct loops for stride 1 when each output sums few products (C_in/groups * kH * kW)."""
+    return stride == (1, 1) and w_shape[1] * w_shape[2] * w_shape[3] <= DIRECT_MAX_REDUCTION
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
-    f = conv2d_forward_direct if _direct(w.shape) else conv2d_forward_im2col
+    f = conv2d_forward_direct if _direct(w.shape, stride) else conv2d_forward_im2col
     return f(x, w, b, stride, padding, dilation, groups)
 
 
 def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
-    f = conv2d_grad_input_direct if _direct(w.shape) else conv2d_grad_input_im2col
+    f = conv2d_grad_input_direct if _direct(w.shape, stride) else conv2d_grad_input_im2col
     return f(grad_out, w, x_shape, stride, padding, dilation, groups)
 
 
 def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups):
-    f = conv2d_grad_weight_direct if _direct(w_shape) else conv2d_grad_weight_im2col
+    f = conv2d_grad_weight_direct if _direct(w_shape, stride) else conv2d_grad_weight_im2col
     return f(x, grad_out, w_shape, stride, padding, dilation, groups)
 
 
 # =========================================================================== pooling
+# One (image, channel) plane per parallel task. Windows are clipped to the image
+# instead of padding it: the loops skip what would be padding.
+
 @njit(parallel=True, cache=True)
 def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     n, c, h, w = x.shape
@@ -391,7 +419,7 @@ def _max_pool_backward(g, arg, h, w):
     return gx.reshape(n, c, h, w)
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
+@njit(parallel=True, cache=True)
 def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     n, c, h, w = x.shape
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
@@ -409,7 +437,7 @@ def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     return out
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
+@njit(parallel=True, cache=True)
 def _avg_pool_backward(g, h, w, kh, kw, sh, sw, ph, pw):
     n, c, oh, ow = g.shape
     gx = np.zeros((n, c, h, w), dtype=g.dtype)
@@ -428,20 +456,20 @@ def _avg_pool_backward(g, h, w, kh, kw, sh, sw, ph, pw):
 
 def max_pool2d_forward(x, kernel, stride, padding):
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
-    return _max_pool_forward(x, *kernel, *stride, *padding, oh, ow)
+    return _run(_max_pool_forward, x.size, x, *kernel, *stride, *padding, oh, ow)
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
-    return _max_pool_backward(grad_out, argmax, x_shape[2], x_shape[3])
+    return _run(_max_pool_backward, grad_out.size, grad_out, argmax, x_shape[2], x_shape[3])
 
 
 def avg_pool2d_forward(x, kernel, stride, padding):
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
-    return _avg_pool_forward(x, *kernel, *stride, *padding, oh, ow)
+    return _run(_avg_pool_forward, x.size, x, *kernel, *stride, *padding, oh, ow)
 
 
 def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
-    return _avg_pool_backward(grad_out, x_shape[2], x_shape[3], *kernel, *stride, *padding)
+    return _run(_avg_pool_backward, grad_out.size, grad_out, x_shape[2], x_shape[3], *kernel, *stride, *padding)
 
 
 # =========================================================================== upsampling
@@ -471,7 +499,7 @@ def _nearest_backward(g, iy, ix, h, w):
     return gx
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
+@njit(parallel=True, cache=True)
 def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1):
     n, c = x.shape[0], x.shape[1]
     oh, ow = y0.shape[0], x0.shape[0]
@@ -487,7 +515,7 @@ def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1):
     return out
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
+@njit(parallel=True, cache=True)
 def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, h, w):
     n, c, oh, ow = g.shape
     gx = np.zeros((n, c, h, w), dtype=g.dtype)
@@ -505,16 +533,16 @@ def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, h, w):
 
 
 def upsample_nearest2d_forward(x, iy, ix):
-    return _nearest_forward(x, iy, ix)
+    return _run(_nearest_forward, x.shape[0] * x.shape[1] * iy.size * ix.size, x, iy, ix)
 
 
 def upsample_nearest2d_backward(grad_out, iy, ix, x_shape):
-    return _nearest_backward(grad_out, iy, ix, x_shape[2], x_shape[3])
+    return _run(_nearest_backward, grad_out.size, grad_out, iy, ix, x_shape[2], x_shape[3])
 
 
 def upsample_bilinear2d_forward(x, ty, tx):
-    return _bilinear_forward(x, *ty, *tx)
+    return _run(_bilinear_forward, x.shape[0] * x.shape[1] * ty[0].size * tx[0].size, x, *ty, *tx)
 
 
 def upsample_bilinear2d_backward(grad_out, ty, tx, x_shape):
-    return _bilinear_backward(grad_out, *ty, *tx, x_shape[2], x_shape[3])
+    return _run(_bilinear_backward, grad_out.size, grad_out, *ty, *tx, x_shape[2], x_shape[3])
