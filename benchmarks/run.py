@@ -1,0 +1,128 @@
+"""Run the benchmark suite: ``python -m benchmarks`` or ``python benchmarks/run.py``.
+
+    python -m benchmarks                      # every workload on every engine installed
+    python -m benchmarks --quick              # a reduced set, under 2 minutes
+    python -m benchmarks --only W3,W6 --engines torch,tinygrad_uu --json runs/b.json
+
+Prints the machine and a markdown table; writes ``benchmarks.md`` and ``benchmarks.png``
+(the ratios as bars) into ``--out`` and, with ``--json``, every raw figure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+# Nothing heavy is imported before the command line is read: --threads must reach the
+# BLAS and numba through the environment before numpy is first imported.
+from benchmarks import WORKLOADS  # noqa: E402  (the package imports nothing heavy)
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS", "NUM_CPU_THREADS")  # the last one is tinygrad's
+
+
+def set_threads(n: int) -> None:
+    """Give every engine ``n`` threads: BLAS, OpenMP and numba read these at import."""
+    if "numpy" in sys.modules and os.environ.get("OPENBLAS_NUM_THREADS") != str(n):
+        print(f"warning: numpy was imported before --threads {n}; its BLAS keeps its own "
+              "thread count", file=sys.stderr)
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Workloads:\n" + "\n".join(f"  {k}: {v}" for k, v in
+                                                                  WORKLOADS.items()))
+    p.add_argument("--quick", action="store_true",
+                   help="smaller set, fewer repeats (under 2 minutes); leaves tinygrad out "
+                        "unless --engines names it (it compiles for minutes on a cold cache)")
+    p.add_argument("--only", type=_csv, default=None, metavar="W1,W3",
+                   help="run only these workloads")
+    p.add_argument("--engines", type=_csv, default=None, metavar="torch,tinygrad_uu",
+                   help="run only these engines (torch, numpy, tinygrad_uu, tinygrad_uu-numba, "
+                        "tinygrad_uu-numpy, tinygrad, micrograd)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads for every engine: torch, numba, the BLAS (default 2)")
+    p.add_argument("--check-only", action="store_true",
+                   help="cross-check the engines, time nothing")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per engine (5; quick 3)")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds one measurement lasts at least (0.2; quick 0.05)")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="per engine and case: a slow engine gets fewer repeats beyond this")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write raw figures here")
+    p.add_argument("--out", type=Path, default=Path("runs/benchmarks"),
+                   help="folder for benchmarks.md and benchmarks.png (default runs/benchmarks)")
+    p.add_argument("--no-chart", action="store_true", help="do not draw the PNG")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of engine errors")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    from benchmarks import report
+    from benchmarks.engines import discover, torch_engine
+    from benchmarks.workloads import cases
+    torch_engine.THREADS = args.threads
+    wanted = [e.lower() for e in args.engines] if args.engines else None
+    started = time.perf_counter()
+    engines, skipped = discover(wanted)
+    if args.quick and wanted is None:
+        skipped += [(e.key, "left out of --quick (compiles kernels for minutes on a cold "
+                    "cache); name it with --engines to run it") for e in engines
+                    if e.key == "tinygrad"]
+        engines = [e for e in engines if e.key != "tinygrad"]
+    selected = cases(quick=args.quick, only=args.only)
+    if not selected:
+        raise SystemExit(f"no workload matches --only {args.only}; choose from {list(WORKLOADS)}")
+    repeats = 0 if args.check_only else args.repeats or (3 if args.quick else 5)
+    min_time = args.min_time or (0.05 if args.quick else 0.2)
+    print(f"engines: {', '.join(e.name for e in engines) or 'none'}"
+          + (f"; skipped: {', '.join(k for k, _ in skipped)}" if skipped else ""), flush=True)
+    results = run(selected, engines, skipped, repeats=repeats, min_time=min_time,
+                  max_seconds=args.max_seconds, verbose_errors=args.verbose,
+                  settings={"quick": args.quick, "argv": sys.argv[1:]})
+    text = report.table(results)
+    print()
+    print(text)
+    report.write_table(args.out / "benchmarks.md", text)
+    if not args.no_chart:
+        print(f"chart: {report.write_chart(args.out / 'benchmarks.png', results)}")
+    if args.json:
+        report.write_json(args.json, results)
+        print(f"json: {args.json}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return results
+
+
+def run(selected, engines, skipped=(), repeats=5, min_time=0.2, max_seconds=60.0, warmup=2,
+        verbose_errors=False, settings=None, log=None) -> dict:
+    """Run ``selected`` cases on ``engines``; the dict the report and the JSON are made of."""
+    from benchmarks import harness, report
+    log = log or (lambda s: print(s, flush=True))
+    records = harness.run_all(selected, engines, repeats=repeats, min_time=min_time,
+                              max_seconds=max_seconds, warmup=warmup, log=log,
+                              verbose_errors=verbose_errors)
+    return {"machine": report.machine_info(),
+            "settings": {**(settings or {}), "repeats": repeats, "min_time": min_time,
+                         "warmup": warmup, "max_seconds": max_seconds},
+            "engines": [{"key": e.key, "name": e.name, "version": e.version} for e in engines],
+            "skipped_engines": [{"key": k, "reason": r} for k, r in skipped],
+            "cases": records}
+
+
+if __name__ == "__main__":
+    main()
