@@ -1,0 +1,132 @@
+"""PyTorch on the CPU (two threads, like the course machines): the reference column."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..workloads import LR, PARAMS, UNET_LAYERS, chain_op
+from .base import Engine, EngineUnavailable, Step, Unsupported
+
+THREADS = 2
+
+
+class TorchEngine(Engine):
+    key = "torch"
+    name = "PyTorch"
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.version = torch.__version__
+        torch.set_num_threads(THREADS)
+
+    def activate(self):
+        self.torch.set_num_threads(THREADS)
+
+    def _t(self, array, grad=False):
+        return self.torch.tensor(np.array(array), requires_grad=grad)
+
+    def build(self, case, data):
+        torch, w = self.torch, case.workload
+        if w == "W1":
+            a, b = self._t(data["a"]), self._t(data["b"])
+            return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
+        if w == "W2":
+            return self._conv(case, data)
+        if w in ("W3", "W4", "W5"):
+            names = PARAMS[w]
+            params = {k: self._t(data[k], grad=True) for k in names}
+            x, y = self._t(data["x"]), self._t(data["y"])
+            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet}[w]
+            loss_fn = (torch.nn.functional.binary_cross_entropy_with_logits if w == "W5"
+                       else torch.nn.functional.cross_entropy)
+            opt = torch.optim.SGD(list(params.values()), lr=LR)
+
+            def run():
+                opt.zero_grad()
+                loss = loss_fn(forward(params, x), y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            def check():
+                loss = run()
+                res = {"loss": loss.detach().numpy()}
+                for k, p in params.items():
+                    res[f"grad.{k}"] = p.grad.numpy().copy()
+                    res[f"param.{k}"] = p.detach().numpy().copy()
+                return res
+            return Step(run=run, check=check)
+        if w == "W6":
+            x, wt, n = self._t(data["x"], True), self._t(data["w"], True), case.params["length"]
+
+            def run():
+                x.grad = wt.grad = None
+                h = x
+                for i in range(n):
+                    op = chain_op(i)
+                    h = h + wt if op == "add" else h * wt if op == "mul" else torch.tanh(h)
+                out = h.sum()
+                out.backward()
+                return out
+
+            def check():
+                out = run()
+                return {"out": out.detach().numpy(), "grad.x": x.grad.numpy().copy(),
+                        "grad.w": wt.grad.numpy().copy()}
+            return Step(run=run, check=check)
+        raise Unsupported(f"unknown workload {w}")
+
+    def _conv(self, case, data):
+        torch = self.torch
+        backward = case.params["backward"]
+        x, w, b = (self._t(data[k], backward) for k in ("x", "weight", "bias"))
+        g = self._t(data["grad_out"])
+
+        def run():
+            if not backward:
+                with torch.no_grad():
+                    return torch.nn.functional.conv2d(x, w, b, padding=1)
+            x.grad = w.grad = b.grad = None
+            out = torch.nn.functional.conv2d(x, w, b, padding=1)
+            out.backward(g)
+            return out
+
+        def check():
+            out = run()
+            res = {"out": out.detach().numpy()}
+            if backward:
+                res.update({"grad.x": x.grad.numpy(), "grad.weight": w.grad.numpy(),
+                            "grad.bias": b.grad.numpy()})
+            return res
+        return Step(run=run, check=check)
+
+    # the three models, written with torch.nn.functional on the shared weights
+    def _mlp(self, p, x):
+        F = self.torch.nn.functional
+        h = F.relu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
+        return F.linear(h, p["fc2.weight"], p["fc2.bias"])
+
+    def _cnn(self, p, x):
+        F = self.torch.nn.functional
+        h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1.weight"], p["conv1.bias"], padding=1)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2.weight"], p["conv2.bias"], padding=1)), 2)
+        return F.linear(h.reshape(len(x), -1), p["fc.weight"], p["fc.bias"])
+
+    def _unet(self, p, x):
+        F, torch = self.torch.nn.functional, self.torch
+        pads = {name: k // 2 for name, _, _, k in UNET_LAYERS}
+
+        def conv(h, name):
+            return F.conv2d(h, p[f"{name}.weight"], p[f"{name}.bias"], padding=pads[name])
+        skip = F.relu(conv(F.relu(conv(x, "enc1")), "enc2"))
+        h = F.max_pool2d(skip, 2)
+        h = F.relu(conv(F.relu(conv(h, "enc3")), "enc4"))
+        h = torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), skip], dim=1)
+        return conv(F.relu(conv(h, "dec1")), "out")
+
+
+def load():
+    try:
+        import torch
+    except ImportError as e:
+        raise EngineUnavailable(f"not installed ({e}); pip install torch") from None
+    return [TorchEngine(torch)]
