@@ -7,5 +7,6 @@ from .gradcheck import GradcheckError, gradcheck
 from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, full_like,
                      get_rng, manual_seed, maximum, minimum, ones, ones_like, rand, rand_like,
                      randn, randn_like, stack, tensor, where, zeros, zeros_like)
+from . import data, nn, optim  # noqa: E402  (after the core they build on)
 
 __version__ = "0.1.0"
