@@ -1,17 +1,23 @@
-"""The numba backend: the same ops as ``reference.py``, compiled and parallel.
+"""The numba backend: the same ops as ``reference.py``, compiled and run on every core.
 
 Arguments arrive checked and normalised by ``kernels/__init__.py`` (C-contiguous
 float arrays, (height, width) pairs). Each ``@njit`` kernel compiles on its first call
-(once per dtype) and is cached on disk, so importing this module is cheap.
+(once per dtype) and is cached on disk (``cache=True``), so importing this module
+compiles nothing and a second run of a program starts fast.
 
-How the speed is won, in the order it matters:
+How the speed is won:
 
-* ``prange`` splits independent work (images x channels, row panels) over the cores.
-  Every parallel loop writes disjoint memory, so no locks and no races.
+* Every kernel works on a range of independent *tasks* (an image-channel plane, a
+  panel of matrix rows) that write disjoint memory: ``for task in range(start, stop)``.
+  ``_parallel`` splits the tasks among threads; the kernels release the GIL
+  (``nogil=True``), so the threads run at the same time. (Numba's own
+  ``parallel=True``/``prange`` does the same split, but compiles 5-7x slower: about
+  a minute for this file, on every fresh install. Threads over plain kernels keep
+  the first run short.)
 * ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse multiply-adds
   (``contract``), which it needs to vectorise a reduction with AVX. We leave out the
   flags that assume no NaN/inf, so NaN and inf still propagate. Kernels without long
-  sums (pooling, resizing, copies) get no fastmath: it would only cost compile time.
+  sums (pooling, resizing, copies) get no fastmath.
 * Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
   ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last
   element); LLVM can drop that check, and vectorise, only when it can see the index
@@ -20,29 +26,37 @@ How the speed is won, in the order it matters:
   stride-1 conv with few input channels (a first layer), else *im2col* + BLAS: copy
   the receptive fields into the columns of a matrix and let one big matrix product
   do the arithmetic.
-* Parallel work is only shared when there is enough of it (``_run``).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
-SMALL_WORK = 1 << 15  # elements; below this one thread beats waking the others
+SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
+_pools: dict = {}
 
 
-def _run(kernel, work, *args):
-    """Call a parallel ``kernel``; on one thread when ``work`` (elements it touches) is
-    small, since starting the other threads would cost more than they save."""
-    threads = numba.get_num_threads()
-    if work >= SMALL_WORK or threads == 1:
-        return kernel(*args)
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
+def _parallel(kernel, tasks: int, work: int, *args) -> None:
+    """Run ``kernel(*args, start, stop)`` over tasks [0, tasks), split among threads.
+
+    As many threads as ``numba.get_num_threads()`` (set it with ``numba.set_num_threads``
+    or ``NUMBA_NUM_THREADS``); just this one when ``work`` (elements touched) is small.
+    """
+    threads = min(numba.get_num_threads(), tasks)
+    if threads <= 1 or work < SMALL_WORK:
+        kernel(*args, 0, tasks)
+        return
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinygrad_uu")
+    bounds = [tasks * t // threads for t in range(threads + 1)]
+    others = [_pools[threads].submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
+    kernel(*args, bounds[0], bounds[1])  # this thread takes the first share
+    for job in others:
+        job.result()
 
 
 # =========================================================================== matmul
@@ -57,7 +71,7 @@ def _run(kernel, work, *args):
 KC, NC = 1024, 16
 
 
-@njit(fastmath=FAST, cache=True)
+@njit(fastmath=FAST, nogil=True, cache=True)
 def _dot(a, b):
     s = a.dtype.type(0)
     for k in range(a.shape[0]):
@@ -65,7 +79,7 @@ def _dot(a, b):
     return s
 
 
-@njit(fastmath=FAST, cache=True)
+@njit(fastmath=FAST, nogil=True, cache=True)
 def _dot_2x4(a0, a1, b0, b1, b2, b3, c, i, j):
     """c[i:i+2, j:j+4] += [a0; a1] @ [b0; b1; b2; b3].T with 8 sums held in registers."""
     z = a0.dtype.type(0)
@@ -79,7 +93,7 @@ def _dot_2x4(a0, a1, b0, b1, b2, b3, c, i, j):
     c[i + 1, j] += c10; c[i + 1, j + 1] += c11; c[i + 1, j + 2] += c12; c[i + 1, j + 3] += c13  # noqa: E702
 
 
-@njit(fastmath=FAST, cache=True)
+@njit(fastmath=FAST, nogil=True, cache=True)
 def _matmul_tile(a, bt, c, i0, i1, j0, j1, k0, k1):
     """c[i0:i1, j0:j1] += a[i0:i1, k0:k1] @ bt[j0:j1, k0:k1].T, in 2 x 4 blocks plus edges."""
     i = i0
@@ -98,17 +112,16 @@ def _matmul_tile(a, bt, c, i0, i1, j0, j1, k0, k1):
             c[i, jj] += _dot(a[i, k0:k1], bt[jj, k0:k1])
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
-def _matmul_kernel(a, bt, c, mc):
-    """c[p] = a[p] @ bt[p].T for every p. a: (B, M, K), bt: (B, N, K), c: (B, M, N) zeros.
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _matmul_kernel(a, bt, c, mc, start, stop):
+    """c[p] = a[p] @ bt[p].T. a: (B, M, K), bt: (B, N, K), c: (B, M, N) zeros.
 
-    The parallel tasks are (matrix p, panel of mc rows); each task walks the NC x KC
-    tiles of bt, so a tile is reused by all the rows of a panel while in cache.
+    A task is (matrix p, panel of mc rows); it walks the NC x KC tiles of bt, so
+    each tile is reused by all the rows of the panel while it is in cache.
     """
-    nb, m, k = a.shape
-    n = bt.shape[1]
+    m, k, n = a.shape[1], a.shape[2], bt.shape[1]
     panels = (m + mc - 1) // mc
-    for task in prange(nb * panels):
+    for task in range(start, stop):
         p, i0 = task // panels, (task % panels) * mc
         i1 = min(i0 + mc, m)
         for j0 in range(0, n, NC):
@@ -128,20 +141,19 @@ def matmul(a, b):
     mc = 64  # smaller panels when there are too few to keep every core busy
     while mc > 2 and a3.shape[0] * -(-m // mc) < 8:
         mc //= 2
-    _run(_matmul_kernel, c.size * k, a3, bt3, c, mc)
+    _parallel(_matmul_kernel, a3.shape[0] * -(-m // mc), c.size * k, a3, bt3, c, mc)
     return c.reshape(batch + (m, n))
 
 
 # =========================================================================== conv2d: im2col + BLAS
 # cols[(c*kH + i)*kW + j, n*L + y*OW + x] = xpad[n, c, y*sh + i*dh, x*sw + j*dw], L = OH*OW.
 # Then conv2d is one matrix product per group:  out (C_out, N*L) = w (C_out, C*kH*kW) @ cols.
+# A task is one (image, channel) plane.
 
-@njit(parallel=True, cache=True)
-def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
-    n, c = xp.shape[0], xp.shape[1]
-    L = oh * ow
-    cols = np.empty((c * kh * kw, n * L), dtype=xp.dtype)
-    for task in prange(n * c):  # one (image, channel) plane per task
+@njit(nogil=True, cache=True)
+def _im2col(xp, cols, kh, kw, sh, sw, dh, dw, oh, ow, start, stop):
+    c, L = xp.shape[1], oh * ow
+    for task in range(start, stop):
         b, ch = task // c, task % c
         for i in range(kh):
             for j in range(kw):
@@ -151,15 +163,13 @@ def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
                     row = dst[y * ow:(y + 1) * ow]
                     for x in range(ow):
                         row[x] = src[x * sw]
-    return cols
 
 
-@njit(parallel=True, cache=True)
-def _col2im(cols, n, c, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow):
+@njit(nogil=True, cache=True)
+def _col2im(cols, gxp, kh, kw, sh, sw, dh, dw, oh, ow, start, stop):
     """The adjoint of _im2col: add every column entry back where it was copied from."""
-    L = oh * ow
-    gxp = np.zeros((n, c, hp, wp), dtype=cols.dtype)
-    for task in prange(n * c):  # one plane per task: no two tasks write the same pixel
+    c, L = gxp.shape[1], oh * ow
+    for task in range(start, stop):  # one plane per task: no two tasks write the same pixel
         b, ch = task // c, task % c
         for i in range(kh):
             for j in range(kw):
@@ -169,7 +179,6 @@ def _col2im(cols, n, c, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow):
                     row = src[y * ow:(y + 1) * ow]
                     for x in range(ow):
                         dst[x * sw] += row[x]
-    return gxp
 
 
 def _pad(x, padding):
@@ -193,9 +202,10 @@ def _out_hw(x_shape, kernel, stride, padding, dilation):
 
 def _cols(x, kernel, stride, padding, dilation):
     """The im2col matrix of x, shape (C*kH*kW, N*OH*OW), and (OH, OW)."""
-    oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
-    work = x.shape[0] * x.shape[1] * kernel[0] * kernel[1] * oh * ow
-    cols = _run(_im2col, work, _pad(x, padding), kernel[0], kernel[1], *stride, *dilation, oh, ow)
+    n, c = x.shape[:2]
+    (kh, kw), (oh, ow) = kernel, _out_hw(x.shape, kernel, stride, padding, dilation)
+    cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
+    _parallel(_im2col, n * c, cols.size, _pad(x, padding), cols, kh, kw, *stride, *dilation, oh, ow)
     return cols, oh, ow
 
 
@@ -225,8 +235,8 @@ def conv2d_grad_input_im2col(grad_out, w, x_shape, stride, padding, dilation, gr
     co, (oh, ow) = w.shape[0], grad_out.shape[2:]
     (ph, pw), (kh, kw) = padding, w.shape[2:]
     gcols = np.matmul(np.swapaxes(w.reshape(groups, co // groups, -1), 1, 2), _grad_rows(grad_out, groups))
-    gxp = _run(_col2im, gcols.size, gcols.reshape(c * kh * kw, -1), n, c, h + 2 * ph, wd + 2 * pw, kh, kw,
-               *stride, *dilation, oh, ow)
+    gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=grad_out.dtype)
+    _parallel(_col2im, n * c, gcols.size, gcols.reshape(c * kh * kw, -1), gxp, kh, kw, *stride, *dilation, oh, ow)
     return _unpad(gxp, padding)
 
 
@@ -248,17 +258,19 @@ def conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, g
 # boundary and are cut off). No copies, no matrix: best when C_in * kH * kW is small
 # (a first layer on grey images), where a matrix product has almost nothing to do.
 
-@njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_forward(xp, w, bias, dh, dw, groups, oh, ow):
-    n, wp = xp.shape[0], xp.shape[3]
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _direct_forward(xp, w, bias, out, dh, dw, groups, start, stop):
+    """A task is one output plane (image b, output channel o)."""
+    wp = xp.shape[3]
     co, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
     og = co // groups
     span = oh * wp - (kw - 1) * dw  # the wide positions that hold outputs
-    out = np.empty((n, co, oh, ow), dtype=xp.dtype)
-    for task in prange(n * co):
+    wide = np.empty(span, dtype=xp.dtype)
+    for task in range(start, stop):
         b, o = task // co, task % co
         first = (o // og) * cg  # the first input channel of o's group
-        wide = np.zeros(span, dtype=xp.dtype)
+        wide[:] = 0
         for c in range(cg):
             flat = xp[b, first + c].ravel()
             for i in range(kh):
@@ -271,56 +283,56 @@ def _direct_forward(xp, w, bias, dh, dw, groups, oh, ow):
             dst, row = out[b, o, y], wide[y * wp:]
             for x in range(ow):
                 dst[x] = row[x] + add
-    return out
 
 
-@njit(cache=True)
-def _widen(g, wp, span):
-    """An output gradient plane (OH, OW) laid out in wide rows of Wp, zeros in between."""
+@njit(nogil=True, cache=True)
+def _widen(g, wide, wp):
+    """Lay an output-gradient plane (OH, OW) out in wide rows of Wp, zeros in between."""
     oh, ow = g.shape
-    wide = np.zeros(span, dtype=g.dtype)
+    wide[:] = 0
     for y in range(oh):
         dst, src = wide[y * wp:], g[y]
         for x in range(ow):
             dst[x] = src[x]
-    return wide
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_grad_input(g, w, hp, wp, dh, dw, groups):
-    """xflat[y*Wp + x + i*dh*Wp + j*dw] += w[o, c, i, j] * wide_g[y*Wp + x]: the forward's taps, reversed."""
-    n, co, oh, ow = g.shape
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _direct_grad_input(g, w, gxp, dh, dw, groups, start, stop):
+    """xflat[t + i*dh*Wp + j*dw] += w[o, c, i, j] * wide_g[t]: the forward's taps, reversed.
+    A task is one input plane (image b, channel ch), so writes never collide."""
+    co, oh = g.shape[1], g.shape[2]
     _, cg, kh, kw = w.shape
-    og = co // groups
+    wp, og = gxp.shape[3], co // groups
     span = oh * wp - (kw - 1) * dw
-    gxp = np.zeros((n, cg * groups, hp, wp), dtype=g.dtype)
-    for task in prange(n * cg * groups):  # one input plane per task: writes never collide
+    wide = np.empty(span, dtype=g.dtype)
+    for task in range(start, stop):
         b, ch = task // (cg * groups), task % (cg * groups)
         c, first = ch % cg, (ch // cg) * og  # channel within the group, first output channel
         flat = gxp[b, ch].ravel()
         for o in range(first, first + og):
-            wide = _widen(g[b, o], wp, span)
+            _widen(g[b, o], wide, wp)
             for i in range(kh):
                 for j in range(kw):
                     wv, dst = w[o, c, i, j], flat[i * dh * wp + j * dw:]
                     for t in range(span):
                         dst[t] += wv * wide[t]
-    return gxp
 
 
-@njit(parallel=True, fastmath=FAST, cache=True)
-def _direct_grad_weight(xp, g, kh, kw, dh, dw, groups):
-    """dw[o, c, i, j] = sum_n dot(wide_g[n, o], xflat[n, c] shifted by i*dh*Wp + j*dw)."""
-    n, co, oh, ow = g.shape
-    wp = xp.shape[3]
-    cg, og = xp.shape[1] // groups, co // groups
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _direct_grad_weight(xp, g, gw, dh, dw, groups, start, stop):
+    """dw[o, c, i, j] = sum_n dot(wide_g[n, o], xflat[n, c] shifted by i*dh*Wp + j*dw).
+    A task is one (output channel o, input channel c) pair."""
+    n, co, oh = g.shape[0], g.shape[1], g.shape[2]
+    _, cg, kh, kw = gw.shape
+    wp, og = xp.shape[3], co // groups
     span = oh * wp - (kw - 1) * dw
-    gw = np.zeros((co, cg, kh, kw), dtype=xp.dtype)
-    for task in prange(co * cg):
+    wide = np.empty(span, dtype=g.dtype)
+    for task in range(start, stop):
         o, c = task // cg, task % cg
         ch = (o // og) * cg + c
         for b in range(n):
-            wide, flat = _widen(g[b, o], wp, span), xp[b, ch].ravel()
+            _widen(g[b, o], wide, wp)
+            flat = xp[b, ch].ravel()
             for i in range(kh):
                 for j in range(kw):
                     src = flat[i * dh * wp + j * dw:]
@@ -328,26 +340,30 @@ def _direct_grad_weight(xp, g, kh, kw, dh, dw, groups):
                     for t in range(span):
                         s += wide[t] * src[t]
                     gw[o, c, i, j] += s
-    return gw
 
 
 def conv2d_forward_direct(x, w, b, stride, padding, dilation, groups):
+    n, co = x.shape[0], w.shape[0]
     oh, ow = _out_hw(x.shape, w.shape[2:], stride, padding, dilation)
+    out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    work = x.shape[0] * w.shape[0] * w[0].size * oh * ow
-    return _run(_direct_forward, work, _pad(x, padding), w, bias, *dilation, groups, oh, ow)
+    _parallel(_direct_forward, n * co, out.size * w[0].size, _pad(x, padding), w, bias, out, *dilation, groups)
+    return out
 
 
 def conv2d_grad_input_direct(grad_out, w, x_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
     (ph, pw) = padding
-    gxp = _run(_direct_grad_input, grad_out.size * w[0].size, grad_out, w,
-               x_shape[2] + 2 * ph, x_shape[3] + 2 * pw, *dilation, groups)
+    gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=grad_out.dtype)
+    _parallel(_direct_grad_input, n * c, grad_out.size * w[0].size, grad_out, w, gxp, *dilation, groups)
     return _unpad(gxp, padding)
 
 
 def conv2d_grad_weight_direct(x, grad_out, w_shape, stride, padding, dilation, groups):
-    return _run(_direct_grad_weight, grad_out.size * w_shape[1] * w_shape[2] * w_shape[3],
-                _pad(x, padding), grad_out, w_shape[2], w_shape[3], *dilation, groups)
+    gw = np.zeros(w_shape, dtype=x.dtype)
+    _parallel(_direct_grad_weight, w_shape[0] * w_shape[1], grad_out.size * gw[0].size,
+              _pad(x, padding), grad_out, gw, *dilation, groups)
+    return gw
 
 
 # --------------------------------------------------------------------------- the choice
@@ -375,174 +391,177 @@ def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups):
 
 
 # =========================================================================== pooling
-# One (image, channel) plane per parallel task. Windows are clipped to the image
-# instead of padding it: the loops skip what would be padding.
+# A task is one (image, channel) plane. Windows are clipped to the image instead of
+# padding it: the loops skip what would be padding.
 
-@njit(parallel=True, cache=True)
-def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
-    n, c, h, w = x.shape
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    arg = np.empty((n, c, oh, ow), dtype=np.int64)
-    for task in prange(n * c):
+@njit(nogil=True, cache=True)
+def _max_pool_forward(x, out, arg, kh, kw, sh, sw, ph, pw, start, stop):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    for task in range(start, stop):
         b, ch = task // c, task % c
         plane = x[b, ch]
         for y in range(oh):
             for xx in range(ow):
                 best, where = plane[0, 0], -1
-                for i in range(kh):
-                    iy = y * sh - ph + i
-                    if iy < 0 or iy >= h:
-                        continue
-                    for j in range(kw):
-                        ix = xx * sw - pw + j
-                        if ix < 0 or ix >= w:
-                            continue
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
                         v = plane[iy, ix]
                         # strictly greater keeps the first of equal values; a NaN wins once
                         if where < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
                             best, where = v, iy * w + ix
                 out[b, ch, y, xx] = best
                 arg[b, ch, y, xx] = where
-    return out, arg
 
 
-@njit(parallel=True, cache=True)
-def _max_pool_backward(g, arg, h, w):
-    n, c, oh, ow = g.shape
-    gx = np.zeros((n, c, h * w), dtype=g.dtype)
-    for task in prange(n * c):
+@njit(nogil=True, cache=True)
+def _max_pool_backward(g, arg, gx, start, stop):
+    """gx is (N, C, H*W): each output's gradient goes to its argmax."""
+    c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    for task in range(start, stop):
         b, ch = task // c, task % c
         dst = gx[b, ch]
         for y in range(oh):
             for xx in range(ow):
                 dst[arg[b, ch, y, xx]] += g[b, ch, y, xx]
-    return gx.reshape(n, c, h, w)
 
 
-@njit(parallel=True, cache=True)
-def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
-    n, c, h, w = x.shape
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+@njit(nogil=True, cache=True)
+def _avg_pool_forward(x, out, kh, kw, sh, sw, ph, pw, start, stop):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
     scale = x.dtype.type(1.0 / (kh * kw))
-    for task in prange(n * c):
+    for task in range(start, stop):
         b, ch = task // c, task % c
         plane = x[b, ch]
         for y in range(oh):
             for xx in range(ow):
                 s = x.dtype.type(0)
-                for i in range(max(0, ph - y * sh), min(kh, h + ph - y * sh)):
-                    for j in range(max(0, pw - xx * sw), min(kw, w + pw - xx * sw)):
-                        s += plane[y * sh - ph + i, xx * sw - pw + j]
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
+                        s += plane[iy, ix]
                 out[b, ch, y, xx] = s * scale
-    return out
 
 
-@njit(parallel=True, cache=True)
-def _avg_pool_backward(g, h, w, kh, kw, sh, sw, ph, pw):
-    n, c, oh, ow = g.shape
-    gx = np.zeros((n, c, h, w), dtype=g.dtype)
+@njit(nogil=True, cache=True)
+def _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, start, stop):
+    c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    h, w = gx.shape[2], gx.shape[3]
     scale = g.dtype.type(1.0 / (kh * kw))
-    for task in prange(n * c):
+    for task in range(start, stop):
         b, ch = task // c, task % c
         dst = gx[b, ch]
         for y in range(oh):
             for xx in range(ow):
                 share = g[b, ch, y, xx] * scale
-                for i in range(max(0, ph - y * sh), min(kh, h + ph - y * sh)):
-                    for j in range(max(0, pw - xx * sw), min(kw, w + pw - xx * sw)):
-                        dst[y * sh - ph + i, xx * sw - pw + j] += share
-    return gx
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
+                        dst[iy, ix] += share
 
 
 def max_pool2d_forward(x, kernel, stride, padding):
+    n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
-    return _run(_max_pool_forward, x.size, x, *kernel, *stride, *padding, oh, ow)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int64)
+    _parallel(_max_pool_forward, n * c, x.size, x, out, arg, *kernel, *stride, *padding)
+    return out, arg
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
-    return _run(_max_pool_backward, grad_out.size, grad_out, argmax, x_shape[2], x_shape[3])
+    n, c, h, w = x_shape
+    gx = np.zeros((n, c, h * w), dtype=grad_out.dtype)
+    _parallel(_max_pool_backward, n * c, grad_out.size, grad_out, argmax, gx)
+    return gx.reshape(x_shape)
 
 
 def avg_pool2d_forward(x, kernel, stride, padding):
+    n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
-    return _run(_avg_pool_forward, x.size, x, *kernel, *stride, *padding, oh, ow)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    _parallel(_avg_pool_forward, n * c, x.size, x, out, *kernel, *stride, *padding)
+    return out
 
 
 def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
-    return _run(_avg_pool_backward, grad_out.size, grad_out, x_shape[2], x_shape[3], *kernel, *stride, *padding)
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, gx, *kernel, *stride, *padding)
+    return gx
 
 
 # =========================================================================== upsampling
-@njit(parallel=True, cache=True)
-def _nearest_forward(x, iy, ix):
-    n, c = x.shape[0], x.shape[1]
-    out = np.empty((n, c, iy.shape[0], ix.shape[0]), dtype=x.dtype)
-    for task in prange(n * c):
+# The index and weight tables come from shapes.py; the kernels gather (forward) and
+# scatter-add (backward). A task is one (image, channel) plane.
+
+@njit(nogil=True, cache=True)
+def _nearest_forward(x, iy, ix, out, start, stop):
+    c = x.shape[1]
+    for task in range(start, stop):
         b, ch = task // c, task % c
         for y in range(iy.shape[0]):
             src, dst = x[b, ch, iy[y]], out[b, ch, y]
             for xx in range(ix.shape[0]):
                 dst[xx] = src[ix[xx]]
-    return out
 
 
-@njit(parallel=True, cache=True)
-def _nearest_backward(g, iy, ix, h, w):
-    n, c = g.shape[0], g.shape[1]
-    gx = np.zeros((n, c, h, w), dtype=g.dtype)
-    for task in prange(n * c):
+@njit(nogil=True, cache=True)
+def _nearest_backward(g, iy, ix, gx, start, stop):
+    c = g.shape[1]
+    for task in range(start, stop):
         b, ch = task // c, task % c
         for y in range(iy.shape[0]):
             src, dst = g[b, ch, y], gx[b, ch, iy[y]]
             for xx in range(ix.shape[0]):
                 dst[ix[xx]] += src[xx]
-    return gx
 
 
-@njit(parallel=True, cache=True)
-def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1):
-    n, c = x.shape[0], x.shape[1]
-    oh, ow = y0.shape[0], x0.shape[0]
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    for task in prange(n * c):
+@njit(nogil=True, cache=True)
+def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1, out, start, stop):
+    c = x.shape[1]
+    for task in range(start, stop):
         b, ch = task // c, task % c
         plane = x[b, ch]
-        for y in range(oh):
+        for y in range(y0.shape[0]):
             top, bottom, dst = plane[y0[y]], plane[y1[y]], out[b, ch, y]
-            for xx in range(ow):
+            for xx in range(x0.shape[0]):
                 dst[xx] = (wy0[y] * (wx0[xx] * top[x0[xx]] + wx1[xx] * top[x1[xx]])
                            + wy1[y] * (wx0[xx] * bottom[x0[xx]] + wx1[xx] * bottom[x1[xx]]))
-    return out
 
 
-@njit(parallel=True, cache=True)
-def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, h, w):
-    n, c, oh, ow = g.shape
-    gx = np.zeros((n, c, h, w), dtype=g.dtype)
-    for task in prange(n * c):
+@njit(nogil=True, cache=True)
+def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, gx, start, stop):
+    c = g.shape[1]
+    for task in range(start, stop):
         b, ch = task // c, task % c
-        for y in range(oh):
+        for y in range(y0.shape[0]):
             top, bottom, src = gx[b, ch, y0[y]], gx[b, ch, y1[y]], g[b, ch, y]
-            for xx in range(ow):
+            for xx in range(x0.shape[0]):
                 gt, gb = wy0[y] * src[xx], wy1[y] * src[xx]
                 top[x0[xx]] += wx0[xx] * gt
                 top[x1[xx]] += wx1[xx] * gt
                 bottom[x0[xx]] += wx0[xx] * gb
                 bottom[x1[xx]] += wx1[xx] * gb
-    return gx
 
 
 def upsample_nearest2d_forward(x, iy, ix):
-    return _run(_nearest_forward, x.shape[0] * x.shape[1] * iy.size * ix.size, x, iy, ix)
+    out = np.empty(x.shape[:2] + (iy.size, ix.size), dtype=x.dtype)
+    _parallel(_nearest_forward, x.shape[0] * x.shape[1], out.size, x, iy, ix, out)
+    return out
 
 
 def upsample_nearest2d_backward(grad_out, iy, ix, x_shape):
-    return _run(_nearest_backward, grad_out.size, grad_out, iy, ix, x_shape[2], x_shape[3])
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_nearest_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, iy, ix, gx)
+    return gx
 
 
 def upsample_bilinear2d_forward(x, ty, tx):
-    return _run(_bilinear_forward, x.shape[0] * x.shape[1] * ty[0].size * tx[0].size, x, *ty, *tx)
+    out = np.empty(x.shape[:2] + (ty[0].size, tx[0].size), dtype=x.dtype)
+    _parallel(_bilinear_forward, x.shape[0] * x.shape[1], out.size, x, *ty, *tx, out)
+    return out
 
 
 def upsample_bilinear2d_backward(grad_out, ty, tx, x_shape):
-    return _run(_bilinear_backward, grad_out.size, grad_out, *ty, *tx, x_shape[2], x_shape[3])
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_bilinear_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, *ty, *tx, gx)
+    return gx
