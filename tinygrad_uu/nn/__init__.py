@@ -9,7 +9,8 @@ from .conv import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, MaxPoo
                    Upsample)
 from .layers import (Dropout, Dropout2d, Flatten, Identity, LeakyReLU, Linear, LogSoftmax,
                      ModuleList, ReLU, Sequential, Sigmoid, Softmax, Tanh)
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .losses import (BCEDiceLoss, BCEWithLogitsLoss, CrossEntropyLoss, DiceLoss, MSELoss,
+                     NLLLoss)
 from .module import Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
 from .serialization import load, load_state_dict, save

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor, get_rng, stack
-from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss,  # noqa: F401
-                     nll_loss)
+from .losses import (bce_dice_loss, binary_cross_entropy_with_logits,  # noqa: F401
+                     cross_entropy, mse_loss, nll_loss, soft_dice_loss)
 from .normalization import batch_norm  # noqa: F401
 
 # ------------------------------------------------------------ activations

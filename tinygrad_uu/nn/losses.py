@@ -215,6 +215,73 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
     return _reduce(BCEWithLogits.apply(input, target), reduction)
 
 
+# ------------------------------------------------------------ segmentation: soft Dice
+
+
+def _per_image_target(op: str, input: Tensor, target) -> Tensor:
+    input._need_float(op)
+    if input.ndim < 2:
+        raise ValueError(f"{op}: input must have shape (N, ...) with one image per row of the "
+                         f"first axis, e.g. (N, 1, H, W), got {input.shape}")
+    return _float_target(op, input, target)
+
+
+def soft_dice_loss(input: Tensor, target, eps: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Soft Dice loss of logits ``input`` (N, ...) against masks ``target`` in [0, 1]
+    of the same shape, image by image: with p = sigmoid(input) and, for image n, sums
+    over all its pixels i,
+
+        I_n = sum_i p_i t_i,   S_n = sum_i p_i + sum_i t_i,
+        dice_n = (2 I_n + eps) / (S_n + eps),   loss_n = 1 - dice_n,
+
+    then the mean over images ("mean"), their sum ("sum") or the (N,) losses ("none").
+    eps keeps an empty mask predicted empty at dice 1 (loss 0) and smooths the ratio.
+
+    Gradient (what backward computes, through the sigmoid and the sums): for pixel i
+    of image n, with D_n = S_n + eps,
+
+        d dice_n / d p_i = (2 t_i D_n - (2 I_n + eps)) / D_n^2,
+        d p_i / d x_i    = p_i (1 - p_i),
+        dL/dx_i          = -(w / N) * (2 t_i D_n - (2 I_n + eps)) / D_n^2 * p_i (1 - p_i)
+
+    with w / N = 1/N for "mean" (1 for "sum"). The loss is one number per image, not a
+    sum over pixels: every pixel's gradient depends on the whole image through I_n and
+    S_n, which is why Dice copes with glands of any size (and with class imbalance),
+    and why its gradient is small for confident pixels (the p (1 - p) factor).
+    Composed from Tensor ops, so backward comes from the chain rule on them.
+    """
+    op = "soft_dice_loss"
+    _check_reduction(op, reduction)
+    if not eps > 0:
+        raise ValueError(f"{op}: eps must be positive (it keeps empty masks finite), got {eps}")
+    target = _per_image_target(op, input, target)
+    axes = tuple(range(1, input.ndim))
+    p = input.sigmoid()
+    intersection = (p * target).sum(axis=axes)
+    total = p.sum(axis=axes) + target.sum(axis=axes)
+    dice = (intersection * 2.0 + eps) / (total + eps)
+    return _reduce(1.0 - dice, reduction)
+
+
+def bce_dice_loss(input: Tensor, target, dice_weight: float = 1.0, eps: float = 1.0,
+                  reduction: str = "mean") -> Tensor:
+    """``binary_cross_entropy_with_logits + dice_weight * soft_dice_loss``, image by image.
+
+    BCE gives every pixel a well-scaled gradient from the first step; Dice optimises the
+    overlap that is measured in the end and is not swamped by the background. Each is a
+    mean over its pixels / images, so both are O(1) and weight 1 mixes them evenly.
+    "none" gives one loss per image (N,): that image's mean BCE plus its weighted Dice loss.
+    """
+    op = "bce_dice_loss"
+    _check_reduction(op, reduction)
+    if dice_weight < 0:
+        raise ValueError(f"{op}: dice_weight must be >= 0, got {dice_weight}")
+    target = _per_image_target(op, input, target)
+    bce = BCEWithLogits.apply(input, target).mean(axis=tuple(range(1, input.ndim)))
+    dice = soft_dice_loss(input, target, eps=eps, reduction="none")
+    return _reduce(bce + dice * dice_weight, reduction)
+
+
 # ------------------------------------------------------------ the same as modules
 
 
@@ -257,3 +324,31 @@ class MSELoss(_Loss):
 class BCEWithLogitsLoss(_Loss):
     def forward(self, input, target):
         return binary_cross_entropy_with_logits(input, target, self.reduction)
+
+
+class DiceLoss(_Loss):
+    """``F.soft_dice_loss`` as a module: 1 - soft Dice of sigmoid(logits), per image."""
+
+    def __init__(self, eps: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.eps = eps
+
+    def forward(self, input, target):
+        return soft_dice_loss(input, target, self.eps, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, " + super().extra_repr()
+
+
+class BCEDiceLoss(_Loss):
+    """``F.bce_dice_loss`` as a module: BCE with logits + dice_weight * soft Dice loss."""
+
+    def __init__(self, dice_weight: float = 1.0, eps: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.dice_weight, self.eps = dice_weight, eps
+
+    def forward(self, input, target):
+        return bce_dice_loss(input, target, self.dice_weight, self.eps, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"dice_weight={self.dice_weight}, eps={self.eps}, " + super().extra_repr()
