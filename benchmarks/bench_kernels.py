@@ -1,0 +1,276 @@
+"""Speed of the kernels, side by side with BLAS and PyTorch, on the course's workloads.
+
+    python benchmarks/bench_kernels.py [--json PATH] [--repeats N] [--threads T] [--no-cold]
+
+Every number is a median over N timed runs after warm-up; ratios compare numbers from
+this same run (a shared or busy machine shifts them all). Threads: numba, BLAS and torch
+all get the same count (default 2). Prints a markdown table and writes JSON.
+
+Cold start: a fresh Python with an empty numba cache (a temporary NUMBA_CACHE_DIR) is
+timed from the first import to the end of a first conv2d forward + backward on both
+conv shapes; then the same again with the now warm cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = "2"
+for _arg in sys.argv:  # thread counts must be set before numpy/numba/torch load
+    if _arg.startswith("--threads="):
+        THREADS = _arg.split("=", 1)[1]
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, THREADS)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tinygrad_uu import kernels as K  # noqa: E402
+from tinygrad_uu.kernels import cpu, reference  # noqa: E402
+
+try:
+    import torch
+    torch.set_num_threads(int(THREADS))
+except ImportError:  # torch is an optional peer
+    torch = None
+
+CONV_SHAPES = {"conv A (64, 1->32, 28x28, k3 p1)": (64, 1, 32, 28),
+               "conv B (64, 32->64, 14x14, k3 p1)": (64, 32, 64, 14)}
+
+
+def median_time(fn, repeats: int, budget_s: float = 3.0) -> float:
+    """Median seconds of ``fn()`` over up to ``repeats`` runs, after two warm-up runs
+    (the first compiles); slow functions get fewer runs to stay within ``budget_s``."""
+    fn()
+    t = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t
+    runs = max(3, min(repeats, int(budget_s / max(once, 1e-9))))
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_matmul(repeats):
+    rows = []
+    for n in (64, 256, 1024):
+        rng = np.random.default_rng(n)
+        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+        flop = 2 * n ** 3
+        row = {"n": n,
+               "numba": flop / median_time(lambda: cpu.matmul(a, b), repeats) / 1e9,
+               "numpy reference (einsum)": flop / median_time(lambda: reference.matmul(a, b), repeats) / 1e9,
+               "BLAS (np.matmul)": flop / median_time(lambda: a @ b, repeats) / 1e9}
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            row["torch"] = flop / median_time(lambda: ta @ tb, repeats) / 1e9
+        row["numba / BLAS"] = row["numba"] / row["BLAS (np.matmul)"]
+        rows.append(row)
+    return rows
+
+
+def _conv_impls():
+    """name -> (forward, forward + backward) on the kernel level, for every conv strategy."""
+    def numba_strategy(strategy):
+        fwd = getattr(cpu, f"conv2d_forward_{strategy}")
+        gin, gw = getattr(cpu, f"conv2d_grad_input_{strategy}"), getattr(cpu, f"conv2d_grad_weight_{strategy}")
+        opts = ((1, 1), (1, 1), (1, 1), 1)
+
+        def fb(x, w, b, need_dx=True):
+            out = fwd(x, w, b, *opts)
+            g = np.ones_like(out)
+            dx = gin(g, w, x.shape, *opts) if need_dx else None
+            return dx, gw(x, g, w.shape, *opts), g.sum(axis=(0, 2, 3))
+        return (lambda x, w, b: fwd(x, w, b, *opts)), fb
+
+    def interface(backend):
+        def fwd(x, w, b):
+            with K.use_backend(backend):
+                return K.conv2d_forward(x, w, b, padding=1)
+
+        def fb(x, w, b, need_dx=True):
+            with K.use_backend(backend):
+                out = K.conv2d_forward(x, w, b, padding=1)
+                return K.conv2d_backward(x, w, np.ones_like(out), padding=1, need_grad_x=need_dx)
+        return fwd, fb
+
+    impls = {"numba (auto)": interface("numba"), "numba im2col+BLAS": numba_strategy("im2col"),
+             "numba direct": numba_strategy("direct"), "numpy reference": interface("numpy")}
+    if torch is not None:
+        def t_fwd(x, w, b):
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(x, w, b, padding=1)
+
+        def t_fb(x, w, b, need_dx=True):
+            x = x.detach().requires_grad_(need_dx)
+            out = torch.nn.functional.conv2d(x, w, b, padding=1)
+            out.backward(torch.ones_like(out))
+            w.grad = b.grad = None
+        impls["torch"] = (t_fwd, t_fb)
+    return impls
+
+
+def bench_conv(repeats):
+    rows = []
+    for label, (n, ci, co, hw) in CONV_SHAPES.items():
+        rng = np.random.default_rng(ci)
+        x = rng.standard_normal((n, ci, hw, hw), dtype=np.float32)
+        w = rng.standard_normal((co, ci, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(co, dtype=np.float32)
+        for name, (fwd, fb) in _conv_impls().items():
+            args = (x, w, b)
+            if name == "torch":
+                args = (torch.from_numpy(x), torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_())
+            rows.append({"shape": label, "impl": name,
+                         "fwd ms": 1e3 * median_time(lambda: fwd(*args), repeats),
+                         "fwd+bwd ms": 1e3 * median_time(lambda: fb(*args), repeats),
+                         "fwd+bwd (no dx) ms": 1e3 * median_time(lambda: fb(*args, need_dx=False), repeats)})
+    return rows
+
+
+def bench_spatial(repeats):
+    """Pooling and upsampling: forward, and forward + backward, in ms."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 32, 28, 28), dtype=np.float32)
+    u = rng.standard_normal((64, 32, 14, 14), dtype=np.float32)
+    ops = {
+        "max_pool2d k2 (64, 32, 28x28)": (
+            lambda: K.max_pool2d_forward(x, 2),
+            lambda: K.max_pool2d_backward(*(lambda o: (np.ones_like(o[0]), o[1]))(K.max_pool2d_forward(x, 2)), x.shape),
+            lambda t: torch.nn.functional.max_pool2d(t, 2), x),
+        "upsample nearest x2 (64, 32, 14x14)": (
+            lambda: K.upsample2d_forward(u, scale_factor=2),
+            lambda: K.upsample2d_backward(np.ones_like(K.upsample2d_forward(u, scale_factor=2)), u.shape),
+            lambda t: torch.nn.functional.interpolate(t, scale_factor=2), u),
+        "upsample bilinear x2 (64, 32, 14x14)": (
+            lambda: K.upsample2d_forward(u, scale_factor=2, mode="bilinear"),
+            lambda: K.upsample2d_backward(np.ones_like(K.upsample2d_forward(u, scale_factor=2, mode="bilinear")),
+                                          u.shape, mode="bilinear"),
+            lambda t: torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear"), u),
+    }
+    rows = []
+    for label, (fwd, fb, t_op, data) in ops.items():
+        for backend in ("numba", "numpy"):
+            with K.use_backend(backend):
+                rows.append({"op": label, "impl": backend, "fwd ms": 1e3 * median_time(fwd, repeats),
+                             "fwd+bwd ms": 1e3 * median_time(fb, repeats)})
+        if torch is not None:
+            tx = torch.from_numpy(data).requires_grad_()
+
+            def t_fwd():
+                with torch.no_grad():
+                    t_op(tx)
+
+            def t_fb():
+                out = t_op(tx)
+                out.backward(torch.ones_like(out))
+                tx.grad = None
+            rows.append({"op": label, "impl": "torch", "fwd ms": 1e3 * median_time(t_fwd, repeats),
+                         "fwd+bwd ms": 1e3 * median_time(t_fb, repeats)})
+    return rows
+
+
+COLD_SCRIPT = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+import tinygrad_uu
+from tinygrad_uu import kernels as K
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+for n, ci, co, hw in SHAPES:
+    x = rng.standard_normal((n, ci, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((co, ci, 3, 3), dtype=np.float32)
+    out = K.conv2d_forward(x, w, np.zeros(co, np.float32), padding=1)
+    K.conv2d_backward(x, w, np.ones_like(out), padding=1)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def bench_cold_start():
+    """Seconds for import and for the first conv fwd+bwd, with an empty and a warm cache."""
+    root = str(Path(__file__).resolve().parents[1])
+    code = COLD_SCRIPT.replace("SHAPES", repr(list(CONV_SHAPES.values())))
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        for label in ("empty cache", "warm cache"):
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            total = time.perf_counter() - t
+            imp, first = map(float, out.stdout.split())
+            rows.append({"cache": label, "import s": imp, "first conv fwd+bwd s": first,
+                         "process total s": total})
+    return rows
+
+
+def markdown(rows, columns, fmt="{:.2f}"):
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [fmt.format(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per number (median)")
+    parser.add_argument("--threads", default=THREADS, help="threads for numba, BLAS and torch (default 2)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-start measurement")
+    args = parser.parse_args(argv)
+
+    import numba
+    numba.set_num_threads(int(THREADS))
+    info = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+            "torch": None if torch is None else torch.__version__, "threads": int(THREADS),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load average at start": os.getloadavg()}
+    print(f"# Kernel benchmarks (median of up to {args.repeats} runs, {THREADS} threads)\n")
+    print(", ".join(f"{k}: {v}" for k, v in info.items()), "\n")
+    results = {"info": info}
+
+    results["matmul"] = bench_matmul(args.repeats)
+    print("## matmul, float32, GFLOP/s (higher is better)\n")
+    cols = ["n", "numba", "numpy reference (einsum)", "BLAS (np.matmul)"] + (["torch"] if torch else []) + ["numba / BLAS"]
+    print(markdown(results["matmul"], cols), "\n")
+
+    results["conv2d"] = bench_conv(args.repeats)
+    print("## conv2d, float32, ms (lower is better); fwd+bwd computes dx, dw, db\n")
+    for r in results["conv2d"]:
+        t = next((q for q in results["conv2d"] if q["shape"] == r["shape"] and q["impl"] == "torch"), None)
+        if t:
+            r["torch / this (fwd+bwd)"] = t["fwd+bwd ms"] / r["fwd+bwd ms"]
+    print(markdown(results["conv2d"], ["shape", "impl", "fwd ms", "fwd+bwd ms", "fwd+bwd (no dx) ms"]
+                   + (["torch / this (fwd+bwd)"] if torch else [])), "\n")
+
+    results["spatial"] = bench_spatial(args.repeats)
+    print("## pooling and upsampling, float32, ms\n")
+    print(markdown(results["spatial"], ["op", "impl", "fwd ms", "fwd+bwd ms"]), "\n")
+
+    if not args.no_cold:
+        results["cold start"] = bench_cold_start()
+        print("## cold start: import tinygrad_uu, then a first conv2d fwd+bwd on both conv shapes, seconds\n")
+        print(markdown(results["cold start"], ["cache", "import s", "first conv fwd+bwd s", "process total s"]), "\n")
+
+    results["info"]["load average at end"] = os.getloadavg()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
