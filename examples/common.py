@@ -4,6 +4,7 @@ stay in each example, where a student reads them."""
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -83,3 +84,58 @@ class Stopwatch:
 
     def __exit__(self, *exc):
         self.seconds += time.perf_counter() - self._start
+
+
+# ----------------------------------------------------------------- added for mnist_cnn.py
+
+def split_validation(images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0):
+    """Carve ``size`` random examples (a seeded draw) out of a training set:
+    returns ``(train_images, train_labels), (val_images, val_labels)``."""
+    if not 0 <= size < len(labels):
+        raise ValueError(f"split_validation: size must be in [0, {len(labels)}), got {size}")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    val, train = order[:size], np.sort(order[size:])
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
+    """(mean cross-entropy, accuracy) of the model in eval mode; (nan, nan) for no images."""
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    probs = predict(model, images, batch_size)
+    picked = probs[np.arange(len(labels)), labels]
+    loss = float(-np.log(np.maximum(picked, 1e-12)).mean())
+    return loss, float((probs.argmax(1) == labels).mean())
+
+
+class EarlyStopping:
+    """Stop when the validation loss has not improved (by more than ``min_delta``) for
+    ``patience`` epochs in a row, and keep a copy of the best weights.
+
+    >>> stopper = EarlyStopping(patience=3)
+    >>> for epoch in range(1, epochs + 1):
+    ...     train_one_epoch(); val_loss, _ = evaluate(model, val_x, val_y)
+    ...     if stopper.step(val_loss, model, epoch):
+    ...         break
+    >>> stopper.restore(model)   # the weights of epoch stopper.best_epoch
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        if patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be >= 1, got {patience}")
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.best_state, self.bad_epochs = math.inf, 0, None, 0
+
+    def step(self, val_loss: float, model, epoch: int) -> bool:
+        """Record one epoch's validation loss; True when training should stop."""
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = model.state_dict()  # a copy (parameters and BN buffers)
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self, model) -> None:
+        """Put the best weights seen back into ``model`` (no-op before the first step)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
