@@ -129,7 +129,7 @@ def against_torch(ours, theirs, inputs, rtol=1e-4):
     torch_in = [None if a is None else torch.tensor(a, requires_grad=True) for a in inputs]
     out, expected = ours(*mine), theirs(*torch_in)
     np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=rtol,
-                               atol=rtol * float(expected.abs().max()))
+                               atol=rtol * float(expected.detach().abs().max()))
     g = rng.standard_normal(out.shape).astype(np.float32)
     out.backward(g)
     expected.backward(torch.tensor(g))

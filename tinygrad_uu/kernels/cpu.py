@@ -29,6 +29,7 @@ How the speed is won:
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -50,10 +51,11 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
     if threads <= 1 or work < SMALL_WORK:
         kernel(*args, 0, tasks)
         return
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinygrad_uu")
+    key = (os.getpid(), threads)  # a forked child (a DataLoader worker) must not reuse its parent's pool
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinygrad_uu")
     bounds = [tasks * t // threads for t in range(threads + 1)]
-    others = [_pools[threads].submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
+    others = [_pools[key].submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
     kernel(*args, bounds[0], bounds[1])  # this thread takes the first share
     for job in others:
         job.result()

@@ -29,13 +29,15 @@ def pair(value, name: str, op: str) -> tuple[int, int]:
 
 
 def float_dtype(op: str, *arrays) -> np.dtype:
-    """The common float dtype of ``arrays`` (float32 stays float32; ints become float64)."""
-    dtype = np.result_type(*arrays)
-    if dtype not in FLOATS:
-        if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
-            raise ValueError(f"{op}: expected float arrays, got dtype {dtype}")
-        dtype = np.dtype(np.float64)
-    return np.dtype(dtype)
+    """The dtype to compute in: float32 and float64 stay; ints and bools become float64."""
+    dtype = np.dtype(np.result_type(*arrays))
+    if dtype in FLOATS:
+        return dtype
+    if dtype.kind == "f":  # float16 computes in float32, longdouble in float64
+        return np.dtype(np.float32 if dtype.itemsize < 4 else np.float64)
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise ValueError(f"{op}: expected real numbers, got dtype {dtype}")
 
 
 def as_float(x, dtype) -> np.ndarray:
