@@ -44,6 +44,14 @@ from tinygrad_uu.files import atomic_path, save_json  # noqa: E402
 
 # The strengths the studies use for a regulariser the command line leaves off.
 STUDY_WEIGHT_DECAY, STUDY_DROPOUT = 5e-4, 0.25
+# Images per forward pass in evaluation: 250 keeps the activations in cache (2000 test
+# images took 1.8 s in batches of 250, 2.4-4.7 s in batches of 1000).
+EVAL_BATCH = 250
+
+
+def evaluate(model, data):
+    """(mean cross-entropy, accuracy) on (images, labels), the model in eval mode."""
+    return common.evaluate(model, *data, batch_size=EVAL_BATCH)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -142,8 +150,8 @@ def fit(cfg, train, val, test, name: str = ""):
                                         f"{prefix}epoch {epoch}/{cfg.epochs}", watch)
         if scheduler is not None:
             scheduler.step()
-        val_loss, val_accuracy = common.evaluate(model, *val)
-        test_loss, test_accuracy = common.evaluate(model, *test)
+        val_loss, val_accuracy = evaluate(model, val)
+        test_loss, test_accuracy = evaluate(model, test)
         for key, value in zip(keys, (loss, accuracy, val_loss, val_accuracy, test_loss,
                                      test_accuracy, lr)):
             history[key].append(value)
@@ -254,7 +262,7 @@ def time_to_target(cfg, train, test, prime: int, full_epochs: int, label: str) -
         state["steps"] += 1
         if state["steps"] % cfg.eval_every:
             return False
-        accuracy = common.evaluate(model, *test)[1]
+        accuracy = evaluate(model, test)[1]
         for key, value in zip(trace, (seconds, state["steps"], accuracy)):
             trace[key].append(value)
         if accuracy >= cfg.target and state["reached"] is None:
@@ -337,7 +345,7 @@ def target_key(target: float) -> str:
 
 def save_main_outputs(model, history, test, out: Path):
     test_x, test_y = test
-    probs = common.predict(model, test_x)
+    probs = common.predict(model, test_x, EVAL_BATCH)
     predictions = probs.argmax(1)
     curves = {k: history[k] for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy",
                                       "test_accuracy") if not np.isnan(history[k]).all()}
@@ -387,9 +395,10 @@ def main(argv=None) -> dict:
         print(build_model(args.channels, args.hidden, args.batch_norm, args.dropout))
         model, history = fit(args, train, val, test)
         probs, predictions, worst = save_main_outputs(model, history, test, out)
-        test_loss, test_accuracy = common.evaluate(model, *test)
+        picked = probs[np.arange(len(test[1])), test[1]]
         metrics.update({
-            "test_accuracy": test_accuracy, "test_loss": test_loss,
+            "test_accuracy": float((predictions == test[1]).mean()),
+            "test_loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
             "test_accuracy_per_epoch": history.pop("test_accuracy"),
             "test_loss_per_epoch": history.pop("test_loss"),
             **history,
