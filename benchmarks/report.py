@@ -74,9 +74,9 @@ def machine_line(info: dict) -> str:
         cores += f" ({info['usable_cores']} usable)"
     threads = []
     if "torch_threads" in info:
-        threads.append(f"torch {info['torch_threads']} threads")
+        threads.append(f"torch threads {info['torch_threads']}")
     if "numba_threads" in info:
-        threads.append(f"numba {info['numba_threads']} threads")
+        threads.append(f"numba threads {info['numba_threads']}")
     load = info.get("load_average")
     parts = [f"{info['cpu']}, {cores}, {info['os']}, Python {info['python']}", versions]
     if threads:
@@ -86,6 +86,17 @@ def machine_line(info: dict) -> str:
     if info.get("git_commit"):
         parts.append(f"commit {info['git_commit']}")
     return "; ".join(parts)
+
+
+def busy_warning(info: dict) -> str | None:
+    """A warning when other work already keeps the cores busy: then multi-threaded
+    engines wait for threads that are not scheduled, and their figures collapse."""
+    load, cores = info.get("load_average"), info.get("usable_cores") or info.get("logical_cores")
+    if load and cores and load[0] >= cores:
+        return (f"WARNING: the machine was busy (load average {load[0]:.1f} on {cores} cores "
+                "at start): multi-threaded figures are unreliable; rerun on an idle machine "
+                "or compare with --threads 1.")
+    return None
 
 
 def _fmt(x: float) -> str:
@@ -128,10 +139,15 @@ def table(results: dict) -> str:
                 cell = "-"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
-    out = ["Machine: " + machine_line(results["machine"]), "",
-           f"Figures: median of {results['settings']['repeats']} interleaved repeats after "
-           f"warm-up (higher is faster); in brackets, relative to {ref_label} in the same run.",
-           ""] + lines
+    out = ["Machine: " + machine_line(results["machine"]), ""]
+    busy = busy_warning(results["machine"])
+    if busy:
+        out += [busy, ""]
+    out += [f"Figures: median of {results['settings']['repeats']} interleaved repeats after "
+            f"warm-up (higher is faster); in brackets, relative to {ref_label} in the same run"
+            + (f"; {results['settings']['threads']} thread(s) per engine."
+               if results["settings"].get("threads") else "."),
+            ""] + lines
     if notes:
         out += [""] + [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
     if results.get("skipped_engines"):

@@ -60,8 +60,11 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per engine (5; quick 3)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds one measurement lasts at least (0.2; quick 0.05)")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="per engine and case: a slow engine gets fewer repeats beyond this")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed runs before timing, after the check's run (2; quick 1)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="per engine and case: a slow engine gets fewer repeats beyond this "
+                        "(60; quick 10)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write raw figures here")
     p.add_argument("--out", type=Path, default=Path("runs/benchmarks"),
                    help="folder for benchmarks.md and benchmarks.png (default runs/benchmarks)")
@@ -89,12 +92,18 @@ def main(argv=None) -> dict:
     if not selected:
         raise SystemExit(f"no workload matches --only {args.only}; choose from {list(WORKLOADS)}")
     repeats = 0 if args.check_only else args.repeats or (3 if args.quick else 5)
-    min_time = args.min_time or (0.05 if args.quick else 0.2)
+    min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 0.2)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    max_seconds = args.max_seconds or (10.0 if args.quick else 60.0)
+    busy = report.busy_warning(report.machine_info())
+    if busy:
+        print(busy, flush=True)
     print(f"engines: {', '.join(e.name for e in engines) or 'none'}"
           + (f"; skipped: {', '.join(k for k, _ in skipped)}" if skipped else ""), flush=True)
     results = run(selected, engines, skipped, repeats=repeats, min_time=min_time,
-                  max_seconds=args.max_seconds, verbose_errors=args.verbose,
-                  settings={"quick": args.quick, "argv": sys.argv[1:]})
+                  max_seconds=max_seconds, warmup=warmup, verbose_errors=args.verbose,
+                  settings={"quick": args.quick, "threads": args.threads,
+                            "argv": list(argv) if argv is not None else sys.argv[1:]})
     text = report.table(results)
     print()
     print(text)
@@ -113,10 +122,13 @@ def run(selected, engines, skipped=(), repeats=5, min_time=0.2, max_seconds=60.0
     """Run ``selected`` cases on ``engines``; the dict the report and the JSON are made of."""
     from benchmarks import harness, report
     log = log or (lambda s: print(s, flush=True))
+    machine = report.machine_info()  # before the run: the load average is the neighbours'
     records = harness.run_all(selected, engines, repeats=repeats, min_time=min_time,
                               max_seconds=max_seconds, warmup=warmup, log=log,
                               verbose_errors=verbose_errors)
-    return {"machine": report.machine_info(),
+    machine.update({k: v for k, v in report.machine_info().items()
+                    if k in ("numba_threads", "torch_threads")})  # known once they ran
+    return {"machine": machine,
             "settings": {**(settings or {}), "repeats": repeats, "min_time": min_time,
                          "warmup": warmup, "max_seconds": max_seconds},
             "engines": [{"key": e.key, "name": e.name, "version": e.version} for e in engines],

@@ -67,9 +67,11 @@ def cases(quick: bool = False, only=None) -> list[Case]:
                         {**p, "backward": True}, rtol=1e-3))
     out.append(Case("W3", "MLP 784-256-10 train b128", "samples/s", 128,
                     {"batch": 128, "sizes": (784, 256, 10)}))
-    out.append(Case("W4", "CNN train b64 28x28", "samples/s", 64, {"batch": 64}, rtol=POOL_RTOL))
+    b4 = 16 if quick else 64
+    out.append(Case("W4", f"CNN train b{b4} 28x28", "samples/s", b4, {"batch": b4},
+                    rtol=POOL_RTOL))
     if quick:
-        out.append(Case("W5", "U-Net train b2 3x64x64", "samples/s", 2, {"batch": 2, "hw": 64},
+        out.append(Case("W5", "U-Net train b1 3x64x64", "samples/s", 1, {"batch": 1, "hw": 64},
                         rtol=POOL_RTOL))
     else:
         out.append(Case("W5", "U-Net train b8 3x128x128", "samples/s", 8, {"batch": 8, "hw": 128},
