@@ -65,9 +65,19 @@ def _pick_reference(names_ok):
     return None
 
 
-def run_case(case, engines, repeats=5, min_time=0.1, warmup=2, max_seconds=60.0,
-             log=print, verbose_errors=False) -> dict:
+def run_case(case, engines, log=print, **options) -> dict:
     """Check and time ``case`` on every engine; returns the case's record for the report."""
+    try:
+        record = _run_case(case, engines, **options)
+    finally:
+        for e in engines:  # e.g. put the kernel backend back as it was
+            e.deactivate()
+    log(_one_line(record))
+    return record
+
+
+def _run_case(case, engines, repeats=5, min_time=0.1, warmup=2, max_seconds=60.0,
+              verbose_errors=False) -> dict:
     data = make_data(case)
     res = {e.key: {"engine": e.name} for e in engines}
     steps, outputs = {}, {}
@@ -162,7 +172,6 @@ def run_case(case, engines, repeats=5, min_time=0.1, warmup=2, max_seconds=60.0,
               "work": case.work, "params": {k: v for k, v in case.params.items()},
               "rtol": case.rtol, "check_reference": ref_key, "ratio_reference": ratio_ref,
               "results": res}
-    log(_one_line(record))
     return record
 
 

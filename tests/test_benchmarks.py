@@ -48,10 +48,13 @@ class BrokenEngine(NumpyEngine):
 
 
 def test_harness_runs_w1_w6_on_numpy_and_tinygrad_uu():
+    import tinygrad_uu.kernels as kernels
+    before = kernels.get_backend()
     engines, skipped = discover(["numpy", "tinygrad_uu"])
     keys = [e.key for e in engines]
     assert "numpy" in keys and any(k.startswith("tinygrad_uu") for k in keys), skipped
     records = harness.run_all(tiny("W1", "W6"), engines, **FAST)
+    assert kernels.get_backend() == before  # the harness puts the backend back
     assert [r["workload"] for r in records] == ["W1", "W6"]
     for rec in records:
         assert rec["check_reference"] == "numpy"

@@ -44,6 +44,9 @@ class Engine:
     def activate(self) -> None:
         """Called before each check and each timed measurement (backend switches)."""
 
+    def deactivate(self) -> None:
+        """Called when a case is done: undo what ``activate`` changed globally."""
+
     def build(self, case, data) -> Step:
         raise Unsupported(f"{self.name} does not implement {case.workload}")
 

@@ -23,16 +23,21 @@ def _need(module, name: str, label: str):
 
 
 class TinygradUUEngine(Engine):
-    def __init__(self, tg, backend: str | None):
-        self.tg = tg
+    def __init__(self, tg, backend: str | None, kernels=None):
+        self.tg, self.kernels = tg, kernels
         self.backend = backend
+        self._previous = kernels.get_backend() if kernels is not None else None
         self.key = f"tinygrad_uu-{backend or 'numpy'}"
         self.name = f"tinygrad_uu [{backend or 'numpy'}]"
         self.version = getattr(tg, "__version__", "")
 
     def activate(self):
         if self.backend is not None:
-            self.tg.kernels.set_backend(self.backend)
+            self.kernels.set_backend(self.backend)
+
+    def deactivate(self):
+        if self._previous is not None:
+            self.kernels.set_backend(self._previous)
 
     # ------------------------------------------------------------ helpers
     def _t(self, array, grad=False):
@@ -201,7 +206,6 @@ def load():
         kernels, why = None, "tinygrad_uu.kernels.set_backend not available"
     if kernels is None:  # no backend switch: the engine as it is, which is plain numpy
         return [TinygradUUEngine(tg, None), ("tinygrad_uu-numba", why)]
-    tg.kernels = kernels
     engines = []
     for backend in ("numba", "numpy"):
         if backend not in getattr(kernels, "BACKENDS", ("numba", "numpy")):
@@ -213,5 +217,5 @@ def load():
             except ImportError as e:
                 engines.append(("tinygrad_uu-numba", f"numba not importable ({e})"))
                 continue
-        engines.append(TinygradUUEngine(tg, backend))
+        engines.append(TinygradUUEngine(tg, backend, kernels))
     return engines
