@@ -147,3 +147,25 @@ def test_quick_run_on_real_warwick(tmp_path):
     saved = check_outputs(tmp_path, result)
     assert len(saved["test_dice_per_image"]) == 60
     assert saved["curves"]["train_loss"][-1] < saved["curves"]["train_loss"][0]
+
+
+@pytest.mark.torch
+def test_torch_copy_in_the_benchmark_computes_the_same():
+    """benchmarks/compare_unet_torch.py starts PyTorch from our weights: same outputs."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import compare_unet_torch as compare
+    for options in ([], ["--up", "transpose", "--no-batch-norm"]):
+        args = segmentation.parse_args(["--width", "2", *options])
+        tg.manual_seed(0)
+        model = segmentation.UNet(3, args.width, args.depth, args.batch_norm, args.up)
+        net = compare.torch_unet(torch, model, args)
+        x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+        ours = model(tg.tensor(x))
+        theirs = net(torch.from_numpy(x))
+        np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-4, atol=1e-5)
+        for loss in ("bce", "dice", "bce+dice"):
+            y = (x[:, :1] > 0.5).astype(np.float32)
+            np.testing.assert_allclose(
+                segmentation.LOSSES[loss](ours, y).item(),
+                compare.torch_loss(torch, loss)(theirs, torch.from_numpy(y)).item(), rtol=1e-5)
