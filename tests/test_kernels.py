@@ -163,6 +163,48 @@ def test_conv2d_both_strategies_agree(shape):
 
 
 @SETTINGS
+@given(case=conv_cases())
+def test_conv2d_im2col_matches_numpy(case):
+    """The numba im2col path on every drawn case (the interface sends most of these small
+    convs to the direct loops): the forward, and the backward both with the cols the
+    forward kept and with cols built anew."""
+    from tinygrad_uu.kernels import cpu, reference
+    rng = np.random.default_rng(case["seed"])
+    x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
+    opts = tuple(case[k] for k in ("stride", "padding", "dilation", "groups"))
+    saved = {}
+    out = cpu.conv2d_forward_im2col(x, w, b, *opts, saved=saved)
+    assert_same(reference.conv2d_forward(x, w, b, *opts), out)
+    assert saved["cols"].shape == (x.shape[1] * w.shape[2] * w.shape[3], out.shape[0] * out.shape[2] * out.shape[3])
+    g = array(rng, out.shape)
+    want = (reference.conv2d_grad_input(g, w, x.shape, *opts), reference.conv2d_grad_weight(x, g, w.shape, *opts),
+            g.sum(axis=(0, 2, 3)))
+    for kept in (saved, None, {}):
+        assert_same(want, cpu.conv2d_backward_im2col(x, w, g, *opts, True, True, kept))
+    assert_same(want[0], cpu.conv2d_grad_input_im2col(g, w, x.shape, *opts))
+    assert_same(want[1], cpu.conv2d_grad_weight_im2col(x, g, w.shape, *opts, saved))
+
+
+def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
+    """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols."""
+    from tinygrad_uu.kernels import cpu
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+    kept, not_kept = {}, {}
+    with K.use_backend("numba"):
+        out = K.conv2d_forward(x, w, padding=1, saved=kept)
+        monkeypatch.setattr(cpu, "KEEP_COLS_BYTES", 0)
+        assert_same(out, K.conv2d_forward(x, w, padding=1, saved=not_kept))
+        assert "cols" in kept and "cols" not in not_kept
+        g = rng.standard_normal(out.shape).astype(np.float32)
+        with K.use_backend("numpy"):
+            want = K.conv2d_backward(x, w, g, padding=1)
+        assert_same(want, K.conv2d_backward(x, w, g, padding=1, saved=kept))
+        assert_same(want, K.conv2d_backward(x, w, g, padding=1, saved=not_kept))
+
+
+@SETTINGS
 @given(case=pool_cases())
 def test_max_pool2d_numba_matches_numpy(case):
     rng = np.random.default_rng(case["seed"])

@@ -31,15 +31,18 @@ class Conv2d(Function):
       (a transposed convolution of g with w; the padding part is dropped),
     * dL/dw[o, c, i, j] = sum_{n, y, x} g[n, o, y, x] * xpad[n, c, y*sh + i*dh, x*sw + j*dw],
     * dL/db[o] = sum_{n, y, x} g[n, o, y, x].
+
+    ``self.saved`` carries what the forward's kernel can lend the backward's (the numba
+    backend keeps x's im2col matrix there, the xpad windows that dL/dw sums over).
     """
 
     def forward(self, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
-        self.x, self.w = x, w
+        self.x, self.w, self.saved = x, w, {}
         self.options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        return kernels.conv2d_forward(x, w, b, **self.options)
+        return kernels.conv2d_forward(x, w, b, **self.options, saved=self.saved)
 
     def backward(self, g):
-        gx, gw, gb = kernels.conv2d_backward(self.x, self.w, g, **self.options,
+        gx, gw, gb = kernels.conv2d_backward(self.x, self.w, g, **self.options, saved=self.saved,
                                              need_grad_x=self.needs_grad(0), need_grad_w=self.needs_grad(1))
         return _input_grads(self, gx, gw, gb)
 

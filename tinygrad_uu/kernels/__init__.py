@@ -114,28 +114,41 @@ def _check_grad(op, grad_out, expected):
         raise ValueError(f"{op}: grad_out has shape {tuple(grad_out.shape)}, expected {tuple(expected)}")
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+def _saving(impl, saved) -> dict:
+    """``saved=`` for a backend that reuses work between a forward and its backward
+    (``SAVES_WORK``, the numba backend), nothing for one that does not."""
+    return {"saved": saved} if getattr(impl, "SAVES_WORK", False) else {}
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, saved=None) -> np.ndarray:
     """2-D cross-correlation (PyTorch's conv2d), NCHW.
 
     x: (N, C_in, H, W); w: (C_out, C_in / groups, kH, kW); b: (C_out,) or None.
     ``out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c', y*sh + i*dh, x*sw + j*dw]``
     with ``c'`` running over the input channels of o's group. Returns (N, C_out, OH, OW).
+
+    ``saved``: an optional dict, to hand to ``conv2d_backward`` with the same x and w;
+    the backend may leave in it what the backward can reuse (the numba backend: the
+    im2col matrix of x, which it would otherwise build again).
     """
     op = "conv2d"
     dtype, x, w, b = _conv_inputs(op, x, w, b)
     stride, padding, dilation, _ = shapes.conv2d_args(op, x.shape, w.shape, stride, padding, dilation, groups)
     _check_bias(op, b, w.shape[0])
-    return _impl().conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    impl = _impl()
+    return impl.conv2d_forward(x, w, b, stride, padding, dilation, groups, **_saving(impl, saved))
 
 
 def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,
-                    need_grad_x=True, need_grad_w=True):
+                    need_grad_x=True, need_grad_w=True, saved=None):
     """Gradients of conv2d: ``(grad_x, grad_w, grad_b)``; a gradient not needed is None.
 
     * ``grad_x``: the transposed convolution of grad_out with w (every output pixel
       sends ``grad * w`` back to the input pixels it read),
     * ``grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * xpad[n, c', y*sh + i*dh, x*sw + j*dw]``,
     * ``grad_b[o] = sum_{n, y, x} grad_out[n, o, y, x]``.
+
+    ``saved``: the dict given to ``conv2d_forward`` for this x and w, or None.
     """
     op = "conv2d_backward"
     dtype, x, w, _ = _conv_inputs(op, x, w)
@@ -144,6 +157,9 @@ def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,
     grad_out = as_float(grad_out, dtype)
     _check_grad(op, grad_out, (x.shape[0], w.shape[0], oh, ow))
     impl = _impl()
+    if getattr(impl, "SAVES_WORK", False):  # one call, which shares its work among the gradients
+        return impl.conv2d_backward(x, w, grad_out, stride, padding, dilation, groups,
+                                    need_grad_x, need_grad_w, saved)
     gx = impl.conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_grad_x else None
     gw = impl.conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_grad_w else None
     return gx, gw, grad_out.sum(axis=(0, 2, 3))
@@ -185,8 +201,12 @@ def conv_transpose2d_backward(x, w, grad_out, stride=1, padding=0, output_paddin
     grad_out = as_float(grad_out, dtype)
     _check_grad(op, grad_out, (x.shape[0], w.shape[1] * groups, oh, ow))
     impl = _impl()
-    gx = impl.conv2d_forward(grad_out, w, None, stride, padding, dilation, groups) if need_grad_x else None
-    gw = impl.conv2d_grad_weight(grad_out, x, w.shape, stride, padding, dilation, groups) if need_grad_w else None
+    shared = _saving(impl, {})  # both gradients read the same windows of grad_out: build them once
+    gx = gw = None
+    if need_grad_x:
+        gx = impl.conv2d_forward(grad_out, w, None, stride, padding, dilation, groups, **shared)
+    if need_grad_w:
+        gw = impl.conv2d_grad_weight(grad_out, x, w.shape, stride, padding, dilation, groups, **shared)
     return gx, gw, grad_out.sum(axis=(0, 2, 3))
 
 
