@@ -183,6 +183,11 @@ def test_conv2d_im2col_matches_numpy(case):
     for kept in (saved, None, {}):
         assert_same(want, cpu.conv2d_backward_im2col(x, w, g, *opts, True, True, kept))
     assert_same(want[0], cpu.conv2d_grad_input_im2col(g, w, x.shape, *opts))
+    chunk_bytes, cpu.CHUNK_BYTES = cpu.CHUNK_BYTES, 1  # the input gradient one image at a time
+    try:
+        assert_same(want[0], cpu.conv2d_grad_input_im2col(g, w, x.shape, *opts))
+    finally:
+        cpu.CHUNK_BYTES = chunk_bytes
     assert_same(want[1], cpu.conv2d_grad_weight_im2col(x, g, w.shape, *opts, saved))
 
 
