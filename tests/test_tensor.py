@@ -128,6 +128,8 @@ def test_truth_value_and_dim_defaults():
     np.testing.assert_allclose(x.softmax(dim=0).data.sum(0), [1, 1])
     np.testing.assert_allclose(np.exp(x.log_softmax(dim=1).data).sum(1), [1, 1])
     np.testing.assert_allclose(x.softmax().data.sum(1), [1, 1])  # default: the last axis
+    assert tg.cat([x, x], dim=1).shape == (2, 4) and tg.cat([x, x]).shape == (4, 2)
+    assert tg.stack([x, x], dim=2).shape == (2, 2, 2) and tg.stack([x, x]).shape == (2, 2, 2)
 
 
 def test_chain_of_ten_thousand_ops_has_no_recursion_limit():

@@ -362,14 +362,12 @@ class Tensor:
     def softmax(self, axis=None, *, dim=None):
         """exp(x) / sum(exp(x)) along ``axis`` (default: the last)."""
         self._need_float("softmax")
-        axis = _normalise_axis(axis, dim)
-        return F.Softmax.apply(self, axis=-1 if axis is None else axis)
+        return F.Softmax.apply(self, axis=_axis_or(-1, axis, dim))
 
     def log_softmax(self, axis=None, *, dim=None):
         """x - logsumexp(x) along ``axis`` (default: the last)."""
         self._need_float("log_softmax")
-        axis = _normalise_axis(axis, dim)
-        return F.LogSoftmax.apply(self, axis=-1 if axis is None else axis)
+        return F.LogSoftmax.apply(self, axis=_axis_or(-1, axis, dim))
 
     # ------------------------------------------------------------ shape
     def reshape(self, *shape):
@@ -464,24 +462,29 @@ def _tensors(items, like=None) -> list:
     return items
 
 
-def concatenate(tensors, axis: int = 0, *, dim=None) -> Tensor:
-    """Join tensors along an existing axis (``torch.cat``)."""
+def _axis_or(default: int, axis, dim) -> int:
+    axis = _normalise_axis(axis, dim)
+    return default if axis is None else axis
+
+
+def concatenate(tensors, axis: int | None = None, *, dim=None) -> Tensor:
+    """Join tensors along an existing axis (default 0; ``torch.cat``)."""
     tensors = _tensors(tensors)
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
-    return F.Concatenate.apply(*tensors, axis=_normalise_axis(axis, dim))
+    return F.Concatenate.apply(*tensors, axis=_axis_or(0, axis, dim))
 
 
 cat = concatenate
 
 
-def stack(tensors, axis: int = 0, *, dim=None) -> Tensor:
-    """Join tensors of equal shape along a new axis."""
+def stack(tensors, axis: int | None = None, *, dim=None) -> Tensor:
+    """Join tensors of equal shape along a new axis (default 0)."""
     tensors = _tensors(tensors)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}")
-    axis = _normalise_axis(axis, dim)
+    axis = _axis_or(0, axis, dim)
     return concatenate([t.unsqueeze(axis) for t in tensors], axis=axis)
 
 
