@@ -4,7 +4,9 @@
 
 Every number is a median over N timed runs after warm-up; ratios compare numbers from
 this same run (a shared or busy machine shifts them all). Threads: numba, BLAS and torch
-all get the same count (default 2). Prints a markdown table and writes JSON.
+all get the same count (default 2). With ``--threads=1`` the clock is the process's CPU
+time (``time.process_time``), which time spent waiting for a busy machine's cores does
+not inflate; otherwise wall-clock time. Prints a markdown table and writes JSON.
 
 Cold start: a fresh Python with an empty numba cache (a temporary NUMBA_CACHE_DIR) is
 timed from the first import to the end of a first conv2d forward + backward on both
@@ -32,6 +34,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpy as np  # noqa: E402
 
+CLOCK = time.process_time if THREADS == "1" else time.perf_counter
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tinygrad_uu import kernels as K  # noqa: E402
 from tinygrad_uu.kernels import cpu, reference  # noqa: E402
@@ -50,15 +54,15 @@ def median_time(fn, repeats: int, budget_s: float = 3.0) -> float:
     """Median seconds of ``fn()`` over up to ``repeats`` runs, after two warm-up runs
     (the first compiles); slow functions get fewer runs to stay within ``budget_s``."""
     fn()
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    once = time.perf_counter() - t
+    once = CLOCK() - t
     runs = max(3, min(repeats, int(budget_s / max(once, 1e-9))))
     times = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     return statistics.median(times)
 
 
@@ -100,9 +104,10 @@ def _conv_impls():
                 return K.conv2d_forward(x, w, b, padding=1)
 
         def fb(x, w, b, need_dx=True):
-            with K.use_backend(backend):
-                out = K.conv2d_forward(x, w, b, padding=1)
-                return K.conv2d_backward(x, w, np.ones_like(out), padding=1, need_grad_x=need_dx)
+            with K.use_backend(backend):  # the forward lends the backward its work, as spatial.Conv2d does
+                saved = {}
+                out = K.conv2d_forward(x, w, b, padding=1, saved=saved)
+                return K.conv2d_backward(x, w, np.ones_like(out), padding=1, need_grad_x=need_dx, saved=saved)
         return fwd, fb
 
     impls = {"numba (auto)": interface("numba"), "numba im2col+BLAS": numba_strategy("im2col"),
@@ -136,6 +141,32 @@ def bench_conv(repeats):
                          "fwd ms": 1e3 * median_time(lambda: fwd(*args), repeats),
                          "fwd+bwd ms": 1e3 * median_time(lambda: fb(*args), repeats),
                          "fwd+bwd (no dx) ms": 1e3 * median_time(lambda: fb(*args, need_dx=False), repeats)})
+    return rows
+
+
+# The conv layers of the course's nets (3x3, padding 1): (batch, C_in, C_out, H = W)
+LAYERS = {"mnist_cnn conv2 (64, 16->32, 14x14)": (64, 16, 32, 14),
+          "U-Net enc1 (8, 16->16, 128x128)": (8, 16, 16, 128),
+          "U-Net enc2a (8, 16->32, 64x64)": (8, 16, 32, 64),
+          "U-Net enc2b (8, 32->32, 64x64)": (8, 32, 32, 64),
+          "U-Net dec1 (8, 48->16, 128x128)": (8, 48, 16, 128)}
+
+
+def bench_layers(repeats):
+    """conv2d forward + backward (dx, dw, db) on the course's layers: numba (auto) and torch."""
+    impls = _conv_impls()
+    rows = []
+    for label, (n, ci, co, hw) in LAYERS.items():
+        rng = np.random.default_rng(ci)
+        x = rng.standard_normal((n, ci, hw, hw), dtype=np.float32)
+        w = rng.standard_normal((co, ci, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(co, dtype=np.float32)
+        row = {"layer": label, "numba ms": 1e3 * median_time(lambda: impls["numba (auto)"][1](x, w, b), repeats)}
+        if torch is not None:
+            args = (torch.from_numpy(x), torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_())
+            row["torch ms"] = 1e3 * median_time(lambda: impls["torch"][1](*args), repeats)
+            row["torch / numba"] = row["torch ms"] / row["numba ms"]
+        rows.append(row)
     return rows
 
 
@@ -236,7 +267,7 @@ def main(argv=None):
     numba.set_num_threads(int(THREADS))
     info = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "torch": None if torch is None else torch.__version__, "threads": int(THREADS),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "clock": CLOCK.__name__,
             "load average at start": os.getloadavg()}
     print(f"# Kernel benchmarks (median of up to {args.repeats} runs, {THREADS} threads)\n")
     print(", ".join(f"{k}: {v}" for k, v in info.items()), "\n")
@@ -255,6 +286,10 @@ def main(argv=None):
             r["torch / this (fwd+bwd)"] = t["fwd+bwd ms"] / r["fwd+bwd ms"]
     print(markdown(results["conv2d"], ["shape", "impl", "fwd ms", "fwd+bwd ms", "fwd+bwd (no dx) ms"]
                    + (["torch / this (fwd+bwd)"] if torch else [])), "\n")
+
+    results["layers"] = bench_layers(args.repeats)
+    print("## conv2d fwd+bwd on the course's layers (3x3, padding 1), float32, ms\n")
+    print(markdown(results["layers"], ["layer", "numba ms"] + (["torch ms", "torch / numba"] if torch else [])), "\n")
 
     results["spatial"] = bench_spatial(args.repeats)
     print("## pooling and upsampling, float32, ms\n")
