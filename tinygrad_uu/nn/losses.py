@@ -242,13 +242,13 @@ def soft_dice_loss(input: Tensor, target, eps: float = 1.0, reduction: str = "me
 
         d dice_n / d p_i = (2 t_i D_n - (2 I_n + eps)) / D_n^2,
         d p_i / d x_i    = p_i (1 - p_i),
-        dL/dx_i          = -(w / N) * (2 t_i D_n - (2 I_n + eps)) / D_n^2 * p_i (1 - p_i)
+        dL/dx_i          = -c * (2 t_i D_n - (2 I_n + eps)) / D_n^2 * p_i (1 - p_i)
 
-    with w / N = 1/N for "mean" (1 for "sum"). The loss is one number per image, not a
-    sum over pixels: every pixel's gradient depends on the whole image through I_n and
-    S_n, which is why Dice copes with glands of any size (and with class imbalance),
-    and why its gradient is small for confident pixels (the p (1 - p) factor).
-    Composed from Tensor ops, so backward comes from the chain rule on them.
+    with c = 1/N for "mean", 1 for "sum" (and dL/dloss_n for "none"). The loss is one
+    number per image, not a sum over pixels: every pixel's gradient depends on the whole
+    image through I_n and S_n, which is why Dice copes with glands of any size (and with
+    class imbalance), and why its gradient is small for confident pixels (the p (1 - p)
+    factor). Composed from Tensor ops, so backward is the chain rule through them.
     """
     op = "soft_dice_loss"
     _check_reduction(op, reduction)
