@@ -168,7 +168,7 @@ def matmul(a, b):
 # A copy task is one (input channel, image) pair, task = c * N + n, so that the copies
 # walk each row of cols from left to right, and no two tasks touch the same memory.
 KEEP_COLS_BYTES = 256 << 20  # keep the forward's cols for the backward up to this size
-CHUNK_BYTES = 2 << 20  # the input gradient's columns are made this much at a time (at least one image)
+CHUNK_BYTES = 16 << 20  # the input gradient's columns are made this much at a time (at least one image)
 
 
 @njit(nogil=True, cache=True)
@@ -325,8 +325,12 @@ def _grad_input_from_rows(grows, w, x_shape, stride, padding, dilation, groups):
 
     gcols is as big as cols (9x the image for a 3x3 kernel); made whole it is a fresh
     allocation each time (over glibc's 32 MB mmap threshold: page faults) and gone from
-    the cache before col2im reads it. In chunks of at most CHUNK_BYTES it is neither
-    (measured, 1 thread: conv B 14.6 -> 12.2 ms, 8x32->32 at 64x64 30 -> 23 ms)."""
+    the cache before col2im reads it. In chunks of at most CHUNK_BYTES (under the mmap
+    threshold) glibc hands back the same memory each time. Measured dx, 1 thread, for
+    the U-Net's 8x48->16 at 128x128: 120 -> 107 ms. Smaller chunks (2 MB, cache-sized)
+    win another 10-20% on one thread (conv B 13.4 -> 11.8 ms) but lose 2x on two threads
+    of a busy machine: every chunk is a BLAS call and a col2im, each a hand-off to a
+    thread that may be waiting for a core."""
     n, c = x_shape[:2]
     co, (kh, kw) = w.shape[0], w.shape[2:]
     oh, ow = _out_hw(x_shape, (kh, kw), stride, padding, dilation)
