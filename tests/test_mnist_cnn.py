@@ -53,7 +53,7 @@ def test_pipeline_learns_and_writes_everything(tmp_path, monkeypatch):
     assert saved["config"]["optimizer"] == "adam" and len(saved["load_average"]) == 3
     for png in ("curves.png", "confusion_matrix.png", "misclassified.png", "filters.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG, png
-    model = mnist_cnn.build_model([4, 8], 16, batch_norm=True, dropout=0.25)
+    model = mnist_cnn.build_model([4, 8], 16, batch_norm=True, dropout=0.1)
     nn.load(model, tmp_path / "model.npz")  # the saved weights fit the model the flags describe
     assert saved["parameters"] == model.num_parameters()
     for mistake in saved["most_confident_mistakes"]:
@@ -165,7 +165,7 @@ def test_study_compares_on_equal_budgets(tmp_path, synthetic):
     study = saved["study"]
     assert set(study["optimizers"]) == {"sgd", "momentum", "adam", "rmsprop"}
     assert list(metrics["study"]["regularisers"]) == ["none", "weight decay 0.0005",
-                                                      "dropout 0.25", "batch norm",
+                                                      "dropout 0.1", "batch norm",
                                                       "augmentation", "all"]
     table = (tmp_path / "study.md").read_text()
     for kind in ("optimizers", "regularisers"):
@@ -175,8 +175,9 @@ def test_study_compares_on_equal_budgets(tmp_path, synthetic):
             assert f"| {name} | " in table
     assert study["train_images"] == 64 and study["test_images"] == 40
     regs = study["regularisers"]
-    assert regs["all"]["config"] == {"optimizer": "adam", "lr": None, "weight_decay": 5e-4,
-                                     "dropout": 0.25, "batch_norm": True, "augment": True}
+    assert regs["all"]["config"] == {"optimizer": "adam", "lr": 3e-3, "weight_decay": 5e-4,
+                                     "dropout": 0.1, "batch_norm": True, "augment": True}
+    assert study["optimizers"]["sgd"]["config"]["lr"] == common.OPTIMIZERS["sgd"][1]
     assert regs["none"]["config"]["batch_norm"] is False
     assert "test_accuracy" not in metrics  # a study replaces the main run
 
