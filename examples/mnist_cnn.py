@@ -12,7 +12,7 @@ One training step, as in every example:
 
     python examples/mnist_cnn.py                        # defaults: Adam, cosine schedule, 3 epochs
     python examples/mnist_cnn.py --augment --weight-decay 5e-4 --early-stopping --epochs 12
-    python examples/mnist_cnn.py --study                # optimizers, then regularisers, equal budgets
+    python examples/mnist_cnn.py --study                # optimizers, regularisers: equal budgets
     python examples/mnist_cnn.py --prime 1000           # seconds to 98% with and without priming
 """
 from __future__ import annotations
@@ -332,6 +332,9 @@ def plot_accuracy_vs_seconds(runs: dict, target: float, path: Path) -> Path:
                                                 for r in runs.values()])), 1.0)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    reached = {name: run["seconds_to_target"] for name, run in runs.items()}
+    ax.set_title(f"training seconds to {target:.0%}: " + ", ".join(
+        f"{name} {'never' if s is None else f'{s:.0f} s'}" for name, s in reached.items()))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -436,8 +439,8 @@ def main(argv=None) -> dict:
               f"({metrics['wall_seconds']:.1f} s in all, load average "
               f"{metrics['load_average'][0]:.1f}); figures, model.npz and metrics.json in {out}/")
     else:
-        print(f"done in {metrics['wall_seconds']:.1f} s; figures, study.md and metrics.json "
-              f"in {out}/")
+        print(f"done in {metrics['wall_seconds']:.1f} s; figures"
+              f"{', study.md' if args.study else ''} and metrics.json in {out}/")
     return metrics
 
 
@@ -499,7 +502,7 @@ def parse_args(argv=None):
                             "writes study_*.png and study.md")
     study.add_argument("--study-limit", type=common.positive_int, default=2000,
                        help="training images for every run of the study")
-    study.add_argument("--study-epochs", type=common.positive_int, default=4,
+    study.add_argument("--study-epochs", type=common.positive_int, default=10,
                        help="epochs for every run of the study")
     study.add_argument("--eval-size", type=common.positive_int, default=2000,
                        help="test images the study and priming evaluate on (the first N; "
