@@ -11,12 +11,19 @@ One training step, as in every example:
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+import os
 
-import numpy as np
-from tqdm import tqdm
+# One BLAS thread, as in the other examples: on a shared or busy machine OpenBLAS's
+# threads wait on each other and every product slows down many times; set
+# OPENBLAS_NUM_THREADS yourself to override. (It must be set before numpy is imported.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
