@@ -15,17 +15,6 @@ PAYLOAD = b"tinygrad_uu test payload\n" * 5000          # ~125 kB: several chunk
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    """Fail loudly if anything tries to reach an address other than 127.0.0.1."""
-    real = socket.create_connection
-
-    def guarded(address, *args, **kwargs):
-        assert address[0] in ("127.0.0.1", "localhost"), f"test tried to reach {address}"
-        return real(address, *args, **kwargs)
-    monkeypatch.setattr(socket, "create_connection", guarded)
-
-
 @pytest.fixture
 def server(tmp_path):
     """A loopback HTTP server for the files in ``tmp_path / 'served'``; yields its base URL."""
