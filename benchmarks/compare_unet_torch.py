@@ -64,7 +64,8 @@ def torch_unet(torch, model: segmentation.UNet, args):
             self.down = nn.ModuleList([conv_block(cin, cout) for cin, cout in
                                        zip([in_channels] + chans[:-1], chans)])
             self.pool = nn.MaxPool2d(2)
-            self.ups = nn.ModuleList([nn.ConvTranspose2d(c, c, 2, stride=2) if args.up == "transpose"
+            self.ups = nn.ModuleList([nn.ConvTranspose2d(c, c, 2, stride=2)
+                                      if args.up == "transpose"
                                       else nn.Upsample(scale_factor=2, mode=args.up)
                                       for c in reversed(chans[1:])])
             self.up_blocks = nn.ModuleList([conv_block(chans[i + 1] + chans[i], chans[i])
@@ -92,7 +93,8 @@ def torch_loss(torch, name):
 
     def dice(logits, target):
         p, dims = torch.sigmoid(logits), tuple(range(1, logits.ndim))
-        return (1 - (2 * (p * target).sum(dims) + 1.0) / (p.sum(dims) + target.sum(dims) + 1.0)).mean()
+        dice = (2 * (p * target).sum(dims) + 1.0) / (p.sum(dims) + target.sum(dims) + 1.0)
+        return (1 - dice).mean()
     return {"bce": F.binary_cross_entropy_with_logits, "dice": dice,
             "bce+dice": lambda x, t: F.binary_cross_entropy_with_logits(x, t) + dice(x, t)}[name]
 
@@ -134,8 +136,8 @@ def train_torch(torch, net, args, loader):
 def torch_predict(torch, net, images, batch_size=8):
     net.eval()
     with torch.no_grad():
-        return np.concatenate([torch.sigmoid(net(torch.from_numpy(images[i:i + batch_size]))).numpy()
-                               for i in range(0, len(images), batch_size)])
+        return np.concatenate([torch.sigmoid(net(torch.from_numpy(images[i:i + batch_size])))
+                               .numpy() for i in range(0, len(images), batch_size)])
 
 
 # ----------------------------------------------------------------------------- W5
@@ -227,12 +229,14 @@ def main(argv=None) -> dict:
             # a fresh loader with the same seeds: the same shuffles and the same augmentation
             seconds = train_torch(torch, net, args,
                                   segmentation.make_loader(train_x, train_y, args, args.seed))
-            results["torch"] = {"test_dice": metrics.dice(torch_predict(torch, net, test_x), test_y),
+            probs = torch_predict(torch, net, test_x)
+            results["torch"] = {"test_dice": metrics.dice(probs, test_y),
                                 "train_seconds": seconds, "samples_per_second": images / seconds,
                                 "version": torch.__version__}
             results["throughput_ratio_vs_torch"] = (results["tinygrad_uu"]["samples_per_second"]
                                                     / results["torch"]["samples_per_second"])
-            results["dice_gap"] = results["tinygrad_uu"]["test_dice"] - results["torch"]["test_dice"]
+            results["dice_gap"] = (results["tinygrad_uu"]["test_dice"]
+                                   - results["torch"]["test_dice"])
 
         print("\n| engine | test Dice | training s | images/s |\n|---|---|---|---|")
         for name in ("tinygrad_uu", "torch"):
@@ -241,7 +245,8 @@ def main(argv=None) -> dict:
                 print(f"| {name} | {r['test_dice']:.4f} | {r['train_seconds']:.1f} | "
                       f"{r['samples_per_second']:.2f} |")
         if torch is not None:
-            print(f"throughput ratio tinygrad_uu / torch: {results['throughput_ratio_vs_torch']:.3f}; "
+            print(f"throughput ratio tinygrad_uu / torch: "
+                  f"{results['throughput_ratio_vs_torch']:.3f}; "
                   f"Dice difference {results['dice_gap']:+.4f}")
 
     if not own.skip_w5:

@@ -2,11 +2,11 @@
 
 One training step, as in every example:
     logits = model(images)                  # (N, 1, H, W): one logit per pixel
-    loss = F.bce_dice_loss(logits, masks)   # or F.binary_cross_entropy_with_logits, F.soft_dice_loss
+    loss = F.bce_dice_loss(logits, masks)   # or F.soft_dice_loss, or BCE (--loss)
     optimizer.zero_grad(); loss.backward()  # gradients of every parameter
     optimizer.step()                        # the update
 
-    python examples/segmentation.py               # defaults: U-Net 16-32-64, BCE + Dice, Adam, 40 epochs
+    python examples/segmentation.py               # U-Net 16-32-64, BCE + Dice, Adam, 40 epochs
     python examples/segmentation.py --prime 16    # first a few epochs on 16 images, then on all
     python examples/segmentation.py --loss dice --no-augment --width 8
 
@@ -44,7 +44,7 @@ from tinygrad_uu.data import DataLoader, SegmentationAugment, TensorDataset, war
 from tinygrad_uu.files import save_json  # noqa: E402
 
 TARGET_DICE = 0.80  # "seconds to reach test Dice 0.80" in metrics.json, with and without --prime
-GRID_ROWS = 12      # rows of the worst-to-best grid, evenly spaced in rank (worst and best included)
+GRID_ROWS = 12      # rows of the worst-to-best grid, evenly spaced in rank (worst and best shown)
 OVERLAYS = 12       # test images drawn with their predicted outline
 
 # Adam's lr for this U-Net with batches of 2 and the cosine schedule (measured with 0.002:

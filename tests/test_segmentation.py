@@ -57,12 +57,12 @@ def check_outputs(out: Path, result: dict) -> dict:
         assert 0.0 <= saved[key] <= 1.0
     # IoU = Dice / (2 - Dice) per image, so the mean IoU never exceeds the mean Dice
     assert saved["test_iou"] <= saved["test_dice"] + 1e-12
-    epochs = saved["config"]["epochs"] + (saved["config"]["prime_epochs"] if saved["priming"] else 0)
+    c = saved["config"]
+    epochs = c["epochs"] + (c["prime_epochs"] if saved["priming"] else 0)
     for key in ("train_loss", "train_dice", "test_dice", "train_seconds", "phase"):
         assert len(saved["curves"][key]) == epochs
     assert saved["train_seconds"] > 0 and saved["samples_per_second"] > 0
     assert saved["config"]["width"] > 0 and len(saved["machine"]["load_average_start"]) == 3
-    c = saved["config"]
     model = segmentation.UNet(3, c["width"], c["depth"], c["batch_norm"], c["up"])
     nn.load(model, out / "model.npz")             # the saved weights fit the architecture
     return saved
