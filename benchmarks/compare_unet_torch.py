@@ -1,6 +1,7 @@
-"""The segmentation example's U-Net in tinygrad_uu and in PyTorch, side by side: the same
-architecture, the same initial weights (copied over), the same batches in the same order
-(the same loader, augmentation included), the same loss, optimizer and epochs.
+"""The segmentation example's U-Net in tinygrad_uu and in PyTorch, side by side.
+
+The same architecture, the same initial weights (copied over), the same batches in the
+same order (the same loader, augmentation included), the same loss, optimizer and epochs.
 
 Reports both test Dice scores on the 60 WARWICK test images, the training throughput of
 each (images/s of the training steps only, measured in this run) and their ratio; then
