@@ -146,9 +146,54 @@ def test_conv_transpose2d_numba_matches_numpy(case, op):
     assert_same(*both(K.conv_transpose2d_backward, x, w, g, **opts))
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 28, 28, 32), (2, 3, 9, 7, 4)])
-def test_conv2d_both_strategies_agree(shape):
-    """The numba backend picks direct loops or im2col + BLAS by shape: both must agree."""
+@st.composite
+def conv3x3_cases(draw):
+    """A 3x3, stride-1 conv, the cases the numba backend's nine-tap kernels take: any
+    padding up to the kernel's reach (2 * dilation), groups, odd output channel counts."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2 * dh)), draw(st.integers(0, 2 * dw))
+    h = draw(st.integers(max(1, 2 * dh + 1 - 2 * ph), 10))
+    w = draw(st.integers(max(1, 2 * dw + 1 - 2 * pw), 10))
+    return dict(x_shape=(draw(st.integers(1, 3)), cg * groups, h, w), w_shape=(og * groups, cg, 3, 3),
+                stride=(1, 1), padding=(ph, pw), dilation=(dh, dw), groups=groups,
+                contiguous=draw(st.booleans()), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+@SETTINGS
+@given(case=conv3x3_cases())
+def test_conv2d_3x3_kernels_match_numpy(case):
+    """The nine-tap kernels against the reference: forward, input and weight gradients,
+    through the interface (which sends every such case to them, on images of any size
+    here) and called directly."""
+    from tinygrad_uu.kernels import cpu, reference
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "MIN_3X3_PIXELS", 1)
+        _check_3x3_case(case, cpu, reference)
+
+
+def _check_3x3_case(case, cpu, reference):
+    rng = np.random.default_rng(case["seed"])
+    x = array(rng, case["x_shape"], case["contiguous"])
+    w = array(rng, case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
+    opts = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    assert cpu._is_3x3(x.shape, w.shape, case["stride"], case["padding"], case["dilation"])
+    want, got = both(K.conv2d_forward, x, w, b, **opts)
+    assert_same(want, got)
+    g = array(rng, want.shape, case["contiguous"])
+    assert_same(*both(K.conv2d_backward, x, w, g, **opts))
+    args = tuple(opts.values())
+    x, g = np.ascontiguousarray(x), np.ascontiguousarray(g)
+    assert_same(reference.conv2d_grad_input(g, w, x.shape, *args), cpu.conv2d_grad_input_3x3(g, w, x.shape, *args))
+    assert_same(reference.conv2d_grad_weight(x, g, w.shape, *args), cpu.conv2d_grad_weight_3x3(x, g, w.shape, *args))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 28, 28, 32), (2, 3, 9, 7, 4), (2, 5, 6, 8, 3)])
+def test_conv2d_all_strategies_agree(shape):
+    """The numba backend picks the 3x3 kernels, direct loops or im2col + BLAS by shape:
+    on a 3x3 stride-1 conv, which all three can do, they must agree."""
     from tinygrad_uu.kernels import cpu
     n, c, h, w, co = shape
     rng = np.random.default_rng(1)
@@ -158,8 +203,9 @@ def test_conv2d_both_strategies_agree(shape):
     for name in ("conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight"):
         args = {"conv2d_forward": (x, wt, b), "conv2d_grad_input": (g, wt, x.shape),
                 "conv2d_grad_weight": (x, g, wt.shape)}[name]
-        direct, im2col = getattr(cpu, name + "_direct")(*args, *opts), getattr(cpu, name + "_im2col")(*args, *opts)
-        assert_same(im2col, direct)
+        im2col = getattr(cpu, name + "_im2col")(*args, *opts)
+        assert_same(im2col, getattr(cpu, name + "_direct")(*args, *opts))
+        assert_same(im2col, getattr(cpu, name + "_3x3")(*args, *opts))
 
 
 @SETTINGS
@@ -195,7 +241,7 @@ def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
     """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols."""
     from tinygrad_uu.kernels import cpu
     rng = np.random.default_rng(2)
-    x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+    x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 2)).astype(np.float32)
     kept, not_kept = {}, {}
     with K.use_backend("numba"):
         out = K.conv2d_forward(x, w, padding=1, saved=kept)

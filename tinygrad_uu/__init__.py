@@ -8,5 +8,8 @@ from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, fu
                      get_rng, manual_seed, maximum, minimum, ones, ones_like, rand, rand_like,
                      randn, randn_like, stack, tensor, where, zeros, zeros_like)
 from . import data, nn, optim  # noqa: E402  (after the core they build on)
+from .allocator import keep_freed_memory
+
+keep_freed_memory()  # fewer page faults per training step; see allocator.py
 
 __version__ = "0.1.0"
