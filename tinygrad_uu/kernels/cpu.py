@@ -29,6 +29,7 @@ How the speed is won:
 """
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,7 @@ from numba import njit
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
+CHUNKS_PER_THREAD = 4
 _pools: dict = {}
 
 
@@ -46,6 +48,9 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
 
     As many threads as ``numba.get_num_threads()`` (set it with ``numba.set_num_threads``
     or ``NUMBA_NUM_THREADS``); just this one when ``work`` (elements touched) is small.
+    The tasks are cut into CHUNKS_PER_THREAD pieces per thread, which the threads take
+    in turn as they finish: on a shared machine one thread is often slowed down, and
+    the others then take over its share instead of waiting for it.
     """
     threads = min(numba.get_num_threads(), tasks)
     if threads <= 1 or work < SMALL_WORK:
@@ -54,9 +59,18 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
     key = (os.getpid(), threads)  # a forked child (a DataLoader worker) must not reuse its parent's pool
     if key not in _pools:
         _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinygrad_uu")
-    bounds = [tasks * t // threads for t in range(threads + 1)]
-    others = [_pools[key].submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
-    kernel(*args, bounds[0], bounds[1])  # this thread takes the first share
+    chunks = min(tasks, CHUNKS_PER_THREAD * threads)
+    bounds = [tasks * i // chunks for i in range(chunks + 1)]
+    taken = itertools.count()  # next() on it is atomic under the GIL
+
+    def work_through():
+        for i in iter(taken.__next__, None):
+            if i >= chunks:
+                return
+            kernel(*args, bounds[i], bounds[i + 1])
+
+    others = [_pools[key].submit(work_through) for _ in range(threads - 1)]
+    work_through()  # this thread works too
     for job in others:
         job.result()
 
