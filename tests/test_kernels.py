@@ -426,3 +426,45 @@ def test_env_var_picks_the_backend_and_import_compiles_nothing():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     backend, n_kernels, n_compiled = out.stdout.split()
     assert backend == "numpy" and int(n_kernels) > 10 and int(n_compiled) == 0
+
+
+def test_parallel_runs_every_task_exactly_once(monkeypatch):
+    """_parallel's threads take chunks of tasks in turn: together they cover [0, tasks) once."""
+    from tinygrad_uu.kernels import cpu
+    numba = pytest.importorskip("numba")
+    monkeypatch.setattr(cpu, "SMALL_WORK", 0)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for tasks in (1, 2, 7, 37):
+            seen = np.zeros(tasks, dtype=int)
+
+            def kernel(out, start, stop):
+                out[start:stop] += 1
+
+            cpu._parallel(kernel, tasks, 10**9, seen)
+            assert (seen == 1).all(), (tasks, seen)
+    finally:
+        numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 24, 24, 5), (2, 6, 9, 7, 3)])
+def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
+    """The numba kernels with the work split among threads (every call, however small)."""
+    from tinygrad_uu.kernels import cpu
+    numba = pytest.importorskip("numba")
+    monkeypatch.setattr(cpu, "SMALL_WORK", 0)
+    n, c, h, w, co = shape
+    rng = np.random.default_rng(3)
+    x, wt = array(rng, (n, c, h, w)), array(rng, (co, c, 3, 3))
+    b, g = array(rng, (co,)), array(rng, (n, co, h, w))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        assert_same(*both(K.conv2d_forward, x, wt, b, padding=1))
+        assert_same(*both(K.conv2d_backward, x, wt, g, padding=1))
+        assert_same(*both(K.conv2d_backward, x, wt, g[:, :, ::2, ::2], stride=2, padding=1))
+        assert_same(*both(K.max_pool2d_forward, x, 2))
+        assert_same(*both(K.upsample2d_backward, np.repeat(np.repeat(x, 2, 2), 2, 3), x.shape))
+    finally:
+        numba.set_num_threads(threads)
