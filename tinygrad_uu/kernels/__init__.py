@@ -293,7 +293,9 @@ def upsample2d_backward(grad_out, x_shape, mode="nearest"):
     input pixels it was made from, times the weight it had there."""
     op = _op_name(mode, "_backward")
     check_4d(op, "grad_out", grad_out)
-    grad_out = as_float(grad_out, float_dtype(op, grad_out))
+    # any strides: the gradient of a concatenation's part arrives as a view, and copying
+    # it would cost as much as the kernel
+    grad_out = np.asarray(grad_out, dtype=float_dtype(op, grad_out))
     x_shape = tuple(x_shape)
     if len(x_shape) != 4 or x_shape[:2] != grad_out.shape[:2]:
         raise ValueError(f"{op}: input shape {x_shape} does not match grad_out shape {grad_out.shape}")

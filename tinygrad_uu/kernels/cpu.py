@@ -969,10 +969,11 @@ def _nearest_blocks_backward(g, gx, sy, sx, start, stop):
             dst = gx[b, ch, y]
             dst[:] = 0
             for i in range(sy):
-                src = g[b, ch, y * sy + i]
-                for x in range(w):
-                    for j in range(sx):
-                        dst[x] += src[x * sx + j]
+                row = g[b, ch, y * sy + i]
+                for j in range(sx):
+                    src = row[j:]
+                    for x in range(w):
+                        dst[x] += src[x * sx]
 
 
 def _whole_factor(table, size):
