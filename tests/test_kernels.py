@@ -468,3 +468,27 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
         assert_same(*both(K.upsample2d_backward, np.repeat(np.repeat(x, 2, 2), 2, 3), x.shape))
     finally:
         numba.set_num_threads(threads)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
+def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
+    """relu forward and backward, with NaN, +-0 and inf among the values; ``split`` makes
+    even small arrays go through the threads' blocks."""
+    from tinygrad_uu.kernels import cpu
+    rng = np.random.default_rng(seed)
+    x = array(rng, shape, contiguous, dtype)
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None and flat.size >= 4:
+        flat[:4] = [np.nan, 0.0, -0.0, np.inf]
+    g = array(rng, shape, True, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        if split:
+            patch.setattr(cpu, "SMALL_WORK", 0)
+            patch.setattr(cpu, "RELU_BLOCK", 7)
+        want, got = both(K.relu_forward, x)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == x.dtype
+        want, got = both(K.relu_backward, g, want)
+        np.testing.assert_array_equal(got, want)

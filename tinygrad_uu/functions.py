@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .autograd import Function
 
 
@@ -245,14 +246,16 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """out = max(x, 0).   dL/dx = g where x > 0, else 0."""
+    """out = max(x, 0).   dL/dx = g where x > 0 (where out > 0), else 0.
+
+    Its kernels (``kernels.relu_forward``/``relu_backward``) split big arrays among threads."""
 
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.out = kernels.relu_forward(x)
+        return self.out
 
     def backward(self, g):
-        return g * self.mask
+        return kernels.relu_backward(g, self.out)
 
 
 class LeakyReLU(Function):

@@ -29,7 +29,7 @@ from .shapes import as_float, check_4d, float_dtype
 
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "matmul",
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "upsample2d_forward", "upsample2d_backward"]
@@ -73,6 +73,18 @@ def _impl():
 
 
 # --------------------------------------------------------------------------- matmul
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) of a float array (a NaN stays NaN)."""
+    return _impl().relu_forward(x)
+
+
+def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """dL/dx = grad_out where relu's output ``out`` is positive, else 0."""
+    if grad_out.shape != out.shape:
+        raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
+    return _impl().relu_backward(grad_out, out)
+
+
 def matmul(a, b) -> np.ndarray:
     """``a @ b`` for 1-D, 2-D and batched (broadcast) float arrays, any strides."""
     a, b = np.asarray(a), np.asarray(b)

@@ -75,6 +75,43 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
         job.result()
 
 
+# =========================================================================== relu
+# Elementwise, so memory-bound: numpy makes one pass too, but on one thread. Over a
+# U-Net's activations (millions of values) the threads split the array in blocks.
+RELU_BLOCK = 1 << 16  # elements per task (an argument of the kernels: numba freezes globals)
+
+
+@njit(nogil=True, cache=True)
+def _relu_forward(x, out, block, start, stop):
+    zero = x.dtype.type(0)
+    for i in range(start * block, min(stop * block, x.size)):
+        v = x[i]
+        out[i] = zero if v <= 0 else v  # NaN <= 0 is False: a NaN stays NaN
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward(g, out, gx, block, start, stop):
+    for i in range(start * block, min(stop * block, g.size)):
+        gx[i] = g[i] * (out[i] > 0)
+
+
+def relu_forward(x):
+    if x.size < SMALL_WORK or not x.flags.c_contiguous:
+        return np.maximum(x, 0)
+    out = np.empty_like(x)
+    _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK)
+    return out
+
+
+def relu_backward(grad_out, out):
+    if grad_out.size < SMALL_WORK or not (grad_out.flags.c_contiguous and out.flags.c_contiguous):
+        return grad_out * (out > 0)
+    gx = np.empty_like(grad_out)
+    _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
+              RELU_BLOCK)
+    return gx
+
+
 # =========================================================================== matmul
 # c = a @ b, computed as c[i, j] = dot(a[i, :], bt[j, :]) with bt = b.T made contiguous,
 # so both operands of every dot product are contiguous rows. Three levels of blocking:

@@ -56,6 +56,17 @@ def _unpad(xp, padding):
     return np.ascontiguousarray(xp[:, :, ph: xp.shape[2] - ph, pw: xp.shape[3] - pw])
 
 
+# --------------------------------------------------------------------------- relu
+def relu_forward(x):
+    """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""
+    return np.maximum(x, 0)
+
+
+def relu_backward(grad_out, out):
+    """dL/dx = g where the output is positive (x > 0), else 0."""
+    return grad_out * (out > 0)
+
+
 # --------------------------------------------------------------------------- matmul
 def matmul(a, b):
     """``c[..., i, j] = sum_k a[..., i, k] * b[..., k, j]``, batch axes broadcast.
