@@ -111,7 +111,8 @@ def _conv_impls():
         return fwd, fb
 
     impls = {"numba (auto)": interface("numba"), "numba im2col+BLAS": numba_strategy("im2col"),
-             "numba direct": numba_strategy("direct"), "numpy reference": interface("numpy")}
+             "numba direct": numba_strategy("direct"), "numba 3x3 blocks": numba_strategy("3x3"),
+             "numpy reference": interface("numpy")}
     if torch is not None:
         def t_fwd(x, w, b):
             with torch.no_grad():

@@ -22,10 +22,12 @@ How the speed is won:
   ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last
   element); LLVM can drop that check, and vectorise, only when it can see the index
   is >= 0, which a ``range(n)`` counter is.
-* Convolutions use whichever wins (measured, see ``_direct``): *direct* loops for a
-  stride-1 conv with few input channels (a first layer), else *im2col* + BLAS: copy
-  the receptive fields into the columns of a matrix and let one big matrix product
-  do the arithmetic.
+* Convolutions use whichever wins (measured, see ``_is_3x3`` and ``_direct``): for a
+  3x3 stride-1 conv on images of 24x24 and up (nearly every conv of the course),
+  blocked direct loops that keep four output channels and three taps in registers;
+  *direct* loops for other stride-1 convs with few input channels (a first layer);
+  else *im2col* + BLAS: copy the receptive fields into the columns of a matrix and let
+  one big matrix product do the arithmetic.
 """
 from __future__ import annotations
 
