@@ -24,29 +24,40 @@ class BatchNormFunction(Function):
         dL/dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
     In evaluation they are constants:  dL/dx = dxhat / sqrt(var + eps).
     Always:  dL/dweight = sum(g * xhat),  dL/dbias = sum(g).
+
+    Computed with the two sums the weight and bias need anyway, since
+    mean(dxhat) = weight * sum(g) / m and mean(dxhat * xhat) = weight * sum(g * xhat) / m:
+        dL/dx = weight / sqrt(var + eps) * (g - sum(g) / m - xhat * sum(g * xhat) / m)
     """
 
     def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats):
         shape = (1, -1) + (1,) * (x.ndim - 2)  # a (C,) array broadcast against (N, C, ...)
         self.axes = (0,) + tuple(range(2, x.ndim))
         self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
-        self.xhat = (x - mean.astype(x.dtype).reshape(shape)) * self.inv_std
+        self.xhat = x - mean.astype(x.dtype).reshape(shape)
+        self.xhat *= self.inv_std
         self.weight = None if weight is None else weight.reshape(shape)
         self.batch_stats = batch_stats
         out = self.xhat if weight is None else self.xhat * self.weight
-        return out if bias is None else out + bias.reshape(shape)
+        if bias is not None:
+            out = out + bias.reshape(shape) if out is self.xhat else np.add(out, bias.reshape(shape), out=out)
+        return out
 
     def backward(self, g):
         axes, xhat = self.axes, self.xhat
-        dxhat = g if self.weight is None else g * self.weight
+        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
+        sum_g = g.sum(axis=axes, keepdims=True)
+        sum_gx = (g * xhat).sum(axis=axes, keepdims=True)
         if self.batch_stats:
-            dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                  - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) * self.inv_std
+            m = g.size // g.shape[1]
+            dx = g - xhat * (sum_gx / m)
+            dx -= sum_g / m
+            dx *= scale
         else:
-            dx = dxhat * self.inv_std
+            dx = g * scale
         if self.weight is None:
             return dx
-        return dx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+        return dx, sum_gx.reshape(-1), sum_g.reshape(-1)
 
 
 def _array(t):
