@@ -492,3 +492,30 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
         assert got.dtype == x.dtype
         want, got = both(K.relu_backward, g, want)
         np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (2, 16, 40, 40)]),
+       dtype=st.sampled_from([np.float32, np.float64]), batch_stats=st.booleans(), split=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
+    """The batch-norm kernels: per-channel statistics, the forward, the backward with the
+    batch's statistics and without; ``split`` sends even small arrays through the threads."""
+    from tinygrad_uu.kernels import cpu
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        if split:
+            patch.setattr(cpu, "SMALL_WORK", 0)
+        (mean, var), got = both(K.batch_norm_stats, x)
+        assert_same(mean, got[0], 1e-6)
+        assert_same(var, got[1], 1e-5)
+        assert mean.shape == var.shape == (c,) and got[0].dtype == np.float64
+        inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+        want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias)
+        assert_same(want, got)
+        assert got[0].shape == shape and got[0].dtype == dtype
+        assert_same(*both(K.batch_norm_backward, g, want[1], inv_std * weight, batch_stats))

@@ -29,7 +29,8 @@ from .shapes import as_float, check_4d, float_dtype
 
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "matmul",
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
+           "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "upsample2d_forward", "upsample2d_backward"]
@@ -83,6 +84,43 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad_out.shape != out.shape:
         raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
     return _impl().relu_backward(grad_out, out)
+
+
+# --------------------------------------------------------------------------- batch norm
+def _per_channel(op, x):
+    """x (N, C, ...) as a C-contiguous float (N, C, L) array."""
+    if np.ndim(x) < 2:
+        raise ValueError(f"{op}: input must be (N, C, ...), got shape {np.shape(x)}")
+    x = as_float(x, float_dtype(op, x))
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def batch_norm_stats(x):
+    """(mean, biased variance) of each channel of x (N, C, ...), over all but axis 1; float64."""
+    return _impl().batch_norm_stats(_per_channel("batch_norm_stats", x))
+
+
+def batch_norm_forward(x, mean, inv_std, weight, bias):
+    """(out, xhat) with xhat = (x - mean) * inv_std and out = xhat * weight + bias, each of
+    mean, inv_std, weight, bias of shape (C,); out and xhat have x's shape and dtype."""
+    x3 = _per_channel("batch_norm_forward", x)
+    dtype = x3.dtype
+    out, xhat = _impl().batch_norm_forward(x3, np.asarray(mean, np.float64), as_float(inv_std, dtype),
+                                           as_float(weight, dtype), as_float(bias, dtype))
+    return out.reshape(np.shape(x)), xhat.reshape(np.shape(x))
+
+
+def batch_norm_backward(grad_out, xhat, scale, batch_stats: bool):
+    """(dx, sum(g * xhat), sum(g)), sums per channel, with ``scale`` = weight / sqrt(var + eps):
+    dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) when the batch's own statistics
+    were used (m values per channel), else scale * g."""
+    g3, h3 = _per_channel("batch_norm_backward", grad_out), _per_channel("batch_norm_backward", xhat)
+    if g3.shape != h3.shape:
+        raise ValueError(f"batch_norm_backward: grad_out has shape {np.shape(grad_out)}, "
+                         f"expected {np.shape(xhat)}")
+    dx, sum_gx, sum_g = _impl().batch_norm_backward(g3, h3.astype(g3.dtype, copy=False),
+                                                    as_float(scale, g3.dtype), bool(batch_stats))
+    return dx.reshape(np.shape(grad_out)), sum_gx, sum_g
 
 
 def matmul(a, b) -> np.ndarray:

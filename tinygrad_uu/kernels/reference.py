@@ -67,6 +67,36 @@ def relu_backward(grad_out, out):
     return grad_out * (out > 0)
 
 
+# --------------------------------------------------------------------------- batch norm
+# x arrives as (N, C, L): every axis after the channel one flattened into L.
+def batch_norm_stats(x):
+    """Per channel: the mean and the biased variance over N and L (float64)."""
+    return x.mean(axis=(0, 2), dtype=np.float64), x.var(axis=(0, 2), dtype=np.float64)
+
+
+def batch_norm_forward(x, mean, inv_std, weight, bias):
+    """(out, xhat): xhat = (x - mean) * inv_std, out = xhat * weight + bias, per channel."""
+    shape = (1, -1, 1)
+    xhat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
+    return xhat * weight.reshape(shape) + bias.reshape(shape), xhat
+
+
+def batch_norm_backward(g, xhat, scale, batch_stats):
+    """(dx, sum(g * xhat), sum(g)) per channel, with m = N * L values per channel:
+    dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) with the batch's statistics,
+    else scale * g (``scale`` = weight / sqrt(var + eps))."""
+    shape = (1, -1, 1)
+    sum_g = g.sum(axis=(0, 2), dtype=np.float64)
+    sum_gx = (g * xhat).sum(axis=(0, 2), dtype=np.float64)
+    if batch_stats:
+        m = g.shape[0] * g.shape[2]
+        dx = scale.reshape(shape) * (g - (sum_g / m).astype(g.dtype).reshape(shape)
+                                     - xhat * (sum_gx / m).astype(g.dtype).reshape(shape))
+    else:
+        dx = g * scale.reshape(shape)
+    return dx.astype(g.dtype, copy=False), sum_gx.astype(g.dtype), sum_g.astype(g.dtype)
+
+
 # --------------------------------------------------------------------------- matmul
 def matmul(a, b):
     """``c[..., i, j] = sum_k a[..., i, k] * b[..., k, j]``, batch axes broadcast.

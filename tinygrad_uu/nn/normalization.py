@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function
 from ..tensor import Tensor
 from .module import Module, Parameter
@@ -31,33 +32,18 @@ class BatchNormFunction(Function):
     """
 
     def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats):
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # a (C,) array broadcast against (N, C, ...)
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
-        self.xhat = x - mean.astype(x.dtype).reshape(shape)
-        self.xhat *= self.inv_std
-        self.weight = None if weight is None else weight.reshape(shape)
+        channels, self.affine = x.shape[1], weight is not None
+        inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(x.dtype)
+        weight = np.ones(channels, x.dtype) if weight is None else weight
+        out, self.xhat = kernels.batch_norm_forward(
+            x, mean, inv_std, weight, np.zeros(channels, x.dtype) if bias is None else bias)
+        self.scale = inv_std * weight  # dL/dx = scale * (...), see the docstring
         self.batch_stats = batch_stats
-        out = self.xhat if weight is None else self.xhat * self.weight
-        if bias is not None:
-            out = out + bias.reshape(shape) if out is self.xhat else np.add(out, bias.reshape(shape), out=out)
         return out
 
     def backward(self, g):
-        axes, xhat = self.axes, self.xhat
-        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
-        sum_g = g.sum(axis=axes, keepdims=True)
-        sum_gx = (g * xhat).sum(axis=axes, keepdims=True)
-        if self.batch_stats:
-            m = g.size // g.shape[1]
-            dx = g - xhat * (sum_gx / m)
-            dx -= sum_g / m
-            dx *= scale
-        else:
-            dx = g * scale
-        if self.weight is None:
-            return dx
-        return dx, sum_gx.reshape(-1), sum_g.reshape(-1)
+        dx, sum_gx, sum_g = kernels.batch_norm_backward(g, self.xhat, self.scale, self.batch_stats)
+        return (dx, sum_gx, sum_g) if self.affine else dx
 
 
 def _array(t):
@@ -79,14 +65,12 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
     if input.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C, ...), got shape {input.shape}")
     input._need_float("batch_norm")
-    axes = (0,) + tuple(range(2, input.ndim))
     if training or running_mean is None:
         count = x.size // x.shape[1]
         if count < 2:
             raise ValueError(f"batch_norm: needs more than one value per channel in training, "
                              f"got input of shape {input.shape}")
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
+        mean, var = kernels.batch_norm_stats(x)  # float64, per channel
         if training and running_mean is not None:
             r_mean, r_var = _array(running_mean), _array(running_var)
             r_mean *= 1 - momentum
