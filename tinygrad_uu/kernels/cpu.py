@@ -792,18 +792,9 @@ def _conv3x3_grad_weight(xp, g, gw, gb, dh, dw, groups, start, stop):
                             d0 += u3[t] * x0
                             d1 += u3[t] * x1
                             d2 += u3[t] * x2
-                        acc[0, c, i, 0] += a0
-                        acc[0, c, i, 1] += a1
-                        acc[0, c, i, 2] += a2
-                        acc[1, c, i, 0] += b0
-                        acc[1, c, i, 1] += b1
-                        acc[1, c, i, 2] += b2
-                        acc[2, c, i, 0] += c0
-                        acc[2, c, i, 1] += c1
-                        acc[2, c, i, 2] += c2
-                        acc[3, c, i, 0] += d0
-                        acc[3, c, i, 1] += d1
-                        acc[3, c, i, 2] += d2
+                        for k, row in enumerate(((a0, a1, a2), (b0, b1, b2), (c0, c1, c2), (d0, d1, d2))):
+                            for j in range(3):
+                                acc[k, c, i, j] += row[j]
         for k in range(OUT_BLOCK):
             gb[chan[k]] = sums[k]
             for c in range(cg):
