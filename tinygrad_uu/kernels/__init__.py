@@ -73,7 +73,7 @@ def _impl():
     return importlib.import_module(f".{BACKENDS[_name]}", __name__)
 
 
-# --------------------------------------------------------------------------- matmul
+# --------------------------------------------------------------------------- relu
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """max(x, 0) of a float array (a NaN stays NaN)."""
     return _impl().relu_forward(x)
@@ -123,6 +123,7 @@ def batch_norm_backward(grad_out, xhat, scale, batch_stats: bool):
     return dx.reshape(np.shape(grad_out)), sum_gx, sum_g
 
 
+# --------------------------------------------------------------------------- matmul
 def matmul(a, b) -> np.ndarray:
     """``a @ b`` for 1-D, 2-D and batched (broadcast) float arrays, any strides."""
     a, b = np.asarray(a), np.asarray(b)
