@@ -39,6 +39,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from . import reference
+
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
 CHUNKS_PER_THREAD = 4
@@ -99,7 +101,7 @@ def _relu_backward(g, out, gx, block, start, stop):
 
 def relu_forward(x):
     if x.size < SMALL_WORK or not x.flags.c_contiguous:
-        return np.maximum(x, 0)
+        return reference.relu_forward(x)
     out = np.empty_like(x)
     _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK)
     return out
@@ -107,7 +109,7 @@ def relu_forward(x):
 
 def relu_backward(grad_out, out):
     if grad_out.size < SMALL_WORK or not (grad_out.flags.c_contiguous and out.flags.c_contiguous):
-        return grad_out * (out > 0)
+        return reference.relu_backward(grad_out, out)
     gx = np.empty_like(grad_out)
     _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
               RELU_BLOCK)
@@ -676,6 +678,18 @@ OUT_BLOCK = 4   # output channels per pass: 4 x 3 weights fill 12 of AVX2's 16 r
 STRIP = 1024    # wide positions per strip
 
 
+@njit(nogil=True, cache=True)
+def _block_channels(block, og, blocks, chan):
+    """Fill ``chan`` with the OUT_BLOCK output channels of ``block`` (numbered across groups,
+    ``blocks`` per group of ``og`` channels), repeating the group's last channel when the
+    block runs past it. Returns the block's group."""
+    grp = block // blocks
+    first = grp * og + (block % blocks) * OUT_BLOCK
+    for k in range(OUT_BLOCK):
+        chan[k] = min(first + k, grp * og + og - 1)
+    return grp
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _conv3x3_forward(xp, w, bias, out, dh, dw, groups, start, stop):
     """out[b, o] = bias[o] + sum_c sum_{i,j} w[o, c, i, j] * xp[b, c'] shifted by (i*dh, j*dw).
@@ -693,11 +707,8 @@ def _conv3x3_forward(xp, w, bias, out, dh, dw, groups, start, stop):
     wide = np.empty((OUT_BLOCK, oh * wp), dtype=xp.dtype)
     chan = np.empty(OUT_BLOCK, dtype=np.int64)
     for task in range(start, stop):
-        b, blk = task // (groups * blocks), task % (groups * blocks)
-        grp = blk // blocks
-        first_o = grp * og + (blk % blocks) * OUT_BLOCK
-        for k in range(OUT_BLOCK):
-            chan[k] = min(first_o + k, grp * og + og - 1)
+        b = task // (groups * blocks)
+        grp = _block_channels(task % (groups * blocks), og, blocks, chan)
         o0, o1, o2, o3 = chan[0], chan[1], chan[2], chan[3]
         for s0 in range(0, span, STRIP):
             m = min(STRIP, span - s0)
@@ -754,10 +765,7 @@ def _conv3x3_grad_weight(xp, g, gw, gb, dh, dw, groups, start, stop):
     sums = np.zeros(OUT_BLOCK, dtype=np.float64)
     chan = np.empty(OUT_BLOCK, dtype=np.int64)
     for task in range(start, stop):
-        grp = task // blocks
-        first_o = grp * og + (task % blocks) * OUT_BLOCK
-        for k in range(OUT_BLOCK):
-            chan[k] = min(first_o + k, grp * og + og - 1)
+        grp = _block_channels(task, og, blocks, chan)
         acc[:] = 0
         sums[:] = 0
         for b in range(n):
