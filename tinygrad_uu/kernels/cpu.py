@@ -87,16 +87,20 @@ RELU_BLOCK = 1 << 16  # elements per task (an argument of the kernels: numba fre
 
 @njit(nogil=True, cache=True)
 def _relu_forward(x, out, block, start, stop):
+    lo, hi = start * block, min(stop * block, x.size)
+    src, dst = x[lo:hi], out[lo:hi]  # views indexed from 0, so that LLVM vectorises
     zero = x.dtype.type(0)
-    for i in range(start * block, min(stop * block, x.size)):
-        v = x[i]
-        out[i] = zero if v <= 0 else v  # NaN <= 0 is False: a NaN stays NaN
+    for i in range(hi - lo):
+        v = src[i]
+        dst[i] = zero if v <= 0 else v  # NaN <= 0 is False: a NaN stays NaN
 
 
 @njit(nogil=True, cache=True)
 def _relu_backward(g, out, gx, block, start, stop):
-    for i in range(start * block, min(stop * block, g.size)):
-        gx[i] = g[i] * (out[i] > 0)
+    lo, hi = start * block, min(stop * block, g.size)
+    src, kept, dst = g[lo:hi], out[lo:hi], gx[lo:hi]
+    for i in range(hi - lo):
+        dst[i] = src[i] * (kept[i] > 0)
 
 
 def relu_forward(x):
