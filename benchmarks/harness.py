@@ -10,6 +10,10 @@ For each case:
    given a number of inner iterations so one measurement lasts ``min_time`` seconds,
    and then they are measured in turns, round-robin, ``repeats`` times, the starting
    engine rotating, so that a noisy neighbour on the machine hits all of them alike.
+   Each turn starts with one untimed step: what the engine before it left behind
+   must not be charged to this one. (PyTorch's OpenMP threads spin-wait for a few
+   milliseconds after its step, holding a core: a 12 ms conv forward and backward
+   run right after a PyTorch step took 18 ms. The caches are refilled there too.)
 3. the figure is ``case.work / median(seconds per step)``, and the ratio is that
    figure over the reference engine's, from the same run.
 """
@@ -148,6 +152,7 @@ def _run_case(case, engines, repeats=5, min_time=0.1, warmup=2, max_seconds=60.0
             e.activate()
             gc.collect()
             try:
+                step.run()  # untimed: see the module docstring
                 t0 = time.perf_counter()
                 for _ in range(n):
                     step.run()

@@ -144,7 +144,7 @@ def table(results: dict) -> str:
     if busy:
         out += [busy, ""]
     out += [f"Figures: median of {results['settings']['repeats']} interleaved repeats after "
-            f"warm-up (higher is faster); in brackets, relative to {ref_label} in the same run"
+            f"warm-up, each after one untimed step (higher is faster); in brackets, relative to {ref_label} in the same run"
             + (f"; {results['settings']['threads']} thread(s) per engine."
                if results["settings"].get("threads") else "."),
             ""] + lines

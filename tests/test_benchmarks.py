@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,35 @@ class FakeTorch(NumpyEngine):
 def test_torch_is_the_reference_when_present():
     rec = harness.run_all(tiny("W6"), [NumpyEngine(), FakeTorch()], **FAST)[0]
     assert rec["check_reference"] == rec["ratio_reference"] == "torch"
+
+
+class SlowAfterSwitch(NumpyEngine):
+    """The numpy engine, but the first step after each activate() takes 50 ms longer:
+    what a step pays for what the engine before it left running."""
+    key, name = "slow_after_switch", "slow after switch"
+
+    def activate(self):
+        super().activate()
+        self.first = True
+
+    def build(self, case, data):
+        step = super().build(case, data)
+        run_step = step.run
+
+        def run_after_switch():
+            if self.first:
+                self.first = False
+                time.sleep(0.05)
+            return run_step()
+        step.run = run_after_switch
+        return step
+
+
+def test_the_first_step_after_an_engine_switch_is_not_timed():
+    rec = harness.run_all(tiny("W6"), [NumpyEngine(), SlowAfterSwitch()],
+                          repeats=3, min_time=0.0, warmup=1, log=lambda s: None)[0]
+    times = rec["results"]["slow_after_switch"]["times_s"]
+    assert len(times) == 3 and max(times) < 0.04, times
 
 
 def _numeric_grad(loss, array, index, eps=1e-6):
