@@ -190,6 +190,26 @@ def _check_3x3_case(case, cpu, reference):
     assert_same(reference.conv2d_grad_weight(x, g, w.shape, *args), cpu.conv2d_grad_weight_3x3(x, g, w.shape, *args))
 
 
+@pytest.mark.parametrize("hw, padding, dilation", [((45, 37), (1, 1), (1, 1)), ((40, 50), (0, 2), (2, 1)),
+                                                    ((33, 70), (2, 0), (1, 2))])
+def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
+    """The 3x3 kernels work through the flat padded image in strips of cpu.STRIP
+    positions; here output rows straddle the strips' edges (the drawn cases above fit
+    in one strip)."""
+    from tinygrad_uu.kernels import cpu, reference
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3) + hw).astype(np.float32)
+    w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    args = ((1, 1), padding, dilation, 1)
+    out = cpu.conv2d_forward_3x3(x, w, b, *args)
+    padded_width = hw[1] + 2 * padding[1]
+    assert out.shape[2] * padded_width > cpu.STRIP  # two strips or more
+    assert_same(reference.conv2d_forward(x, w, b, *args), out)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    assert_same(reference.conv2d_grad_input(g, w, x.shape, *args), cpu.conv2d_grad_input_3x3(g, w, x.shape, *args))
+    assert_same(reference.conv2d_grad_weight(x, g, w.shape, *args), cpu.conv2d_grad_weight_3x3(x, g, w.shape, *args))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 28, 28, 32), (2, 3, 9, 7, 4), (2, 5, 6, 8, 3)])
 def test_conv2d_all_strategies_agree(shape):
     """The numba backend picks the 3x3 kernels, direct loops or im2col + BLAS by shape:
