@@ -56,6 +56,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def add_common_options(p: argparse.ArgumentParser, out: str, epochs: int, batch_size: int,
                        optimizer: str):
     p.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")

@@ -453,13 +453,6 @@ def probability(text: str) -> float:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -473,7 +466,7 @@ def parse_args(argv=None):
     model = p.add_argument_group("model")
     model.add_argument("--channels", type=common.positive_int, nargs="+", default=[16, 32],
                        help="output channels of each conv block (each block halves the image)")
-    model.add_argument("--hidden", type=non_negative_int, default=128,
+    model.add_argument("--hidden", type=common.non_negative_int, default=128,
                        help="units of the hidden linear layer; 0 for none")
     reg = p.add_argument_group("regularisation")
     reg.add_argument("--weight-decay", type=float, default=0.0,
@@ -484,11 +477,11 @@ def parse_args(argv=None):
                      help="batch norm after each convolution")
     reg.add_argument("--augment", action="store_true",
                      help="random rotations and shifts of every training batch")
-    reg.add_argument("--max-shift", type=non_negative_int, default=2,
+    reg.add_argument("--max-shift", type=common.non_negative_int, default=2,
                      help="augmentation: largest shift in pixels")
     reg.add_argument("--max-degrees", type=float, default=10.0,
                      help="augmentation: largest rotation in degrees")
-    reg.add_argument("--val-size", type=non_negative_int, default=5000,
+    reg.add_argument("--val-size", type=common.non_negative_int, default=5000,
                      help="training images set aside for validation (at most a tenth)")
     reg.add_argument("--early-stopping", action="store_true",
                      help="stop when the validation loss has not improved for --patience "
@@ -507,7 +500,7 @@ def parse_args(argv=None):
     study.add_argument("--eval-size", type=common.positive_int, default=2000,
                        help="test images the study and priming evaluate on (the first N; "
                             "the study validates on half as many)")
-    study.add_argument("--prime", type=non_negative_int, default=0, metavar="N",
+    study.add_argument("--prime", type=common.non_negative_int, default=0, metavar="N",
                        help="priming: train --prime-epochs epochs on N images, then on all; "
                             "compare the training seconds to --target test accuracy with "
                             "plain training (at most --epochs full epochs each)")

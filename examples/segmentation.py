@@ -204,13 +204,6 @@ def fit(model, optimizer, phases, test_x, test_y, args, watch, stop_at_target=Fa
 
 # ----------------------------------------------------------------------------- options
 
-def nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -225,7 +218,7 @@ def parse_args(argv=None):
                 f"{k} {LEARNING_RATES.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and 90-degree turns of image and mask together")
-    p.add_argument("--crop", type=nonnegative_int, default=0,
+    p.add_argument("--crop", type=common.non_negative_int, default=0,
                    help="train on random CROPxCROP windows (0: whole images); testing always "
                         "uses whole images, which a fully convolutional net takes as they are")
     p.add_argument("--loss", choices=sorted(LOSSES), default="bce+dice")
@@ -238,7 +231,7 @@ def parse_args(argv=None):
     p.add_argument("--up", choices=("nearest", "bilinear", "transpose"), default="nearest",
                    help="decoder upsampling: fixed (nearest, bilinear) or learned (transpose)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--prime", type=nonnegative_int, default=0, metavar="N",
+    p.add_argument("--prime", type=common.non_negative_int, default=0, metavar="N",
                    help="priming: first train on N training images for --prime-epochs, then "
                         "on all; also trains an unprimed copy from the same initial weights to "
                         f"compare the seconds each needs to reach test Dice {TARGET_DICE}")
