@@ -51,15 +51,6 @@ def torch_copy(torch, model, hidden):
     return net
 
 
-def torch_optimizer(torch, name, params, lr):
-    lr = common.OPTIMIZERS[name][1] if lr is None else lr
-    return {"sgd": lambda: torch.optim.SGD(params, lr=lr),
-            "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
-            "adam": lambda: torch.optim.Adam(params, lr=lr),
-            "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-            "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr)}[name]()
-
-
 def train_torch(torch, net, optimizer, loader, epochs):
     seconds = 0.0
     for _ in range(epochs):
@@ -111,8 +102,8 @@ def main(argv=None):
     if torch:
         torch.manual_seed(args.seed)
         torch.set_num_threads(args.threads)
-        seconds = train_torch(torch, net, torch_optimizer(torch, args.optimizer, net.parameters(),
-                                                            args.lr), loader(), args.epochs)
+        torch_optimizer = common.make_torch_optimizer(torch, args.optimizer, net.parameters(), args.lr)
+        seconds = train_torch(torch, net, torch_optimizer, loader(), args.epochs)
         with torch.no_grad():
             logits = net(torch.from_numpy(test_x)).numpy()
         results["torch"] = {"test_accuracy": float((logits.argmax(1) == test_y).mean()),

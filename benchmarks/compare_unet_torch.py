@@ -100,17 +100,8 @@ def torch_loss(torch, name):
             "bce+dice": lambda x, t: F.binary_cross_entropy_with_logits(x, t) + dice(x, t)}[name]
 
 
-def torch_optimizer(torch, name, params, lr):
-    lr = common.OPTIMIZERS[name][1] if lr is None else lr
-    return {"sgd": lambda: torch.optim.SGD(params, lr=lr),
-            "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
-            "adam": lambda: torch.optim.Adam(params, lr=lr),
-            "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-            "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr)}[name]()
-
-
 def train_torch(torch, net, args, loader):
-    optimizer = torch_optimizer(torch, args.optimizer, list(net.parameters()), args.lr)
+    optimizer = common.make_torch_optimizer(torch, args.optimizer, list(net.parameters()), args.lr)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
                  if args.schedule == "cosine" else None)
     loss_fn, seconds = torch_loss(torch, args.loss), 0.0

@@ -28,6 +28,17 @@ def make_optimizer(name: str, params, lr: float | None, weight_decay: float = 0.
     return build(list(params), default_lr if lr is None else lr, weight_decay)
 
 
+def make_torch_optimizer(torch, name: str, params, lr: float | None):
+    """The same optimizer in PyTorch, for the parity scripts in benchmarks/ (``torch`` is
+    handed in, so that this module never needs it)."""
+    params, lr = list(params), OPTIMIZERS[name][1] if lr is None else lr
+    return {"sgd": lambda: torch.optim.SGD(params, lr=lr),
+            "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
+            "adam": lambda: torch.optim.Adam(params, lr=lr),
+            "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+            "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr)}[name]()
+
+
 def load_mnist(data_dir=None, limit: int | None = None):
     """MNIST as float32 images in [0, 1], shape (N, 1, 28, 28), and int64 labels."""
     train_x, train_y = mnist("train", root=data_dir)
