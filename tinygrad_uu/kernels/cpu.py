@@ -899,10 +899,10 @@ def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, grou
 
 
 # --------------------------------------------------------------------------- the choice
-# Measured fwd + dx + dw, one thread, batch 64, 3x3 kernels (ms, direct vs im2col):
-# C_in 1 -> 32 at 28x28: 6 vs 29;  C_in 3 -> 16 at 32x32: 18 vs 35;  C_in 4 -> 16 at 28x28:
-# 12 vs 27;  C_in 32 -> 64 at 14x14: 201 vs 95. Direct wins up to C_in*kH*kW = 36.
-# But the direct loops stream a whole plane once per (input, output) channel pair, with
+# Measured fwd + dx + dw, one thread, batch 64, 3x3 kernels (ms, direct vs im2col), before
+# the 3x3 kernels above took these image sizes: C_in 1 -> 32 at 28x28: 6 vs 29;  C_in 3 -> 16
+# at 32x32: 18 vs 35;  C_in 4 -> 16 at 28x28: 12 vs 27;  C_in 32 -> 64 at 14x14: 201 vs 95.
+# Direct won up to C_in*kH*kW = 36. But the direct loops stream a whole plane once per (input, output) channel pair, with
 # nothing reused in between: with several channels on both sides one matrix product wins.
 # Measured later, fwd + dx + dw, ms direct vs im2col, two threads (one thread): 1x1 at
 # 128x128, batch 8: 16 -> 1: 2.3 vs 8.3 (3.8 vs 9.0); 3 -> 64: 17 vs 31 (28 vs 30);
