@@ -157,3 +157,18 @@ class EarlyStopping:
         """Put the best weights seen back into ``model`` (no-op before the first step)."""
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+# ----------------------------------------------------------------- options every example has
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The engine's own switches, the same on every example."""
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for the engine's kernels and BLAS (default: every core this "
+                        "process may use, or $TINYGRAD_UU_NUM_THREADS)")
+
+
+def apply_engine_options(args: argparse.Namespace) -> None:
+    """Put the switches of ``add_engine_options`` into effect (call once, before training)."""
+    if args.threads is not None:
+        tg.set_num_threads(args.threads)

@@ -9,6 +9,7 @@ from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, fu
                      randn, randn_like, stack, tensor, where, zeros, zeros_like)
 from . import data, nn, optim  # noqa: E402  (after the core they build on)
 from .allocator import keep_freed_memory
+from .threads import get_num_threads, set_num_threads
 
 keep_freed_memory()  # fewer page faults per training step; see allocator.py
 
