@@ -138,8 +138,9 @@ def test_repr_lists_layers_and_parameter_counts():
 def test_state_dict_round_trip_is_a_snapshot():
     net = Net()
     state = net.state_dict()
-    assert list(state) == [n for n, _ in net.named_parameters()] + [
-        "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+    assert list(state) == ["scale", "body.0.weight", "body.0.bias", "body.2.weight", "bn.weight",
+                           "bn.bias", "bn.running_mean", "bn.running_var",
+                           "bn.num_batches_tracked", "head.weight", "head.bias"]  # PyTorch's order
     assert all(isinstance(v, np.ndarray) for v in state.values())
     net.head.weight.data += 1  # training goes on: the snapshot must not move
     assert not np.allclose(state["head.weight"], net.head.weight.data)

@@ -13,4 +13,5 @@ from .losses import (BCEDiceLoss, BCEWithLogitsLoss, CrossEntropyLoss, DiceLoss,
                      NLLLoss)
 from .module import Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
-from .serialization import load, load_state_dict, save
+from .serialization import (from_torch_state_dict, load, load_state_dict, save,
+                            to_torch_state_dict)

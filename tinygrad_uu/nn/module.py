@@ -39,6 +39,19 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _as_numpy(value) -> np.ndarray:
+    """A state-dict value as a numpy array: an ndarray, a Tensor, or a PyTorch tensor
+    (detached and moved to the CPU; bfloat16, which numpy lacks, becomes float32)."""
+    if isinstance(value, Tensor):
+        return value.data
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -200,26 +213,36 @@ class Module:
         return self
 
     # ------------------------------------------------------------ saving and loading
+    def _state_tensors(self, prefix: str = ""):
+        """(name, tensor) of every parameter and buffer in PyTorch's ``state_dict`` order:
+        a module's own parameters, then its own buffers, then each child's, depth first.
+        As in PyTorch, a module or weight used in two places is listed under both names."""
+        for kind in ("parameter", "buffer"):
+            for name, value in self._own(kind):
+                yield prefix + name, value
+        for name, child in self._own("module"):
+            yield from child._state_tensors(f"{prefix}{name}.")
+
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """Name -> a copy of the array of every parameter and buffer.
 
+        The names, order and array layouts are PyTorch's for the same module tree
+        ("0.weight" in a Sequential, "bn.running_mean", Linear (out, in), Conv2d
+        (out, in / groups, kH, kW), ConvTranspose2d (in, out / groups, kH, kW)), so
+        ``torch_model.load_state_dict(nn.to_torch_state_dict(model))`` needs no renaming.
         Copies, so that the snapshot does not change when training goes on (keep
         the best model with ``best = model.state_dict()``).
         """
-        state = OrderedDict()
-        for name, p in self.named_parameters():
-            state[name] = p.data.copy()
-        for name, b in self.named_buffers():
-            state[name] = b.data.copy()
-        return state
+        return OrderedDict((name, t.data.copy()) for name, t in self._state_tensors())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy the arrays of ``state_dict`` into this module's parameters and buffers.
 
-        With ``strict`` every key must match; shapes must match always. On an error
-        nothing is changed.
+        The values may be numpy arrays, Tensors or PyTorch tensors (a torch model's
+        ``state_dict()`` loads as it is). With ``strict`` every key must match; shapes
+        must match always. On an error nothing is changed.
         """
-        own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
+        own = OrderedDict(self._state_tensors())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
@@ -227,20 +250,16 @@ class Module:
             problems.append(f"missing keys: {missing}")
         if strict and unexpected:
             problems.append(f"unexpected keys: {unexpected}")
-        for name, tensor in own.items():
-            if name in state_dict:
-                shape = np.shape(state_dict[name])
-                if shape != tensor.shape:
-                    problems.append(f"{name}: the file has shape {shape}, "
-                                    f"the model {tensor.shape}")
+        values = {name: _as_numpy(state_dict[name]) for name in own if name in state_dict}
+        for name, value in values.items():
+            if value.shape != own[name].shape:
+                problems.append(f"{name}: the file has shape {value.shape}, "
+                                f"the model {own[name].shape}")
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: "
                              + "; ".join(problems))
-        for name, tensor in own.items():
-            if name in state_dict:
-                value = state_dict[name]
-                np.copyto(tensor.data, value.data if isinstance(value, Tensor) else value,
-                          casting="unsafe")
+        for name, value in values.items():
+            np.copyto(own[name].data, value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------ printing
