@@ -82,7 +82,7 @@ def torch_layer(torch, m):
 
 def _unet(torch, model):
     """examples/segmentation.py's UNet: compare_unet_torch.py's twin, configured from the model."""
-    import compare_unet_torch
+    from benchmarks import compare_unet_torch
     up = model.ups[0]
     args = argparse.Namespace(
         width=model.head.in_channels, depth=model.depth,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 import tinygrad_uu as tg
-from tinygrad_uu import optim
+from tinygrad_uu import nn, optim
 from tinygrad_uu.data import mnist
 
 # The optimizers a student can pick, with a learning rate that works for each.
@@ -172,3 +173,27 @@ def apply_engine_options(args: argparse.Namespace) -> None:
     """Put the switches of ``add_engine_options`` into effect (call once, before training)."""
     if args.threads is not None:
         tg.set_num_threads(args.threads)
+
+
+# ----------------------------------------------------------------- the trained model, saved
+
+def save_model(model, example_input, out_dir) -> str:
+    """Write ``model.npz`` (the weights, for ``nn.load``) and, when the onnx package is
+    installed, ``model.onnx`` (for onnxruntime and any other ONNX reader, traced on
+    ``example_input``, e.g. one batch of test images) into ``out_dir``.
+
+    Returns the words for the example's last line, e.g. "model.npz, model.onnx".
+    Nothing here stops the run: without onnx, or if the export fails, the line says so.
+    """
+    from tinygrad_uu import onnx as tg_onnx
+    out = Path(out_dir)
+    nn.save(model, out / "model.npz")
+    try:
+        tg_onnx.require_onnx()
+    except ImportError:
+        return "model.npz (no model.onnx: pip install onnx)"
+    try:
+        tg_onnx.export(model, example_input, out / "model.onnx")
+    except Exception as e:  # the weights are saved; say why the ONNX file is not
+        return f"model.npz (no model.onnx: {type(e).__name__}: {e})"
+    return "model.npz, model.onnx"

@@ -385,8 +385,8 @@ def save_main_outputs(model, history, test, out: Path):
     first_conv = model[0].weight.data  # (channels, 1, 3, 3): the first layer's filters
     viz.plot_image_grid(first_conv, out / "filters.png", ncols=8,
                         titles=[f"filter {i}" for i in range(len(first_conv))])
-    nn.save(model, out / "model.npz")
-    return probs, predictions, worst
+    saved = common.save_model(model, test_x[:1], out)  # model.npz (+ model.onnx)
+    return probs, predictions, worst, saved
 
 
 def main(argv=None) -> dict:
@@ -415,7 +415,7 @@ def main(argv=None) -> dict:
     else:
         print(build_model(args.channels, args.hidden, args.batch_norm, args.dropout))
         model, history = fit(args, train, val, test)
-        probs, predictions, worst = save_main_outputs(model, history, test, out)
+        probs, predictions, worst, saved = save_main_outputs(model, history, test, out)
         picked = probs[np.arange(len(test[1])), test[1]]
         metrics.update({
             "test_accuracy": float((predictions == test[1]).mean()),
@@ -437,7 +437,7 @@ def main(argv=None) -> dict:
               f"{metrics['samples_per_second']:.0f} samples/s over "
               f"{metrics['train_seconds']:.1f} s of training "
               f"({metrics['wall_seconds']:.1f} s in all, load average "
-              f"{metrics['load_average'][0]:.1f}); figures, model.npz and metrics.json in {out}/")
+              f"{metrics['load_average'][0]:.1f}); figures, {saved} and metrics.json in {out}/")
     else:
         print(f"done in {metrics['wall_seconds']:.1f} s; figures"
               f"{', study.md' if args.study else ''} and metrics.json in {out}/")

@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     viz.plot_weight_images(first_layer, out / "weights.png",
                            titles=[str(d) for d in range(10)] if args.hidden == 0 else None)
     viz.plot_confusion_matrix(test_y, predictions, out / "confusion_matrix.png")
-    nn.save(model, out / "model.npz")
+    saved = common.save_model(model, test_x[:1], out)
     metrics = {
         "test_accuracy": float((predictions == test_y).mean()),
         "train_loss": history["train_loss"], "train_accuracy": history["train_accuracy"],
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     }
     save_json(out / "metrics.json", metrics)
     print(f"test accuracy {metrics['test_accuracy']:.4f}; {metrics['samples_per_second']:.0f} "
-          f"samples/s over {watch.seconds:.1f} s of training; figures, model.npz and "
+          f"samples/s over {watch.seconds:.1f} s of training; figures, {saved} and "
           f"metrics.json in {out}/")
     return metrics
 

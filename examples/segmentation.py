@@ -306,7 +306,7 @@ def main(argv=None) -> dict:
                                out / "worst_to_best.png", max_rows=GRID_ROWS)
     shown = slice(0, OVERLAYS)
     viz.plot_overlays(test_x[shown], probs[shown], out / "overlays.png", masks=test_y[shown])
-    nn.save(model, out / "model.npz")
+    saved = common.save_model(model, test_x[:1], out)
     images_trained = sum(len(loader.dataset) * epochs for _, loader, epochs in phases)
     metrics_out = {
         "test_dice": float(scores["dice"].mean()),
@@ -334,7 +334,7 @@ def main(argv=None) -> dict:
           f"{metrics_out['samples_per_second']:.2f} images/s over {watch.seconds:.0f} s of "
           f"training; test Dice {TARGET_DICE} reached {when(reached)}"
           + (f" (without priming: {when(baseline_reached)})" if args.prime else "")
-          + f"; load average {os.getloadavg()[0]:.2f}; figures, model.npz and metrics.json "
+          + f"; load average {os.getloadavg()[0]:.2f}; figures, {saved} and metrics.json "
           f"in {out}/")
     return metrics_out
 

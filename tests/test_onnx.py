@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,3 +292,40 @@ def test_identity_and_repeated_outputs(tmp_path):
     np.testing.assert_array_equal(a, x)
     np.testing.assert_array_equal(b, np.maximum(x, 0))
     np.testing.assert_array_equal(c, b)
+
+
+# ----------------------------------------------------------------------------- the examples' helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import common  # noqa: E402
+import mnist_mlp  # noqa: E402
+from tests.test_mnist_mlp import synthetic_mnist  # noqa: E402
+
+
+def test_save_model_writes_npz_and_onnx(tmp_path, monkeypatch):
+    model = mnist_mlp.build_model(8)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    assert common.save_model(model, x, tmp_path) == "model.npz, model.onnx"
+    assert sorted(os.listdir(tmp_path)) == ["model.npz", "model.onnx"]
+    assert_same_outputs(nn.load(mnist_mlp.build_model(8), tmp_path / "model.npz"),
+                        tmp_path / "model.onnx", lambda b: x[:b], batches=(1, 2))
+
+    monkeypatch.setitem(sys.modules, "onnx", None)           # a student without onnx
+    line = common.save_model(model, x, tmp_path / "no_onnx")
+    assert "pip install onnx" in line and os.listdir(tmp_path / "no_onnx") == ["model.npz"]
+
+
+def test_save_model_reports_a_failed_export_and_keeps_the_weights(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 3), UsesCube())
+    line = common.save_model(model, np.ones((1, 3), np.float32), tmp_path)
+    assert line.startswith("model.npz (no model.onnx: ExportError") and "Cube" in line
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_mnist_mlp_example_writes_model_onnx_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "load_mnist", lambda data_dir, limit: synthetic_mnist(200, 50))
+    mnist_mlp.main(["--epochs", "1", "--hidden", "16", "--out", str(tmp_path)])
+    assert "model.onnx" in capsys.readouterr().out.strip().splitlines()[-1]
+    model = nn.load(mnist_mlp.build_model(16), tmp_path / "model.npz")
+    test_x = synthetic_mnist(200, 50)[1][0]
+    assert_same_outputs(model, tmp_path / "model.onnx", lambda b: test_x[:b])
