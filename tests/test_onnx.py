@@ -329,3 +329,14 @@ def test_mnist_mlp_example_writes_model_onnx_and_says_so(tmp_path, monkeypatch, 
     model = nn.load(mnist_mlp.build_model(16), tmp_path / "model.npz")
     test_x = synthetic_mnist(200, 50)[1][0]
     assert_same_outputs(model, tmp_path / "model.onnx", lambda b: test_x[:b])
+
+
+def test_float64_model_exports_as_float32(tmp_path):
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2)).double()
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4))
+    proto = tg_onnx.export(model, x, tmp_path / "m.onnx")
+    assert all(i.data_type == onnx.TensorProto.FLOAT for i in proto.graph.initializer)
+    model.eval()
+    np.testing.assert_allclose(run_onnx(tmp_path / "m.onnx", x.astype(np.float32))[0],
+                               engine(model, x)[0], rtol=RTOL, atol=ATOL)
