@@ -3,12 +3,12 @@ onnxruntime (model.onnx) and PyTorch (the twin of benchmarks/torch_models.py, lo
 with ``nn.to_torch_state_dict``) must give the same outputs and the same predictions.
 
     python examples/mnist_cnn.py --out runs/mnist_cnn          # train: model.npz + model.onnx
-    python benchmarks/check_export.py runs/mnist_cnn            # the example is read from metrics.json's folder name
+    python benchmarks/check_export.py runs/mnist_cnn            # the example: the folder's name
     python benchmarks/check_export.py runs/seg --example segmentation --images 20
 
 Reports the largest absolute difference of the outputs (logits) of onnxruntime and of
-PyTorch from the engine's (beside the largest output, for scale), how many predictions agree (class, or pixel above 0), and the
-median seconds per batch of each (inference only, this run, this machine), into
+PyTorch from the engine's (beside the largest output, for scale), how many predictions
+agree (class, or pixel above 0), and the median seconds per batch of each (inference only, this run, this machine), into
 ``check_export.json`` in the run folder. Missing onnxruntime or torch: that column is skipped.
 """
 from __future__ import annotations
@@ -117,7 +117,8 @@ def check(run_dir: Path, example: str, images: int | None, data_dir=None) -> dic
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run", type=Path, help="an example's --out folder (metrics.json, model.npz, model.onnx)")
+    p.add_argument("run", type=Path,
+                   help="an example's --out folder (metrics.json, model.npz, model.onnx)")
     p.add_argument("--example", choices=sorted(EXAMPLES), default=None,
                    help="which example trained it (default: the folder's name)")
     p.add_argument("--images", type=common.positive_int, default=None,

@@ -134,11 +134,22 @@ class Functional(nn.Module):
         std = (x.var(axis=(2, 3), keepdims=True) + 1e-3).sqrt()
         y = centred / std * self.scale.reshape(1, 4, 1, 1)
         y = y.pad(((0, 0), (0, 0), (1, 0), (0, 2)), value=0.5)[:, 1:3, ::2, -4:]
-        z = y.permute(0, 2, 3, 1).softmax(axis=-1) + y.abs().max(axis=1, keepdims=True).permute(0, 2, 3, 1)
+        peak = y.abs().max(axis=1, keepdims=True).permute(0, 2, 3, 1)
+        z = y.permute(0, 2, 3, 1).softmax(axis=-1) + peak
         w = (z.exp() - 1.0).clip(0.1, 2.0).log() ** 3 + z.tanh().maximum(z * 0.3) * z.softplus()
         v = (w.min(axis=2) - w.sum(axis=(1, 2, 3)).reshape(-1, 1, 1) * 0.01
              + x[:, 0, 0, :2].mean(axis=1, keepdims=True).unsqueeze(2)).flatten(1)   # (N, 8)
         return v.log_softmax(axis=1) + (v * v).sum(axis=1, keepdims=True).expand(-1, 8) ** 0.5
+
+
+class Indexing(nn.Module):
+    """Slices (negative steps too), ints, None, Ellipsis and one index array."""
+
+    def forward(self, x):                                    # x: (N, 3, 4, 5)
+        a = x[:, ::-1, 1:, ::2]                              # (N, 3, 3, 3)
+        b = x[:, np.array([2, 0, 2])][:, :, :3, 1:4]         # Gather on axis 1
+        c = x[:, 1][:, None, :3, -3:]                        # (N, 1, 3, 3)
+        return a * b + c + x[..., 1:4, 4].unsqueeze(-1)
 
 
 class Several(nn.Module):
@@ -171,6 +182,7 @@ STAND_INS = {
     "batch_norm_1d": (lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12),
                                             nn.Linear(12, 2)), (3, 4)),
     "functional": (Functional, (4, 6, 6)),
+    "indexing": (Indexing, (3, 4, 5)),
 }
 
 
@@ -179,7 +191,8 @@ def test_stand_in_models_run_in_onnxruntime(name, tmp_path):
     build, shape = STAND_INS[name]
     tg.manual_seed(3)
     model = randomize_batch_norm(build(), seed=3)
-    make = lambda b: np.random.default_rng(b).standard_normal((b,) + shape).astype(np.float32)  # noqa: E731
+    def make(b):
+        return np.random.default_rng(b).standard_normal((b,) + shape).astype(np.float32)
     path = tmp_path / "m.onnx"
     tg_onnx.export(model, make(2), path)
     assert_same_outputs(model, path, make)
@@ -333,7 +346,8 @@ def test_mnist_mlp_example_writes_model_onnx_and_says_so(tmp_path, monkeypatch, 
 
 def test_float64_model_exports_as_float32(tmp_path):
     tg.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2)).double()
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2))
+    model.double()
     x = np.random.default_rng(0).standard_normal((3, 2, 4, 4))
     proto = tg_onnx.export(model, x, tmp_path / "m.onnx")
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in proto.graph.initializer)

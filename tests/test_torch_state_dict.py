@@ -53,14 +53,16 @@ def test_state_dict_order_is_pytorchs_and_shared_modules_appear_twice():
     assert list(state) == ["gain", "a.0.weight", "a.1.weight", "a.1.bias", "a.1.running_mean",
                            "a.1.running_var", "a.1.num_batches_tracked", "b.weight", "b.bias",
                            "c.weight", "c.bias"]
-    assert state["a.1.num_batches_tracked"].shape == () and state["a.1.num_batches_tracked"].dtype == np.int64
+    count = state["a.1.num_batches_tracked"]
+    assert count.shape == () and count.dtype == np.int64
     Net().load_state_dict(state)  # both names load (into the same weight)
 
 
 def test_layouts_are_pytorchs():
     assert nn.Linear(5, 3).state_dict()["weight"].shape == (3, 5)                      # (out, in)
-    assert nn.Conv2d(4, 6, (3, 2), groups=2).state_dict()["weight"].shape == (6, 2, 3, 2)  # (out, in/g, kh, kw)
-    assert nn.ConvTranspose2d(4, 6, 3, groups=2).state_dict()["weight"].shape == (4, 3, 3, 3)  # (in, out/g, ...)
+    conv, transposed = nn.Conv2d(4, 6, (3, 2), groups=2), nn.ConvTranspose2d(4, 6, 3, groups=2)
+    assert conv.state_dict()["weight"].shape == (6, 2, 3, 2)        # (out, in/g, kh, kw)
+    assert transposed.state_dict()["weight"].shape == (4, 3, 3, 3)  # (in, out/g, kh, kw)
 
 
 def test_load_state_dict_takes_tensors_and_checks_before_copying():

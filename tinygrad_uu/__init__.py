@@ -8,6 +8,7 @@ from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, fu
                      get_rng, manual_seed, maximum, minimum, ones, ones_like, rand, rand_like,
                      randn, randn_like, stack, tensor, where, zeros, zeros_like)
 from . import data, nn, optim  # noqa: E402  (after the core they build on)
+from . import onnx  # noqa: E402  (tinygrad_uu.onnx.export; the onnx package loads on first use)
 from .allocator import keep_freed_memory
 from .threads import get_num_threads, set_num_threads
 

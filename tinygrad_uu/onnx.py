@@ -354,9 +354,10 @@ def build(model, args, input_names=None, output_names=None, dynamic_axes=None,
         [_value_info(onnx, n, t.shape, dynamic.get(n, {})) for t, n in zip(inputs, input_names)],
         [_value_info(onnx, n, t.shape, dynamic.get(n, {})) for t, n in zip(outputs, output_names)],
         initializer=list(g.initializers.values()))
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET_VERSION)],
-                                   producer_name="tinygrad_uu", producer_version=__version__,
-                                   doc_string=doc_string or f"{type(model).__name__} from tinygrad_uu")
+    proto = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", OPSET_VERSION)],
+        producer_name="tinygrad_uu", producer_version=__version__,
+        doc_string=doc_string or f"{type(model).__name__} from tinygrad_uu")
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto, full_check=True)
     return proto

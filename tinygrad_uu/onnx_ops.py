@@ -318,8 +318,9 @@ def _batch_norm(g, op):
         raise _error(op, "batch norm with the batch's own statistics in eval mode (a BatchNorm "
                          "with track_running_stats=False) has no ONNX inference node")
     channels = op.parents[0].shape[1]
-    scale_bias = (op.inputs[1:3] if len(op.inputs) == 3 else
-                  [g.constant(np.ones(channels, np.float32)), g.constant(np.zeros(channels, np.float32))])
+    scale_bias = (op.inputs[1:3] if len(op.inputs) == 3 else  # affine=False: weight 1, bias 0
+                  [g.constant(np.ones(channels, np.float32)),
+                   g.constant(np.zeros(channels, np.float32))])
     mean, var = g.array(o["mean"], "running_mean"), g.array(o["var"], "running_var")
     return g.node("BatchNormalization", [op.inputs[0], *scale_bias, mean, var],
                   epsilon=float(o["eps"]))
@@ -361,7 +362,7 @@ def find_composites(order, consumers, records, protected):
         options = records[id(s._ctx)].options
         pool = _adaptive_pool(s, x, options, consumers, protected)
         if pool is not None:
-            fused[id(t)], inner = pool
+            fused[id(t)] = pool
             absorbed.update({id(s), id(x)})
             continue
         fused[id(t)] = _reduce_mean(x, _axes(options["axis"], x.ndim), options["keepdims"])
@@ -378,7 +379,7 @@ def _reduce_mean(x, axes, keepdims):
 def _adaptive_pool(s, r, options, consumers, protected):
     """``F.adaptive_avg_pool2d`` with equal bins: x (N, C, H, W) reshaped to
     (N, C, oh, H/oh, ow, W/ow) and averaged over axes 3 and 5. One GlobalAveragePool
-    (oh = ow = 1) or AveragePool. Returns (emitter, the reshaped tensor) or None."""
+    (oh = ow = 1) or AveragePool. Returns the emitter, or None."""
     if type(r._ctx) is not Fn.Reshape or not _single_use(r, consumers, protected):
         return None
     x = r._ctx.parents[0]
@@ -393,4 +394,4 @@ def _adaptive_pool(s, r, options, consumers, protected):
         if oh == ow == 1:
             return g.node("GlobalAveragePool", [g.name_of(x)])
         return g.node("AveragePool", [g.name_of(x)], kernel_shape=[kh, kw], strides=[kh, kw])
-    return emit, r
+    return emit
