@@ -354,3 +354,18 @@ def test_float64_model_exports_as_float32(tmp_path):
     model.eval()
     np.testing.assert_allclose(run_onnx(tmp_path / "m.onnx", x.astype(np.float32))[0],
                                engine(model, x)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_check_export_script_compares_a_saved_run(tmp_path, monkeypatch):
+    from benchmarks import check_export
+    from tinygrad_uu.files import save_json
+    test_x = synthetic_mnist(50, 40)[1][0]
+    model = mnist_mlp.build_model(8)
+    common.save_model(model, test_x[:1], tmp_path / "mnist_mlp")
+    save_json(tmp_path / "mnist_mlp" / "metrics.json", {"config": {"hidden": 8}})
+    build, _, batch = check_export.EXAMPLES["mnist_mlp"]
+    monkeypatch.setitem(check_export.EXAMPLES, "mnist_mlp", (build, lambda d: test_x, 16))
+    result = check_export.main([str(tmp_path / "mnist_mlp")])
+    runtime = next(v for k, v in result.items() if k.startswith("onnxruntime"))
+    assert runtime["max_abs_difference"] < 1e-5 and runtime["predictions_agreeing"] == 1.0
+    assert result["images"] == 40 and (tmp_path / "mnist_mlp" / "check_export.json").exists()

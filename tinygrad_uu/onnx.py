@@ -191,10 +191,6 @@ class Op:
         self.options = record.options if record is not None else {}
         self.module = record.module if record is not None else "an unknown module"
 
-    @property
-    def in_shapes(self) -> list:
-        return [p.shape for p in self.parents]
-
 
 class GraphBuilder:
     """The ONNX graph under construction: nodes, initializers, and the name of every tensor."""
