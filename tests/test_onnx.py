@@ -369,3 +369,27 @@ def test_check_export_script_compares_a_saved_run(tmp_path, monkeypatch):
     runtime = next(v for k, v in result.items() if k.startswith("onnxruntime"))
     assert runtime["max_abs_difference"] < 1e-5 and runtime["predictions_agreeing"] == 1.0
     assert result["images"] == 40 and (tmp_path / "mnist_mlp" / "check_export.json").exists()
+
+
+class FrozenMean(nn.Module):
+    def forward(self, x):
+        return x - tg.tensor(x.data.mean())        # computed outside the graph: frozen
+
+
+class FrozenBatch(nn.Module):
+    def forward(self, x):
+        return x + tg.ones(x.shape)                # the traced batch size frozen
+
+
+@pytest.mark.parametrize("model, message", [(FrozenMean(), "differs from the engine's"),
+                                            (FrozenBatch(), "cannot run the graph")])
+def test_export_checks_the_graph_in_onnxruntime_before_writing(model, message, tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    with pytest.raises(tg_onnx.ExportError, match=message):
+        tg_onnx.export(model, x, tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+    tg_onnx.export(model, x, tmp_path / "m.onnx", check=False)  # written as traced, unchecked
+    assert os.listdir(tmp_path) == ["m.onnx"]
+    # with fixed shapes the frozen batch size is right; the frozen mean never is
+    if isinstance(model, FrozenBatch):
+        tg_onnx.export(model, x, tmp_path / "fixed.onnx", dynamic_axes={})

@@ -22,13 +22,15 @@ How it works, in four steps:
    ``state_dict`` keys, in float32; any other leaf (a number in ``x * 0.5``) is a constant.
 
 The model is stamped with opset 17 and IR version 8 (onnx >= 1.15 stamps a newer IR
-version that released onnxruntimes refuse), checked with ``onnx.checker`` in full, and
-written to a temporary file that is renamed into place (never a half-written file).
+version that released onnxruntimes refuse), checked with ``onnx.checker`` in full, run
+in onnxruntime (where installed) on other inputs with one more sample and compared with
+the engine, and only then written, to a temporary file renamed into place.
 
 Not exportable, with an error that says why: ops with no emitter (the error names the op
 and the module that ran it), batch norm that normalises with the batch's own statistics
 in eval mode (``track_running_stats=False``). Values computed outside the graph (with
-``.data``, ``.detach()`` or under ``no_grad``) inside ``forward`` are frozen as constants.
+``.data``, ``.detach()`` or under ``no_grad``) inside ``forward`` are frozen as constants:
+the check in onnxruntime catches them (and a frozen batch size) before anything is written.
 """
 from __future__ import annotations
 
@@ -359,8 +361,72 @@ def build(model, args, input_names=None, output_names=None, dynamic_axes=None,
     return proto
 
 
+def _other_inputs(inputs, dynamic: dict, names) -> list:
+    """Inputs for the check: other values, and one more sample where the batch is free."""
+    rng = np.random.default_rng(0)
+    out = []
+    for t, name in zip(inputs, names):
+        shape = list(t.shape)
+        if 0 in dynamic.get(name, {}):
+            shape[0] += 1
+        x = t.data.astype(np.float64)
+        scale, centre = (x.std() or 1.0), x.mean()
+        out.append((centre + scale * rng.standard_normal(shape)).astype(np.float32))
+    return out
+
+
+def check_in_onnxruntime(proto, model, args, rtol: float = 1e-3, atol: float = 1e-4):
+    """Run ``proto`` in onnxruntime on new input values (with one more sample where the
+    batch axis is free) and compare with the engine's outputs; raises ExportError where
+    they differ: a bug in an emitter, a batch size or an input-dependent value frozen
+    into the graph. Returns the largest absolute difference, or None without onnxruntime.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from .autograd import no_grad
+    names = [i.name for i in proto.graph.input]
+    dynamic = {i.name: {a: d.dim_param for a, d in enumerate(i.type.tensor_type.shape.dim)
+                        if d.dim_param} for i in proto.graph.input}
+    xs = _other_inputs([_input_tensor(x) for x in _as_tuple(args)], dynamic, names)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    shapes = [x.shape for x in xs]
+    try:
+        theirs = session.run(None, dict(zip(names, xs)))
+    except Exception as e:  # onnxruntime's own error types; the model is wrong either way
+        raise ExportError(f"onnx export: onnxruntime cannot run the graph on inputs of shape "
+                          f"{shapes}: {e}. A size of the traced input (the batch?) is frozen "
+                          "into the graph; export with dynamic_axes={} for fixed shapes, or "
+                          "report the model") from None
+    modes = [(m, m.training) for m in model.modules()]
+    dtype = next((p.dtype for p in model.parameters()), np.float32)
+    try:
+        model.eval()
+        with no_grad():
+            ours = _as_tuple(model(*[Tensor(x.astype(dtype)) for x in xs]))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        a = a.data
+        if a.shape != b.shape or not np.allclose(b, a, rtol=rtol, atol=atol):
+            detail = (f"shape {b.shape} instead of {a.shape}" if a.shape != b.shape else
+                      f"largest difference {np.abs(a - b).max():.3g}")
+            raise ExportError(
+                f"onnx export: onnxruntime's output {i} differs from the engine's on inputs of "
+                f"shape {shapes} ({detail}). The graph does not compute what "
+                f"{type(model).__name__} does: a value computed outside the graph in forward "
+                "(.data, .detach(), no_grad) is frozen as a constant, or a batch size is; "
+                "export with dynamic_axes={} for fixed shapes, or report the model")
+        worst = max(worst, float(np.abs(a - b).max()) if a.size else 0.0)
+    return worst
+
+
 def export(model, args, f, input_names=None, output_names=None, dynamic_axes=None,
-           doc_string: str = ""):
+           doc_string: str = "", check: bool = True):
     """Write ``model`` as an ONNX file at ``f``, tracing it on ``args``; returns the
     ``onnx.ModelProto`` (the argument order is ``torch.onnx.export``'s).
 
@@ -371,9 +437,13 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     ``{name: {axis: "dim name"}}``; by default axis 0 of every input and output is the
     dynamic batch axis "N"; pass ``{}`` for fixed shapes.
 
+    ``check``: where onnxruntime is installed, run the graph on other inputs (one more
+    sample) and compare with the engine before writing (``check_in_onnxruntime``).
     The model is traced in eval mode and left in the mode it was in.
     """
     proto = build(model, args, input_names, output_names, dynamic_axes, doc_string)
+    if check:
+        check_in_onnxruntime(proto, model, args)
     path = Path(f)
     with atomic_write(path, "wb") as out:
         out.write(proto.SerializeToString())
