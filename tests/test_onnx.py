@@ -180,7 +180,9 @@ STAND_INS = {
                                                   nn.Linear(5, 3, bias=False), nn.Tanh()),
                             (4, 6)),
     "batch_norm_1d": (lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12),
-                                            nn.Linear(12, 2)), (3, 4)),
+                                            nn.Linear(12, 4, bias=False),
+                                            nn.BatchNorm1d(4, affine=False), nn.Linear(4, 2)),
+                      (3, 4)),
     "functional": (Functional, (4, 6, 6)),
     "indexing": (Indexing, (3, 4, 5)),
 }
@@ -393,3 +395,11 @@ def test_export_checks_the_graph_in_onnxruntime_before_writing(model, message, t
     # with fixed shapes the frozen batch size is right; the frozen mean never is
     if isinstance(model, FrozenBatch):
         tg_onnx.export(model, x, tmp_path / "fixed.onnx", dynamic_axes={})
+
+
+def test_export_without_onnxruntime_writes_unchecked(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    model = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid())
+    proto = tg_onnx.export(model, np.ones((1, 3), np.float32), tmp_path / "m.onnx")
+    assert tg_onnx.check_in_onnxruntime(proto, model, np.ones((1, 3), np.float32)) is None
+    assert node_types(onnx.load(str(tmp_path / "m.onnx"))) == ["Gemm", "Sigmoid"]
