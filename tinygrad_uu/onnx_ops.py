@@ -26,7 +26,7 @@ from .nn.normalization import BatchNormFunction
 from .tensor import Cast
 
 EMITTERS: dict = {}
-INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+INT64_MIN = int(np.iinfo(np.int64).min)
 
 
 def register(function_class):
