@@ -135,6 +135,21 @@ def check_gradients(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-
     ...     return cross_entropy(forward(p, x), y)
     >>> check_gradients(loss_fn, {"W1": W1, "b1": b1}, {"W1": dW1, "b1": db1})
     """
+    passed, report = gradient_report(loss_fn, params, grads, eps, atol, rtol, max_elements, seed)
+    if not passed:
+        if raise_exception:
+            raise GradcheckError(report)
+        print(report)
+        return False
+    if verbose:
+        print(report)
+    return True
+
+
+def gradient_report(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-5,
+                    rtol: float = 1e-3, max_elements: int | None = 200,
+                    seed: int = 0) -> tuple[bool, str]:
+    """``check_gradients`` without raising or printing: (passed, the report)."""
     if not isinstance(params, dict) or not isinstance(grads, dict):
         raise TypeError("check_gradients: params and grads must be dicts name -> numpy array, "
                         f"got {type(params).__name__} and {type(grads).__name__}")
@@ -192,15 +207,7 @@ def check_gradients(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-
     title = ("check_gradients failed: your gradients disagree with central finite differences."
              if failed else "check_gradients passed: your gradients agree with central "
              "finite differences.")
-    report = "\n".join([title] + lines)
-    if failed:
-        if raise_exception:
-            raise GradcheckError(report)
-        print(report)
-        return False
-    if verbose:
-        print(report)
-    return True
+    return not failed, "\n".join([title] + lines)
 
 
 def _call_loss(loss_fn, arrays) -> float:
@@ -232,7 +239,8 @@ def _mistake_pattern(analytic, numeric, g, name, loss_fn, arrays, eps) -> str:
     """A known pattern behind a wrong gradient, in words; '' if none fits."""
     scale = np.abs(numeric).max()
     if scale == 0:
-        return ""
+        return ("the true gradient is zero everywhere checked (the loss does not depend on "
+                "these elements here), yours is not")
     if not np.abs(analytic).any():
         return "your gradient is zero everywhere checked: never computed, or left at zeros"
     ratio = np.dot(analytic, numeric) / np.dot(numeric, numeric)
