@@ -38,7 +38,8 @@ class GradientMonitor:
 
     ``model`` is a Module (its ``named_parameters()`` are watched) or an iterable
     of (name, tensor) pairs. Call ``step()`` once per training step, after
-    ``backward()`` and before ``optimizer.step()``. Results:
+    ``backward()`` and before ``optimizer.step()``; or pass ``optimizer=`` and the
+    monitor records each time ``optimizer.step()`` is called. Results:
 
     * ``names``: the parameters, in the model's order (input side first);
     * ``steps``: the step numbers recorded (0, every, 2 * every, ...);
@@ -51,7 +52,7 @@ class GradientMonitor:
     ``remove()`` takes the monitor's hooks off the parameters.
     """
 
-    def __init__(self, model, every: int = 1, vanishing_ratio: float = 1e-3,
+    def __init__(self, model, every: int = 1, optimizer=None, vanishing_ratio: float = 1e-3,
                  exploding_growth: float = 1e3):
         if every < 1:
             raise ValueError(f"GradientMonitor: every must be >= 1, got {every}")
@@ -68,6 +69,14 @@ class GradientMonitor:
         self._received = [None] * len(pairs)   # what backward delivered on a recording step
         self._armed = True                     # step 0 is recorded
         self._handles = [p.register_hook(self._receiver(i)) for i, p in enumerate(self._params)]
+        self._optimizer = optimizer
+        if optimizer is not None:  # record right before each update, with no call in the loop
+            update = optimizer.step
+
+            def monitored_step(*args, **kwargs):
+                self.step()
+                return update(*args, **kwargs)
+            optimizer.step = monitored_step
 
     def _receiver(self, i: int):
         def hook(grad):
@@ -118,9 +127,12 @@ class GradientMonitor:
         return np.array(self._max, dtype=np.float64).reshape(len(self.steps), len(self.names))
 
     def remove(self) -> None:
-        """Take the monitor's hooks off the parameters (the records stay)."""
+        """Take the monitor's hooks off the parameters and the optimizer (the records stay)."""
         for handle in self._handles:
             handle.remove()
+        if self._optimizer is not None and "step" in vars(self._optimizer):
+            del self._optimizer.step  # the class's own step again
+            self._optimizer = None
 
     # ------------------------------------------------------------------ diagnosis
     def _weights(self) -> list:
