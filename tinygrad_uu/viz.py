@@ -663,6 +663,7 @@ def plot_grad_flow(monitor, path) -> Path:
         left.plot(steps, mean[:, i], color=colours[i], marker="o" if len(steps) <= 30 else None,
                   markersize=2, label=name)
     left.set(xlabel="step", ylabel="mean |gradient|", yscale="log", title="over training")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.grid(True, alpha=0.3)
     if len(names) <= 12:
         left.legend(fontsize=7)
