@@ -71,6 +71,13 @@ def is_anomaly_enabled() -> bool:
     return _anomaly_enabled
 
 
+def _switch_anomaly(mode: bool) -> None:
+    """Set the mode, and put the checking or the plain ``Function.apply`` in place."""
+    global _anomaly_enabled
+    _anomaly_enabled = mode
+    Function.apply = Function.__dict__["_apply_checked" if mode else "_apply_plain"]
+
+
 class set_detect_anomaly:
     """Switch anomaly mode on or off, now (``set_detect_anomaly(True)``) or for a block
     (``with set_detect_anomaly(False):``), as ``torch.autograd.set_detect_anomaly``.
@@ -89,16 +96,14 @@ class set_detect_anomaly:
     """
 
     def __init__(self, mode: bool = True):
-        global _anomaly_enabled
         self._previous = _anomaly_enabled
-        _anomaly_enabled = bool(mode)
+        _switch_anomaly(bool(mode))
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        global _anomaly_enabled
-        _anomaly_enabled = self._previous
+        _switch_anomaly(self._previous)
         return False
 
 
@@ -114,8 +119,8 @@ class detect_anomaly(set_detect_anomaly):
         self._previous = None
 
     def __enter__(self):
-        global _anomaly_enabled
-        self._previous, _anomaly_enabled = _anomaly_enabled, True
+        self._previous = _anomaly_enabled
+        _switch_anomaly(True)
         return self
 
     def __call__(self, fn):
@@ -310,12 +315,8 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
-        if _anomaly_enabled:
-            ctx, out = _checked_apply(cls, inputs, options)
-            out = Tensor._wrap(out)
-        else:
-            ctx = cls()
-            out = Tensor._wrap(ctx.forward(*[t.data for t in inputs], **options))
+        ctx = cls()
+        out = Tensor._wrap(ctx.forward(*[t.data for t in inputs], **options))
         if _grad_enabled:
             for t in inputs:
                 if t.requires_grad:
@@ -323,6 +324,16 @@ class Function:
                     out._ctx = ctx
                     ctx.parents = inputs
                     break
+        return out
+
+    @classmethod
+    def _apply_checked(cls, *inputs, **options):
+        """``apply`` while anomaly mode is on (it takes apply's place then, so that with
+        the mode off, ops run exactly the code above and pay nothing for the mode)."""
+        ctx, out = _checked_apply(cls, inputs, options)
+        out = Tensor._wrap(out)
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            out.requires_grad, out._ctx, ctx.parents = True, ctx, inputs
         return out
 
     def forward(self, *arrays, **options):
@@ -339,6 +350,9 @@ class Function:
         """Drop the saved arrays and the links to the inputs, freeing their memory."""
         self.__dict__.clear()
         self.released = True
+
+
+Function._apply_plain = Function.__dict__["apply"]
 
 
 def topological_order(root) -> list:
