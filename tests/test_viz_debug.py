@@ -109,6 +109,21 @@ def test_gradient_accumulation_over_micro_batches_is_not_a_mistake():
     assert monitor.accumulated == []
 
 
+def test_clipping_gradients_before_the_monitor_is_not_a_mistake():
+    tg.manual_seed(0)
+    model = mlp()
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    monitor = GradientMonitor(model, optimizer=opt)
+    x, y = batch()
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for p in model.parameters():  # clip by value, then by norm
+            p.grad.data = np.clip(p.grad.data, -0.01, 0.01) * 0.5
+        opt.step()
+    assert monitor.accumulated == [] and monitor.warnings() == []
+
+
 def test_monitor_reports_exploding_and_nonfinite_gradients():
     tg.manual_seed(0)
     model = mlp(depth=2)

@@ -8,7 +8,7 @@ from .gradcheck import GradcheckError, check_gradients, gradcheck
 from .tensor import (Tensor, arange, cat, concatenate, eye, from_numpy, full, full_like,
                      get_rng, manual_seed, maximum, minimum, ones, ones_like, rand, rand_like,
                      randn, randn_like, stack, tensor, where, zeros, zeros_like)
-from . import data, nn, optim  # noqa: E402  (after the core they build on)
+from . import data, debug, nn, optim  # noqa: E402  (after the core they build on)
 from .allocator import keep_freed_memory
 from .threads import get_num_threads, set_num_threads
 

@@ -162,7 +162,8 @@ def _capture_stack() -> tuple:
     frame, frames = sys._getframe(3), []  # skip this, _checked_apply and Function.apply
     while frame is not None and len(frames) < _STACK_DEPTH:
         code = frame.f_code
-        frames.append((code.co_filename, frame.f_lineno, getattr(code, "co_qualname", code.co_name)))
+        name = getattr(code, "co_qualname", code.co_name)  # "Linear.forward" (Python 3.11+)
+        frames.append((code.co_filename, frame.f_lineno, name))
         frame = frame.f_back
     return tuple(frames)
 

@@ -60,7 +60,8 @@ class GradientMonitor:
         pairs = [(name, p) for name, p in pairs if p.requires_grad]
         if not pairs:
             raise ValueError("GradientMonitor: the model has no parameter that requires grad")
-        self.every, self.vanishing_ratio, self.exploding_growth = every, vanishing_ratio, exploding_growth
+        self.every = every
+        self.vanishing_ratio, self.exploding_growth = vanishing_ratio, exploding_growth
         self.names = [name for name, _ in pairs]
         self._params = [p for _, p in pairs]
         self.steps, self.accumulated, self.nonfinite = [], [], []
@@ -106,12 +107,11 @@ class GradientMonitor:
             maxes.append(float(g.max()) if g.size else 0.0)
             if not np.isfinite(maxes[-1]):
                 self.nonfinite.append((self._count, self.names[len(maxes) - 1]))
-            elif not leftover:
-                # the gradient reached p.grad through backward: with zero_grad() before it,
-                # p.grad equals the sum of what backward delivered in this step
-                delivered = 0.0 if received is None else received
-                gap = np.abs(p.grad.data - delivered).max() if g.size else 0.0
-                leftover = gap > 1e-4 * maxes[-1] + 1e-30
+            elif not leftover and g.size:
+                # With zero_grad() before backward, p.grad is exactly what backward delivered
+                # in this step. Clipping may shrink it; only a larger |p.grad| means leftovers.
+                delivered = np.zeros(g.shape) if received is None else np.abs(received)
+                leftover = bool((g > delivered * (1 + 1e-4) + 1e-6 * maxes[-1] + 1e-30).any())
         self.steps.append(self._count)
         self._mean.append(means)
         self._max.append(maxes)
@@ -155,7 +155,8 @@ class GradientMonitor:
             found.append(f"accumulating: at step {self.accumulated[0]}, p.grad held more than "
                          "that step's backward computed: the gradients of earlier steps are "
                          "still in it. Call optimizer.zero_grad() (or model.zero_grad()) before "
-                         "every backward()")
+                         "every backward() (or, if you add to p.grad yourself on purpose, "
+                         "ignore this)")
         weights = self._weights()
         first, last = weights[0], weights[-1]
         latest = mean[-1]
@@ -185,7 +186,8 @@ class GradientMonitor:
             return "GradientMonitor: nothing recorded yet (call step() after backward())"
         width = max(len(n) for n in self.names)
         lines = [f"gradients at step {self.steps[-1]} ({len(self.steps)} records, every "
-                 f"{self.every} steps):", f"  {'parameter':<{width}}  {'mean |g|':>10}  {'max |g|':>10}"]
+                 f"{self.every} steps):",
+                 f"  {'parameter':<{width}}  {'mean |g|':>10}  {'max |g|':>10}"]
         for name, m, x in zip(self.names, self.mean_abs[-1], self.max_abs[-1]):
             lines.append(f"  {name:<{width}}  {m:>10.3g}  {x:>10.3g}")
         found = self.warnings()
