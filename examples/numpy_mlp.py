@@ -31,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tinygrad_uu import viz  # noqa: E402
@@ -162,7 +163,9 @@ def run_gradient_check(args) -> dict:
     batch = rng.choice(len(train_x), size=min(args.batch_size, len(train_x)), replace=False)
     print(f"checking backward() of the {'-'.join(map(str, sizes))} network on {len(batch)} "
           "training images, against central finite differences (float64)")
-    passed, report = check_backward(params, train_x[batch], train_y[batch], seed=args.seed)
+    # 800 small forward passes: one BLAS thread, whatever the caller set (see the top)
+    with threadpool_limits(1, user_api="blas"):
+        passed, report = check_backward(params, train_x[batch], train_y[batch], seed=args.seed)
     print(report)
     result = {"gradient_check_passed": passed, "gradient_check_report": report,
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}

@@ -206,6 +206,7 @@ def test_the_example_option_checks_its_own_backward(tmp_path, monkeypatch, capsy
     assert "check_gradients failed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_the_example_option_passes_on_real_mnist(tmp_path):
     result = numpy_mlp.main(["--check-gradients", "--out", str(tmp_path)])
