@@ -2,10 +2,14 @@
 off, nothing is checked and nothing is remembered."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_uu as tg
 from tinygrad_uu import autograd, nn
 from tinygrad_uu.autograd import Function
+
+from tests.strategies import array_and_shape
 
 HERE = __file__
 
@@ -154,3 +158,40 @@ def test_nan_root_gradient_is_reported():
 
 def test_anomaly_error_is_a_runtime_error():
     assert issubclass(autograd.AnomalyError, RuntimeError)
+
+
+OPS = {"exp": lambda t: (t * 0.1).exp(), "log": lambda t: (t * t + 1).log(),
+       "tanh": lambda t: t.tanh(), "sigmoid": lambda t: t.sigmoid(),
+       "matmul": lambda t: t @ t.T if t.ndim == 2 else t * t, "sum": lambda t: t.sum(0),
+       "div": lambda t: t / (t.abs() + 1), "sqrt": lambda t: (t * t + 1).sqrt()}
+
+
+@settings(max_examples=25, deadline=None)
+@given(x=array_and_shape(min_dims=1, max_dims=2), ops=st.lists(st.sampled_from(sorted(OPS)),
+                                                                 min_size=1, max_size=6),
+       poison=st.booleans(), data=st.data())
+def test_property_no_false_alarms_and_the_first_bad_op_is_the_one_named(x, ops, poison, data):
+    """Any chain of healthy ops gives the same values and gradients with the mode on;
+    a log of zeros slipped in anywhere is the op named, at its own line."""
+    def chain(t, bad_at=None):
+        for i, name in enumerate(ops):
+            if i == bad_at:
+                t = (t * 0).log()  # the poisoned op
+            t = OPS[name](t)
+        return t.sum()
+
+    results = []
+    for mode in (False, True):
+        xt = tg.tensor(x, requires_grad=True)
+        with tg.set_detect_anomaly(mode):
+            out = chain(xt)
+            out.backward()
+        results.append((out.item(), xt.grad.data))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    if poison:
+        bad_at = data.draw(st.integers(0, len(ops) - 1))
+        with tg.detect_anomaly(), pytest.raises(tg.AnomalyError) as info:
+            chain(tg.tensor(x, requires_grad=True), bad_at)
+        assert str(info.value).startswith("detect_anomaly: Log produced")
+        assert f"{HERE}:{line_of('# the poisoned op')}" in str(info.value)

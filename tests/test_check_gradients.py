@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygrad_uu import GradcheckError, check_gradients
 from tinygrad_uu.gradcheck import gradient_report
 
 from tests.real_data import needs_mnist  # noqa: E402
+from tests.strategies import array_and_shape  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import numpy_mlp  # noqa: E402
@@ -211,3 +214,31 @@ def test_the_example_option_checks_its_own_backward(tmp_path, monkeypatch, capsy
 def test_the_example_option_passes_on_real_mnist(tmp_path):
     result = numpy_mlp.main(["--check-gradients", "--out", str(tmp_path)])
     assert result["gradient_check_passed"]
+
+
+# ----------------------------------------------------------------------------- property
+
+@settings(max_examples=30, deadline=None)
+@given(w=array_and_shape(min_dims=1, max_dims=3), b=array_and_shape(min_dims=0, max_dims=2),
+       data=st.data())
+def test_any_shapes_right_gradients_pass_and_one_wrong_element_is_found(w, b, data):
+    """L = sum(tanh(w) * c) + sum(b**2) * mean(w): the exact gradients pass; one element
+    off by more than the tolerance fails, and the report points at that element."""
+    c = np.linspace(-1, 1, w.size).reshape(w.shape)
+
+    def loss_fn(p):
+        return float((np.tanh(p["w"]) * c).sum() + (p["b"] ** 2).sum() * p["w"].mean())
+
+    right = {"w": (1 - np.tanh(w) ** 2) * c + (b ** 2).sum() / w.size,
+             "b": np.array(2 * b * w.mean())}
+    passed, report = gradient_report(loss_fn, {"w": w, "b": b}, right, max_elements=None)
+    assert passed, report
+    name = data.draw(st.sampled_from(["w", "b"]))
+    index = data.draw(st.sampled_from(list(np.ndindex(right[name].shape))))
+    wrong = {k: v.copy() for k, v in right.items()}
+    wrong[name][index] += 0.5
+    passed, report = gradient_report(loss_fn, {"w": w, "b": b}, wrong, max_elements=None)
+    assert not passed
+    line = report_lines(report)[name]
+    assert f"1 of {right[name].size} checked elements off" in line
+    assert f"worst at index {tuple(int(i) for i in index)}:" in line
