@@ -258,7 +258,8 @@ def run_case(name: str, out: Path) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                epilog="cases: " + "; ".join(f"{name} ({title}, {tool})" for
+                                                            name, (_, title, tool) in CASES.items()))
     p.add_argument("--case", choices=sorted(CASES), action="append",
                    help="run only this case (repeatable; default: all of them)")
     p.add_argument("--out", default="runs/debugging", help="folder for figures and metrics.json")
