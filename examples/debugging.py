@@ -262,7 +262,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                             name, (_, title, tool) in CASES.items()))
     p.add_argument("--case", choices=sorted(CASES), action="append",
                    help="run only this case (repeatable; default: all of them)")
-    p.add_argument("--out", default="runs/debugging", help="folder for figures and metrics.json")
+    p.add_argument("--out", default="runs/debugging",
+                   help="folder for figures and metrics.json (default: runs/debugging)")
     common.add_engine_options(p)
     return p.parse_args(argv)
 
