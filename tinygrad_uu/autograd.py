@@ -243,8 +243,9 @@ def _check_gradient(ctx, grad_out, input_grads) -> None:
         if _is_float(g) and not np.isfinite(g).all():
             shape = ctx.parents[i].shape if i < len(ctx.parents) else "?"
             lines = [f"detect_anomaly: the backward of {ctx.op_name} returned a gradient "
-                     f"with {_bad_count(g)} for its input {i} (shape {shape}), "
-                     "from a finite incoming gradient.",
+                     f"with {_bad_count(g)} for its input {i} (shape {shape}), from "
+                     + ("a finite incoming gradient." if np.isfinite(grad_out).all() else
+                        "an incoming gradient that was not finite either (a hook's doing?)."),
                      f"  incoming gradient dL/d(output): {_describe(grad_out)}",
                      f"  input {i} itself: {_describe(ctx.parents[i].data)}",
                      "  the forward of this op was",
