@@ -193,13 +193,15 @@ def _where(stack) -> str:
 
 
 def _is_float(a) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype.kind in "fc"
+    """A float array, or a numpy float scalar (what a reduction to () may give)."""
+    return isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind in "fc"
 
 
 def _describe(a) -> str:
     """'shape (2, 3), float32, values in [-1, 4.5]' (with NaN/Inf counts if any)."""
-    if not isinstance(a, np.ndarray):
+    if not isinstance(a, (np.ndarray, np.generic)):
         return repr(a)
+    a = np.asarray(a)
     text = f"shape {a.shape}, {a.dtype}"
     if a.size and a.dtype.kind in "fiub":
         finite = np.isfinite(a) if a.dtype.kind == "f" else None
