@@ -110,7 +110,6 @@ def _report(failures, tensors, eps, atol, rtol) -> str:
     return "\n".join(lines)
 
 
-
 # ----------------------------------------------------------------------------- plain numpy
 
 def check_gradients(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-5,
@@ -154,7 +153,8 @@ def gradient_report(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-
         raise TypeError("check_gradients: params and grads must be dicts name -> numpy array, "
                         f"got {type(params).__name__} and {type(grads).__name__}")
     arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    low_precision = [k for k, v in params.items() if np.asarray(v).dtype != np.float64]
+    dtypes = {k: np.asarray(v).dtype for k, v in params.items()}
+    low_precision = [k for k, dtype in dtypes.items() if dtype != np.float64]
     base = _call_loss(loss_fn, arrays)
     if not np.isfinite(base):
         raise ValueError(f"check_gradients: the loss is {base} at these parameters; "
@@ -190,13 +190,13 @@ def gradient_report(loss_fn, params, grads, eps: float = 1e-6, atol: float = 1e-
         words = _worst_words(index, analytic[worst], numeric[worst], error[worst], atol, rtol)
         if bad.any():
             failed = True
-            lines.append(f"  {name} (shape {x.shape}, {params[name].dtype}): {int(bad.sum())} "
+            lines.append(f"  {name} (shape {x.shape}, {dtypes[name]}): {int(bad.sum())} "
                          f"of {len(flat)} checked elements off{sample}; {words}")
             pattern = _mistake_pattern(analytic, numeric, g, name, loss_fn, arrays, eps)
             if pattern:
                 lines.append(f"      looks like: {pattern}")
         else:
-            lines.append(f"  {name} (shape {x.shape}, {params[name].dtype}): all {len(flat)} "
+            lines.append(f"  {name} (shape {x.shape}, {dtypes[name]}): all {len(flat)} "
                          f"checked elements agree{sample}; {words}")
     extra = [k for k in grads if k not in arrays]
     if extra:
