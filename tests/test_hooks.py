@@ -123,3 +123,15 @@ def test_hooks_are_per_instance():
     assert seen == [] and not nn.ReLU._forward_hooks
     with pytest.raises(TypeError, match="must be callable"):
         a.register_forward_hook("not a function")
+
+
+def test_the_walk_forgets_hooked_tensors_when_they_die():
+    from tinygrad_uu import autograd
+    x = tg.tensor(np.ones(2), requires_grad=True)
+    x.register_hook(lambda g: g)
+    key = id(x)
+    assert key in autograd._hooked
+    del x
+    import gc
+    gc.collect()
+    assert key not in autograd._hooked

@@ -23,6 +23,7 @@ import itertools
 import linecache
 import os
 import sys
+import weakref
 
 import numpy as np
 
@@ -279,7 +280,15 @@ class RemovableHandle:
         return False
 
 
-_hooks_registered = False  # set once any tensor hook exists; the walk skips hooks until then
+# id() of every live tensor that has had a hook: the walk looks up only these (a set
+# lookup), so tensors without hooks cost nothing even while some model is monitored.
+_hooked = set()
+
+
+def _track_hooks(tensor) -> None:
+    """Called when ``tensor`` gets its first hook; forgotten when the tensor dies."""
+    _hooked.add(id(tensor))
+    weakref.finalize(tensor, _hooked.discard, id(tensor))
 
 
 def _run_tensor_hooks(node, g):
@@ -395,14 +404,14 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     if check and _is_float(grad) and not np.isfinite(grad).all():
         raise AnomalyError(f"detect_anomaly: the gradient backward() started from holds "
                            f"{_bad_count(grad)}: {_describe(grad)}")
-    hooks = _hooks_registered
+    hooked = _hooked
     grads = {id(root): grad}
     handed_out = set()  # ids of arrays already stored as some leaf's .grad in this walk
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
-        if hooks and getattr(node, "_hooks", None):
+        if hooked and id(node) in hooked and node._hooks:
             g = _run_tensor_hooks(node, g)
         ctx = node._ctx
         if ctx is None:  # a leaf: accumulate, as PyTorch does, until zero_grad()

@@ -193,9 +193,9 @@ class Tensor:
             raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
         if getattr(self, "_hooks", None) is None:
             self._hooks = {}
+            autograd._track_hooks(self)
         handle = autograd.RemovableHandle(self._hooks)
         self._hooks[handle.id] = hook
-        autograd._hooks_registered = True
         return handle
 
     # ------------------------------------------------------------ operator helpers
