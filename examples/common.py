@@ -167,12 +167,17 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for the engine's kernels and BLAS (default: every core this "
                         "process may use, or $TINYGRAD_UU_NUM_THREADS)")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="stop at the first op that makes a NaN or Inf, forward or backward, "
+                        "naming the op and the line that called it (a few times slower)")
 
 
 def apply_engine_options(args: argparse.Namespace) -> None:
     """Put the switches of ``add_engine_options`` into effect (call once, before training)."""
     if args.threads is not None:
         tg.set_num_threads(args.threads)
+    # anomaly mode for the rest of the program; off again for a later run in the same process
+    tg.set_detect_anomaly(bool(getattr(args, "detect_anomaly", False)))
 
 
 # ----------------------------------------------------------------- the trained model, saved

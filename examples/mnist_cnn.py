@@ -41,6 +41,7 @@ import tinygrad_uu.nn.functional as F  # noqa: E402
 from tinygrad_uu import nn, optim, viz  # noqa: E402
 from tinygrad_uu.data import DataLoader, DigitAugment, TensorDataset  # noqa: E402
 from tinygrad_uu.files import atomic_path, save_json  # noqa: E402
+from tinygrad_uu.debug import GradientMonitor  # noqa: E402
 
 # Adam's default in common.OPTIMIZERS (1e-3) suits the MLP; with batch norm this CNN
 # learns faster at 3e-3 (3 epochs, cosine: 99.0-99.1% test accuracy in a torch replica
@@ -51,6 +52,7 @@ STUDY_WEIGHT_DECAY, STUDY_DROPOUT = 5e-4, 0.25
 # Images per forward pass in evaluation: 250 keeps the activations in cache (2000 test
 # images took 1.8 s in batches of 250, 2.4-4.7 s in batches of 1000).
 EVAL_BATCH = 250
+GRAD_EVERY = 20  # training steps between two records of the gradient norms (grad_flow.png)
 
 
 def evaluate(model, data):
@@ -144,10 +146,11 @@ def train_epoch(model, optimizer, loader, desc, watch, on_step=None, scheduler=N
     return total_loss / seen, correct / seen, stopped
 
 
-def fit(cfg, train, val, test, name: str = ""):
+def fit(cfg, train, val, test, name: str = "", grad_every: int = 0):
     """Build a model from ``cfg`` and train it for ``cfg.epochs`` epochs, evaluating on
     ``val`` and ``test`` after each; with ``cfg.early_stopping``, stop when the validation
-    loss stalls for ``cfg.patience`` epochs and go back to the best weights.
+    loss stalls for ``cfg.patience`` epochs and go back to the best weights. With
+    ``grad_every``, history["grad_monitor"] records gradient norms every that many steps.
     Returns (model, history dict)."""
     tg.manual_seed(cfg.seed)
     model = build_model(cfg.channels, cfg.hidden, cfg.batch_norm, cfg.dropout)
@@ -156,6 +159,7 @@ def fit(cfg, train, val, test, name: str = ""):
     loader = make_loader(*train, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs, len(loader))
     stopper = common.EarlyStopping(cfg.patience) if cfg.early_stopping else None
+    monitor = GradientMonitor(model, grad_every, optimizer=optimizer) if grad_every else None
     keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
             "test_accuracy", "learning_rate")
     history = {key: [] for key in keys}
@@ -187,6 +191,9 @@ def fit(cfg, train, val, test, name: str = ""):
               f"(validation loss {stopper.best:.4f})")
     history["train_seconds"] = watch.seconds
     history["samples_per_second"] = history["epochs_run"] * len(train[1]) / watch.seconds
+    if monitor is not None:
+        monitor.remove()
+        history["grad_monitor"] = monitor
     return model, history
 
 
@@ -364,7 +371,7 @@ def target_key(target: float) -> str:
 
 # ----------------------------------------------------------------------------- the main run
 
-def save_main_outputs(model, history, test, out: Path):
+def save_main_outputs(model, history, test, out: Path, monitor: GradientMonitor):
     test_x, test_y = test
     probs = common.predict(model, test_x, EVAL_BATCH)
     predictions = probs.argmax(1)
@@ -382,9 +389,10 @@ def save_main_outputs(model, history, test, out: Path):
     viz.plot_image_grid(test_x[shown], out / "misclassified.png", ncols=8,
                         titles=[f"true {test_y[i]}, pred {predictions[i]} ({confidence[i]:.2f})"
                                 for i in shown])
-    first_conv = model[0].weight.data  # (channels, 1, 3, 3): the first layer's filters
-    viz.plot_image_grid(first_conv, out / "filters.png", ncols=8,
-                        titles=[f"filter {i}" for i in range(len(first_conv))])
+    viz.plot_filters(model[0], out / "filters.png")  # the first layer's 3x3 filters
+    first_relu = next(m for m in model if isinstance(m, nn.ReLU))
+    viz.plot_feature_maps(model, first_relu, test_x[0], out / "feature_maps.png")
+    viz.plot_grad_flow(monitor, out / "grad_flow.png")
     saved = common.save_model(model, test_x[:1], out)  # model.npz (+ model.onnx)
     return probs, predictions, worst, saved
 
@@ -414,8 +422,9 @@ def main(argv=None) -> dict:
             print(f"{key} (training seconds, None = not reached): {metrics['priming'][key]}")
     else:
         print(build_model(args.channels, args.hidden, args.batch_norm, args.dropout))
-        model, history = fit(args, train, val, test)
-        probs, predictions, worst, saved = save_main_outputs(model, history, test, out)
+        model, history = fit(args, train, val, test, grad_every=GRAD_EVERY)
+        monitor = history.pop("grad_monitor")
+        probs, predictions, worst, saved = save_main_outputs(model, history, test, out, monitor)
         picked = probs[np.arange(len(test[1])), test[1]]
         metrics.update({
             "test_accuracy": float((predictions == test[1]).mean()),

@@ -14,6 +14,7 @@ The network, for a batch of B images flattened to x (B, 784):
     python examples/numpy_mlp.py                 # 784-256-10, SGD, about a minute on 2 cores
     python examples/numpy_mlp.py --hidden 0      # the linear classifier and its class templates
     python examples/numpy_mlp.py --hidden 256 128 --epochs 10
+    python examples/numpy_mlp.py --check-gradients   # backward() against finite differences
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tinygrad_uu import viz  # noqa: E402
 from tinygrad_uu.data import mnist  # noqa: E402
 from tinygrad_uu.files import save_json  # noqa: E402
+from tinygrad_uu.gradcheck import gradient_report  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- the model
@@ -121,6 +124,55 @@ def predict(params, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
     out = [np.exp(log_softmax(forward(params, x[i:i + batch_size])[0]))
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------- checking backward
+
+def as_dict(params) -> dict:
+    """{"W1": W_1, "b1": b_1, ...}: the form ``check_gradients`` takes."""
+    return {f"{kind}{l + 1}": array for l, pair in enumerate(params)
+            for kind, array in zip("Wb", pair)}
+
+
+def as_list(named: dict) -> list:
+    return [(named[f"W{l}"], named[f"b{l}"]) for l in range(1, len(named) // 2 + 1)]
+
+
+def check_backward(params, x, y, backward_fn=None, seed: int = 0,
+                   max_elements: int = 200) -> tuple[bool, str]:
+    """Compare ``backward_fn`` (default: this file's ``backward``) with central finite
+    differences of the loss, in float64, on the batch (x, y): (passed, report). The
+    report names each parameter (W1, b1, ...) whose gradient is off, and its worst element."""
+    params = [(w.astype(np.float64), b.astype(np.float64)) for w, b in params]
+    x = x.astype(np.float64)
+    _, cache = forward(params, x)
+    grads = as_dict((backward_fn or backward)(params, cache, y))
+
+    def loss_fn(named):
+        return cross_entropy(forward(as_list(named), x)[0], y)
+
+    return gradient_report(loss_fn, as_dict(params), grads, seed=seed, max_elements=max_elements)
+
+
+def run_gradient_check(args) -> dict:
+    """``--check-gradients``: one batch of real training images, this file's backward."""
+    (train_x, train_y), _ = load(args.data_dir, args.limit)
+    rng = np.random.default_rng(args.seed)
+    sizes = [train_x.shape[1], *[h for h in args.hidden if h > 0], 10]
+    params = [(w, rng.standard_normal(b.shape) * 0.1) for w, b in init_params(sizes, rng)]
+    batch = rng.choice(len(train_x), size=min(args.batch_size, len(train_x)), replace=False)
+    print(f"checking backward() of the {'-'.join(map(str, sizes))} network on {len(batch)} "
+          "training images, against central finite differences (float64)")
+    # 800 small forward passes: one BLAS thread, whatever the caller set (see the top)
+    with threadpool_limits(1, user_api="blas"):
+        passed, report = check_backward(params, train_x[batch], train_y[batch], seed=args.seed)
+    print(report)
+    result = {"gradient_check_passed": passed, "gradient_check_report": report,
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    save_json(Path(args.out) / "metrics.json", result)
+    if not passed:
+        raise SystemExit(1)
+    return result
 
 
 # ----------------------------------------------------------------------------- training
@@ -239,6 +291,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "~/.cache/tinygrad_uu, downloading if needed)")
     p.add_argument("--out", default="runs/numpy_mlp",
                    help="folder for the figures and metrics.json")
+    p.add_argument("--check-gradients", action="store_true",
+                   help="do not train: check backward() against central finite differences "
+                        "on one batch (a seeded sample of each large array) and report")
     args = p.parse_args(argv)
     if any(h < 0 for h in args.hidden):
         p.error(f"--hidden: sizes must be >= 0, got {args.hidden}")
@@ -247,6 +302,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.check_gradients:
+        try:
+            return run_gradient_check(args)
+        except FileNotFoundError as e:
+            raise SystemExit(f"numpy_mlp: {e}") from None
     try:
         _, metrics = train(args)
     except (FileNotFoundError, FloatingPointError) as e:   # no data, or a diverged run

@@ -42,6 +42,7 @@ import tinygrad_uu.nn.functional as F  # noqa: E402
 from tinygrad_uu import kernels, metrics, nn, optim, viz  # noqa: E402
 from tinygrad_uu.data import DataLoader, SegmentationAugment, TensorDataset, warwick  # noqa: E402
 from tinygrad_uu.files import save_json  # noqa: E402
+from tinygrad_uu.debug import GradientMonitor  # noqa: E402
 
 TARGET_DICE = 0.80  # "seconds to reach test Dice 0.80" in metrics.json, with and without --prime
 GRID_ROWS = 12      # rows of the worst-to-best grid, evenly spaced in rank (worst and best shown)
@@ -263,6 +264,7 @@ def main(argv=None) -> dict:
     model = UNet(train_x.shape[1], args.width, args.depth, args.batch_norm, args.up)
     initial = model.state_dict()            # copies: the unprimed comparison starts here
     optimizer = common.make_optimizer(args.optimizer, model.parameters(), args.lr)
+    monitor = GradientMonitor(model, every=5, optimizer=optimizer)  # for grad_flow.png
     print(model)
     print(f"{sum(p.size for p in model.parameters())} parameters; training on {len(train_x)} "
           f"images, testing on {len(test_x)}; kernels: {kernels.get_backend()}; load average "
@@ -278,6 +280,7 @@ def main(argv=None) -> dict:
     watch = common.Stopwatch()
     started = time.perf_counter()
     history, reached = fit(model, optimizer, phases, test_x, test_y, args, watch)
+    monitor.remove()
     if args.prime:
         print(f"\nthe same U-Net from the same initial weights, without priming (stops at test "
               f"Dice {TARGET_DICE}, at most {args.epochs} epochs):")
@@ -306,6 +309,9 @@ def main(argv=None) -> dict:
                                out / "worst_to_best.png", max_rows=GRID_ROWS)
     shown = slice(0, OVERLAYS)
     viz.plot_overlays(test_x[shown], probs[shown], out / "overlays.png", masks=test_y[shown])
+    viz.plot_filters(model.down[0][0], out / "filters.png")       # the first conv's kernels
+    viz.plot_feature_maps(model, model.down[0], test_x[0], out / "feature_maps.png")
+    viz.plot_grad_flow(monitor, out / "grad_flow.png")
     saved = common.save_model(model, test_x[:1], out)
     images_trained = sum(len(loader.dataset) * epochs for _, loader, epochs in phases)
     metrics_out = {

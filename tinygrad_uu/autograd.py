@@ -11,14 +11,24 @@ The whole idea of reverse-mode autodiff fits in this file:
 3. ``backward(root)`` orders that graph topologically (iteratively, so a chain of
    any length works) and walks it from the root to the leaves, applying the chain
    rule at every node and summing the gradients of tensors used more than once.
+
+Two debugging aids live here too: anomaly mode (``detect_anomaly``), which stops at
+the first op that makes a NaN or Inf, and tensor hooks (``Tensor.register_hook``),
+which see, and may replace, a tensor's gradient during the walk.
 """
 from __future__ import annotations
 
 import functools
+import itertools
+import linecache
+import os
+import sys
+import weakref
 
 import numpy as np
 
 _grad_enabled = True
+_anomaly_enabled = False
 Tensor = None  # set by tensor.py once the class exists (tensor.py imports this module)
 
 
@@ -50,6 +60,249 @@ class no_grad:
             with no_grad():
                 return fn(*args, **kwargs)
         return wrapper
+
+
+# ------------------------------------------------------------------ anomaly mode
+
+class AnomalyError(RuntimeError):
+    """Anomaly mode found the first NaN or Inf; the message says which op made it and where."""
+
+
+def is_anomaly_enabled() -> bool:
+    return _anomaly_enabled
+
+
+def _switch_anomaly(mode: bool) -> None:
+    """Set the mode, and put the checking or the plain ``Function.apply`` in place."""
+    global _anomaly_enabled
+    _anomaly_enabled = mode
+    Function.apply = Function.__dict__["_apply_checked" if mode else "_apply_plain"]
+
+
+class set_detect_anomaly:
+    """Switch anomaly mode on or off, now (``set_detect_anomaly(True)``) or for a block
+    (``with set_detect_anomaly(False):``), as ``torch.autograd.set_detect_anomaly``.
+
+    While it is on, every op remembers the line of code that called it, and:
+
+    * forward: the first op whose output holds NaN or Inf while its inputs were all
+      finite raises ``AnomalyError`` naming the op, its inputs' shapes and value
+      ranges, and your line;
+    * backward: the first op whose backward returns a NaN or Inf gradient raises,
+      naming the op and the line where its forward was called.
+
+    The checks read every array once more and the stack walk costs a few
+    microseconds per op: slower, for debugging only. Off (the default), nothing of
+    it runs: switching the mode puts a checking ``Function.apply`` in place of the
+    plain one and back, so the plain one carries no test for the mode.
+    """
+
+    def __init__(self, mode: bool = True):
+        self._previous = _anomaly_enabled
+        _switch_anomaly(bool(mode))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _switch_anomaly(self._previous)
+        return False
+
+
+class detect_anomaly(set_detect_anomaly):
+    """Anomaly mode for a block, as ``torch.autograd.detect_anomaly``:
+
+    >>> with tg.detect_anomaly():
+    ...     loss = model(x).log().mean()   # raises AnomalyError at the op that made a NaN
+    ...     loss.backward()                # raises at the op whose gradient is NaN
+    """
+
+    def __init__(self):
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = _anomaly_enabled
+        _switch_anomaly(True)
+        return self
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with detect_anomaly():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STACK_DEPTH = 40  # frames kept per op: enough to reach the user's code through layers
+_PLUMBING = {"Module.__call__", "Tensor._unary", "Tensor._binary", "__call__", "_unary", "_binary"}
+
+# What usually makes each op produce a NaN or Inf from finite inputs.
+_ANOMALY_HINTS = {
+    "Log": "log(0) = -inf and log of a negative number = nan: keep the argument positive "
+           "(x.clip(1e-7, None)), or use a loss that works on logits "
+           "(F.cross_entropy, F.binary_cross_entropy_with_logits)",
+    "Div": "a division by zero (or 0 / 0): add a small eps to the denominator",
+    "Exp": "exp overflows above 88 in float32: the values going in are too large "
+           "(a learning rate that is too high, or logits that need logsumexp)",
+    "Sqrt": "the square root of a negative number; near 0 its gradient is infinite too",
+    "Pow": "a power of a negative base, 0 to a negative power, or an overflow",
+    "PowScalar": "a negative number to a fractional power, 0 to a negative power, or an overflow",
+    "MatMul": "an overflow: the weights or activations have grown huge (a learning rate "
+              "that is too high?)",
+    "LinearFunction": "an overflow: the weights or activations have grown huge (a learning "
+                      "rate that is too high?)",
+    "Mul": "an overflow (values beyond 3.4e38 in float32), or inf * 0",
+}
+_DEFAULT_HINT = ("an overflow of float32 (beyond 3.4e38) is the usual cause: values have "
+                 "grown out of range, often from a learning rate that is too high")
+
+
+def _capture_stack() -> tuple:
+    """(filename, line, function) of the frames that called the op, innermost first;
+    the source text is looked up only if an error is reported."""
+    frame, frames = sys._getframe(3), []  # skip this, _checked_apply and Function.apply
+    while frame is not None and len(frames) < _STACK_DEPTH:
+        code = frame.f_code
+        name = getattr(code, "co_qualname", code.co_name)  # "Linear.forward" (Python 3.11+)
+        frames.append((code.co_filename, frame.f_lineno, name))
+        frame = frame.f_back
+    return tuple(frames)
+
+
+def _in_package(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
+def _where(stack) -> str:
+    """'file:line in function' and the source line of the first frame outside this
+    package (the user's code), and the engine function it called."""
+    if not stack:
+        return ("  (where is not known: the forward ran while anomaly mode was off; run "
+                "the forward inside detect_anomaly() too)")
+    at = next((i for i, f in enumerate(stack) if not _in_package(f[0])), len(stack) - 1)
+    filename, line, function = stack[at]
+    lines = [f"  called from {filename}:{line} in {function}"]
+    source = linecache.getline(filename, line).strip()
+    if source:
+        lines.append(f"      {source}")
+    # the engine's functions between that line and the op (Sequential.forward -> Linear.forward)
+    path = [f[2] for f in reversed(stack[:at]) if f[2] not in _PLUMBING]
+    if path:
+        lines.append("  through " + " -> ".join(path))
+    return "\n".join(lines)
+
+
+def _is_float(a) -> bool:
+    """A float array, or a numpy float scalar (what a reduction to () may give)."""
+    return isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind in "fc"
+
+
+def _describe(a) -> str:
+    """'shape (2, 3), float32, values in [-1, 4.5]' (with NaN/Inf counts if any)."""
+    if not isinstance(a, (np.ndarray, np.generic)):
+        return repr(a)
+    a = np.asarray(a)
+    text = f"shape {a.shape}, {a.dtype}"
+    if a.size and a.dtype.kind in "fiub":
+        finite = np.isfinite(a) if a.dtype.kind == "f" else None
+        if finite is not None and not finite.all():
+            text += f", {_bad_count(a)}"
+            a = a[finite]
+        if a.size:
+            text += f", {'finite ' if finite is not None and not finite.all() else ''}values " \
+                    f"in [{a.min():.4g}, {a.max():.4g}]"
+    return text
+
+
+def _bad_count(a: np.ndarray) -> str:
+    """'2 nan and 1 -inf of 10 values'."""
+    counts = [(int(np.isnan(a).sum()), "nan"), (int(np.isposinf(a).sum()), "+inf"),
+              (int(np.isneginf(a).sum()), "-inf")]
+    return " and ".join(f"{n} {what}" for n, what in counts if n) + f" of {a.size} values"
+
+
+def _checked_apply(cls, inputs, options):
+    """Function.apply under anomaly mode: remember the caller, check the output."""
+    ctx = cls()
+    ctx.stack = _capture_stack()
+    arrays = [t.data for t in inputs]
+    with np.errstate(all="ignore"):  # reported below, with more to go on than a warning
+        out = ctx.forward(*arrays, **options)
+    if _is_float(out) and not np.isfinite(out).all() \
+            and all(np.isfinite(a).all() for a in arrays if _is_float(a)):
+        lines = [f"detect_anomaly: {cls.op_name} produced {_bad_count(out)} "
+                 "from finite inputs."]
+        lines += [f"  input {i}: {_describe(a)}" for i, a in enumerate(arrays)]
+        lines += [f"  output: {_describe(out)}", _where(ctx.stack),
+                  f"  likely cause: {_ANOMALY_HINTS.get(cls.op_name, _DEFAULT_HINT)}"]
+        raise AnomalyError("\n".join(lines))
+    return ctx, out
+
+
+def _check_gradient(ctx, grad_out, input_grads) -> None:
+    """Backward under anomaly mode: raise at the first op whose gradient is not finite."""
+    for i, g in enumerate(input_grads):
+        if _is_float(g) and not np.isfinite(g).all():
+            shape = ctx.parents[i].shape if i < len(ctx.parents) else "?"
+            lines = [f"detect_anomaly: the backward of {ctx.op_name} returned a gradient "
+                     f"with {_bad_count(g)} for its input {i} (shape {shape}), from "
+                     + ("a finite incoming gradient." if np.isfinite(grad_out).all() else
+                        "an incoming gradient that was not finite either (a hook's doing?)."),
+                     f"  incoming gradient dL/d(output): {_describe(grad_out)}",
+                     f"  input {i} itself: {_describe(ctx.parents[i].data)}",
+                     "  the forward of this op was",
+                     _where(getattr(ctx, "stack", ())),
+                     "  likely cause: the op's derivative is infinite where it was "
+                     "evaluated (log or sqrt at 0, a division by ~0), or an overflow"]
+            raise AnomalyError("\n".join(lines))
+
+
+# ------------------------------------------------------------------ hooks
+
+class RemovableHandle:
+    """What ``register_hook`` and the Module hooks return: ``handle.remove()`` takes
+    the hook off again (removing twice is harmless)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict):
+        self._hooks, self.id = hooks, next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+# id() of every live tensor that has had a hook: the walk looks up only these (a set
+# lookup), so tensors without hooks cost nothing even while some model is monitored.
+_hooked = set()
+
+
+def _track_hooks(tensor) -> None:
+    """Called when ``tensor`` gets its first hook; forgotten when the tensor dies."""
+    _hooked.add(id(tensor))
+    weakref.finalize(tensor, _hooked.discard, id(tensor))
+
+
+def _run_tensor_hooks(node, g):
+    """Call node's gradient hooks in order; a hook's non-None result replaces the gradient."""
+    for hook in list(node._hooks.values()):
+        result = hook(Tensor._wrap(g))
+        if result is None:
+            continue
+        new = np.asarray(result.data if isinstance(result, Tensor) else result)
+        if new.shape != g.shape:
+            raise ValueError(f"register_hook: the hook {getattr(hook, '__name__', hook)} returned "
+                             f"a gradient of shape {new.shape}, the tensor has shape {g.shape}")
+        g = new.astype(g.dtype, copy=False)
+    return g
 
 
 class Function:
@@ -87,6 +340,16 @@ class Function:
                     break
         return out
 
+    @classmethod
+    def _apply_checked(cls, *inputs, **options):
+        """``apply`` while anomaly mode is on (it takes apply's place then, so that with
+        the mode off, ops run exactly the code above and pay nothing for the mode)."""
+        ctx, out = _checked_apply(cls, inputs, options)
+        out = Tensor._wrap(out)
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            out.requires_grad, out._ctx, ctx.parents = True, ctx, inputs
+        return out
+
     def forward(self, *arrays, **options):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
@@ -101,6 +364,9 @@ class Function:
         """Drop the saved arrays and the links to the inputs, freeing their memory."""
         self.__dict__.clear()
         self.released = True
+
+
+Function._apply_plain = Function.__dict__["apply"]
 
 
 def topological_order(root) -> list:
@@ -131,14 +397,22 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Backpropagate ``grad`` = dL/d(root) to every leaf that requires grad.
 
     Leaves (tensors made by the user, not by an op) get their gradient added to
-    ``.grad``; intermediate gradients live only during this walk.
+    ``.grad``; intermediate gradients live only during this walk. A tensor's hooks
+    (``register_hook``) see its whole gradient before it goes on, and may replace it.
     """
+    check = _anomaly_enabled
+    if check and _is_float(grad) and not np.isfinite(grad).all():
+        raise AnomalyError(f"detect_anomaly: the gradient backward() started from holds "
+                           f"{_bad_count(grad)}: {_describe(grad)}")
+    hooked = _hooked
     grads = {id(root): grad}
     handed_out = set()  # ids of arrays already stored as some leaf's .grad in this walk
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        if hooked and id(node) in hooked and node._hooks:
+            g = _run_tensor_hooks(node, g)
         ctx = node._ctx
         if ctx is None:  # a leaf: accumulate, as PyTorch does, until zero_grad()
             if node.grad is None:
@@ -157,9 +431,16 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 f"backward: the graph through {ctx.op_name} was already freed by an "
                 "earlier backward(). Call backward(retain_graph=True) the first time "
                 "if you need to backpropagate through the same graph twice.")
-        input_grads = ctx.backward(g)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
+        if check:
+            with np.errstate(all="ignore"):
+                input_grads = ctx.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            _check_gradient(ctx, g, input_grads)
+        else:
+            input_grads = ctx.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
         for parent, pg in zip(ctx.parents, input_grads):
             if pg is None or not parent.requires_grad:
                 continue

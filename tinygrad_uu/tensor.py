@@ -69,7 +69,8 @@ def _shape_args(shape) -> tuple:
 
 
 class Tensor:
-    __slots__ = ("data", "requires_grad", "grad", "_ctx", "__weakref__")
+    # _hooks is set only by register_hook: ops never pay for it
+    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_hooks", "__weakref__")
     __array_ufunc__ = None  # numpy_array + tensor calls Tensor.__radd__, not numpy
 
     def __init__(self, data, dtype=None, requires_grad: bool = False):
@@ -172,6 +173,30 @@ class Tensor:
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape}, the output {self.shape}")
         autograd.backward(self, g, retain_graph=retain_graph)
+
+    def register_hook(self, hook) -> "autograd.RemovableHandle":
+        """Call ``hook(grad)`` each time backward computes dL/d(self), as in PyTorch.
+
+        ``grad`` is a Tensor of self's shape: the whole gradient of this tensor for
+        this backward (all its uses summed), before it reaches ``.grad`` (a leaf) or
+        flows on into the op that made self. If the hook returns a Tensor or an
+        array, that replaces the gradient from there on; None leaves it as it was.
+        Returns a handle: ``handle.remove()`` takes the hook off.
+
+        >>> h = x.register_hook(lambda g: print(g.abs().max()))   # watch a gradient
+        >>> h = x.register_hook(lambda g: g.clip(-1, 1))          # clip it
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad, so no "
+                               "gradient will ever reach the hook")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if getattr(self, "_hooks", None) is None:
+            self._hooks = {}
+            autograd._track_hooks(self)
+        handle = autograd.RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
 
     # ------------------------------------------------------------ operator helpers
     def _other(self, other) -> "Tensor":

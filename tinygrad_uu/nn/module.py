@@ -14,9 +14,11 @@ typo (``model.wieght``) raises the usual AttributeError.
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from types import MappingProxyType
 
 import numpy as np
 
+from ..autograd import RemovableHandle
 from ..tensor import Tensor
 
 
@@ -68,6 +70,9 @@ class Module:
     """
 
     training = True  # a class default, so a subclass that forgets super().__init__() still works
+    # No hooks until one is registered: read-only class defaults, replaced per instance by
+    # _hook_dict. Not in state_dict, so saving and loading leaves hooks as they are.
+    _forward_pre_hooks = _forward_hooks = MappingProxyType({})
 
     def __init__(self):
         self.training = True
@@ -76,7 +81,42 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if self._forward_pre_hooks:
+            for hook in list(self._forward_pre_hooks.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        out = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
+
+    # ------------------------------------------------------------ hooks
+    def _hook_dict(self, attribute: str, hook) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}: a hook must be callable, "
+                            f"got {type(hook).__name__}")
+        if attribute not in self.__dict__:
+            object.__setattr__(self, attribute, OrderedDict())
+        hooks = self.__dict__[attribute]
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every forward, as in PyTorch. ``args`` is the
+        tuple of positional inputs; a non-None result (a tuple, or one value) replaces
+        them. Returns a handle: ``handle.remove()`` takes the hook off."""
+        return self._hook_dict("_forward_pre_hooks", hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward, as in PyTorch: to look
+        at a layer's activations (``viz.plot_feature_maps`` does). A non-None result
+        replaces the output. Returns a handle: ``handle.remove()`` takes the hook off."""
+        return self._hook_dict("_forward_hooks", hook)
 
     def __setattr__(self, name, value):
         if (isinstance(value, (list, tuple)) and value
