@@ -261,3 +261,12 @@ def test_comparisons_and_argmax_give_plain_values():
     assert np.array_equal(x.argmax(axis=1).data, [1, 0])
     assert (x == x).data.all()
     assert len({x, x}) == 1  # still hashable
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+def test_reducing_a_0d_tensor_over_axis_0_has_a_backward(reduce):
+    # numpy (and PyTorch) let a 0-d value "reduce" over axis 0 or -1; the gradient is 2x
+    for axis in (0, -1):
+        x = tg.tensor(np.float64(3.0), requires_grad=True)
+        getattr(x * x, reduce)(axis).backward()
+        assert x.grad.shape == () and float(x.grad.data) == pytest.approx(6.0)

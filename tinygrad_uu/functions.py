@@ -353,8 +353,8 @@ class Where(Function):
 
 def _expand_reduced(g: np.ndarray, axis, keepdims: bool) -> np.ndarray:
     """Put back the axes a reduction removed, so ``g`` broadcasts against the input."""
-    if keepdims or axis is None:  # kept axes, or a 0-d g: either broadcasts as it is
-        return g
+    if keepdims or axis is None or g.ndim == 0 and np.ndim(axis) == 0 and axis in (0, -1):
+        return g  # kept axes, or a 0-d g (numpy lets a 0-d array "reduce" over axis 0)
     return np.expand_dims(g, axis)
 
 

@@ -55,7 +55,7 @@ def _normalise_axis(axis, dim):
 
 def _reduced_count(shape: tuple, axis) -> int:
     """How many elements a reduction over ``axis`` combines into each output value."""
-    if axis is None:
+    if axis is None or not shape:  # all of it (a 0-d value "reduced" over axis 0 is itself)
         return int(np.prod(shape))
     axes = axis if isinstance(axis, tuple) else (axis,)
     return int(np.prod([shape[a] for a in axes]))
