@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tinygrad_uu as tg
 from tinygrad_uu import kernels as K
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
@@ -167,7 +168,7 @@ def test_conv2d_3x3_kernels_match_numpy(case):
     """The nine-tap kernels against the reference: forward, input and weight gradients,
     through the interface (which sends every such case to them, on images of any size
     here) and called directly."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv3x3 as cpu, reference
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cpu, "MIN_3X3_PIXELS", 1)
         _check_3x3_case(case, cpu, reference)
@@ -196,7 +197,7 @@ def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
     """The 3x3 kernels work through the flat padded image in strips of cpu.STRIP
     positions; here output rows straddle the strips' edges (the drawn cases above fit
     in one strip)."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv3x3 as cpu, reference
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3) + hw).astype(np.float32)
     w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
@@ -214,7 +215,7 @@ def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
 def test_conv2d_all_strategies_agree(shape):
     """The numba backend picks the 3x3 kernels, direct loops or im2col + BLAS by shape:
     on a 3x3 stride-1 conv, which all three can do, they must agree."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import conv as cpu
     n, c, h, w, co = shape
     rng = np.random.default_rng(1)
     x, wt = rng.standard_normal((n, c, h, w)).astype(np.float32), rng.standard_normal((co, c, 3, 3)).astype(np.float32)
@@ -231,7 +232,7 @@ def test_conv2d_all_strategies_agree(shape):
 def test_conv2d_direct_loops_only_where_one_side_has_few_channels():
     """The direct loops read a whole plane per (input, output) channel pair; with many
     channels on both sides (a 1x1 conv 32 -> 16) a matrix product is 2-6x faster."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import conv as cpu
     one = (1, 1)
     assert cpu._direct((16, 1, 3, 3), one, 1)       # a first layer on grey images
     assert cpu._direct((1, 16, 1, 1), one, 1)       # a last 1x1 layer to one channel
@@ -247,7 +248,7 @@ def test_conv2d_im2col_matches_numpy(case):
     """The numba im2col path on every drawn case (the interface sends most of these small
     convs to the direct loops): the forward, and the backward both with the cols the
     forward kept and with cols built anew."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv_im2col as cpu, reference
     rng = np.random.default_rng(case["seed"])
     x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
     b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
@@ -272,7 +273,7 @@ def test_conv2d_im2col_matches_numpy(case):
 
 def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
     """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import conv_im2col as cpu
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 2)).astype(np.float32)
     kept, not_kept = {}, {}
@@ -452,8 +453,9 @@ def test_backend_switch():
 
 def test_env_var_picks_the_backend_and_import_compiles_nothing():
     """TINYGRAD_UU_BACKEND picks the backend; importing the numba backend compiles no kernel."""
-    code = ("import numba, tinygrad_uu.kernels as K, tinygrad_uu.kernels.cpu as cpu; "
-            "jitted = [f for f in vars(cpu).values() if isinstance(f, numba.core.registry.CPUDispatcher)]; "
+    code = ("import sys, numba, tinygrad_uu.kernels as K, tinygrad_uu.kernels.cpu; "
+            "jitted = [f for name, m in list(sys.modules.items()) if name.startswith('tinygrad_uu.kernels.') "
+            "for f in vars(m).values() if isinstance(f, numba.core.registry.CPUDispatcher)]; "
             "print(K.get_backend(), len(jitted), sum(len(f.signatures) for f in jitted))")
     env = dict(os.environ, TINYGRAD_UU_BACKEND="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -463,12 +465,11 @@ def test_env_var_picks_the_backend_and_import_compiles_nothing():
 
 def test_parallel_runs_every_task_exactly_once(monkeypatch):
     """_parallel's threads take chunks of tasks in turn: together they cover [0, tasks) once."""
-    from tinygrad_uu.kernels import cpu
-    numba = pytest.importorskip("numba")
+    from tinygrad_uu.kernels import parallel as cpu
     monkeypatch.setattr(cpu, "SMALL_WORK", 0)
-    threads = numba.get_num_threads()
+    threads = tg.get_num_threads()
     try:
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        tg.set_num_threads(2)
         for tasks in (1, 2, 7, 37):
             seen = np.zeros(tasks, dtype=int)
 
@@ -478,29 +479,28 @@ def test_parallel_runs_every_task_exactly_once(monkeypatch):
             cpu._parallel(kernel, tasks, 10**9, seen)
             assert (seen == 1).all(), (tasks, seen)
     finally:
-        numba.set_num_threads(threads)
+        tg.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 24, 24, 5), (2, 6, 9, 7, 3)])
 def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
     """The numba kernels with the work split among threads (every call, however small)."""
-    from tinygrad_uu.kernels import cpu
-    numba = pytest.importorskip("numba")
-    monkeypatch.setattr(cpu, "SMALL_WORK", 0)
+    from tinygrad_uu.kernels import parallel
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
     n, c, h, w, co = shape
     rng = np.random.default_rng(3)
     x, wt = array(rng, (n, c, h, w)), array(rng, (co, c, 3, 3))
     b, g = array(rng, (co,)), array(rng, (n, co, h, w))
-    threads = numba.get_num_threads()
+    threads = tg.get_num_threads()
     try:
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        tg.set_num_threads(2)
         assert_same(*both(K.conv2d_forward, x, wt, b, padding=1))
         assert_same(*both(K.conv2d_backward, x, wt, g, padding=1))
         assert_same(*both(K.conv2d_backward, x, wt, g[:, :, ::2, ::2], stride=2, padding=1))
         assert_same(*both(K.max_pool2d_forward, x, 2))
         assert_same(*both(K.upsample2d_backward, np.repeat(np.repeat(x, 2, 2), 2, 3), x.shape))
     finally:
-        numba.set_num_threads(threads)
+        tg.set_num_threads(threads)
 
 
 @SETTINGS
@@ -509,7 +509,7 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
 def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     """relu forward and backward, with NaN, +-0 and inf among the values; ``split`` makes
     even small arrays go through the threads' blocks."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import elementwise, parallel
     rng = np.random.default_rng(seed)
     x = array(rng, shape, contiguous, dtype)
     flat = x.reshape(-1) if x.flags.c_contiguous else None
@@ -518,8 +518,8 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     g = array(rng, shape, True, dtype)
     with pytest.MonkeyPatch.context() as patch:
         if split:
-            patch.setattr(cpu, "SMALL_WORK", 0)
-            patch.setattr(cpu, "RELU_BLOCK", 7)
+            patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(elementwise, "RELU_BLOCK", 7)
         want, got = both(K.relu_forward, x)
         np.testing.assert_array_equal(got, want)
         assert got.dtype == x.dtype
@@ -534,7 +534,7 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
     batch's statistics and without; ``split`` sends even small arrays through the threads."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import parallel
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -542,7 +542,7 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
     weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
         if split:
-            patch.setattr(cpu, "SMALL_WORK", 0)
+            patch.setattr(parallel, "SMALL_WORK", 0)
         (mean, var), got = both(K.batch_norm_stats, x)
         assert_same(mean, got[0], 1e-6)
         assert_same(var, got[1], 1e-5)
