@@ -18,19 +18,15 @@ The network, for a batch of B images flattened to x (B, 784):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-# Each step multiplies small matrices (64 x 784 by 784 x 256). BLAS threads gain little
-# there, and on a busy machine threads waiting for each other made every step 25 times
-# slower in our measurements (1.7 ms -> 43 ms on 2 cores). So: one BLAS thread, unless
-# you set OPENBLAS_NUM_THREADS yourself. (It must be set before numpy is imported.)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from tinygrad_uu import viz  # noqa: E402
 from tinygrad_uu.data import mnist  # noqa: E402
@@ -239,6 +235,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "~/.cache/tinygrad_uu, downloading if needed)")
     p.add_argument("--out", default="runs/numpy_mlp",
                    help="folder for the figures and metrics.json")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if any(h < 0 for h in args.hidden):
         p.error(f"--hidden: sizes must be >= 0, got {args.hidden}")
@@ -247,6 +244,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     try:
         _, metrics = train(args)
     except (FileNotFoundError, FloatingPointError) as e:   # no data, or a diverged run
