@@ -552,3 +552,86 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
         assert_same(want, got)
         assert got[0].shape == shape and got[0].dtype == dtype
         assert_same(*both(K.batch_norm_backward, g, want[1], inv_std * weight, batch_stats))
+
+
+# --------------------------------------------------------------------------- small feature maps
+@st.composite
+def small_map_cases(draw):
+    """Convs of the small-map kind (a detector's or a ResNet's deeper layers, scaled down):
+    kernel 1 or 3, stride 1 or 2, batch 1 to 5, groups, a few channels per side."""
+    groups = draw(st.sampled_from([1, 1, 1, 2]))
+    cg, og = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    k = draw(st.sampled_from([1, 3]))
+    s = draw(st.sampled_from([1, 2]))
+    p = draw(st.integers(0, k // 2))
+    d = draw(st.sampled_from([1, 1, 2])) if k == 3 else 1
+    hw = draw(st.integers(max(1, (k - 1) * d + 1 - 2 * p), 9))
+    n = draw(st.sampled_from([1, 1, 2, 5]))
+    return dict(x_shape=(n, cg * groups, hw, draw(st.integers(max(1, (k - 1) * d + 1 - 2 * p), 9))),
+                w_shape=(og * groups, cg, k, k), stride=(s, s), padding=(p, p), dilation=(d, d),
+                groups=groups, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@SETTINGS
+@given(case=small_map_cases())
+def test_conv2d_batched_kernels_match_numpy(case):
+    """im2col + BLAS with the batch cut among the threads (conv_batched.py), called directly
+    on one and two threads: forward, and the backward with every combination of the
+    gradients asked for, against the reference."""
+    from tinygrad_uu.kernels import conv_batched, reference
+    rng = np.random.default_rng(case["seed"])
+    x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
+    opts = tuple(case[k] for k in ("stride", "padding", "dilation", "groups"))
+    threads = tg.get_num_threads()
+    try:
+        tg.set_num_threads(case["threads"])
+        out = conv_batched.conv2d_forward_batched(x, w, b, *opts)
+        assert_same(reference.conv2d_forward(x, w, b, *opts), out)
+        g = array(rng, out.shape)
+        want = (reference.conv2d_grad_input(g, w, x.shape, *opts), reference.conv2d_grad_weight(x, g, w.shape, *opts),
+                g.sum(axis=(0, 2, 3)))
+        for need_x, need_w in ((True, True), (True, False), (False, True)):
+            got = conv_batched.conv2d_backward_batched(x, w, g, *opts, need_x, need_w)
+            assert_same((want[0] if need_x else None, want[1] if need_w else None, want[2]), got)
+    finally:
+        tg.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, stride", [((4, 6, 7, 7, 8, 3), 1), ((3, 5, 8, 8, 4, 3), 2),
+                                           ((4, 8, 6, 6, 12, 1), 2), ((1, 4, 5, 5, 4, 3), 2)])
+def test_conv2d_on_small_maps_passes_gradcheck(shape, stride, threads):
+    """conv2d through the Tensor API on the batched path (float64, finite differences),
+    with the work split among the threads and not; batch 1 included."""
+    from tinygrad_uu import gradcheck
+    from tinygrad_uu.kernels import conv
+    import tinygrad_uu.nn.functional as F
+    n, c, h, w, co, k = shape
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        assert not conv._is_3x3((n, c, h, w), (co, c, k, k), (stride, stride), (k // 2,) * 2, (1, 1))
+        assert not conv._direct((co, c, k, k), (stride, stride), 1)
+        assert conv._batched((n, c, h, w)) == (n >= threads)
+        rng = np.random.default_rng(sum(shape))
+        x = tg.tensor(rng.standard_normal((n, c, h, w)), requires_grad=True)
+        wt = tg.tensor(rng.standard_normal((co, c, k, k)), requires_grad=True)
+        b = tg.tensor(rng.standard_normal(co), requires_grad=True)
+        with K.use_backend("numba"):
+            assert gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=k // 2), x, wt, b)
+    finally:
+        tg.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 2, 2)])
+def test_max_pool_2x2_picks_the_first_of_ties_and_nan(shape):
+    """The branch-free 2x2 max pool on windows full of ties and NaNs: the same values and
+    argmax as the reference (first of equal values in row-major order; a NaN wins)."""
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    x = rng.integers(0, 3, size=shape).astype(np.float32)  # many ties
+    x[rng.random(shape) < 0.15] = np.nan
+    want, got = both(K.max_pool2d_forward, x, 2)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
