@@ -272,8 +272,11 @@ def test_conv2d_im2col_matches_numpy(case):
 
 
 def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
-    """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols."""
-    from tinygrad_uu.kernels import conv_im2col as cpu
+    """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols
+    (the whole-batch im2col path, which the interface takes when the batch has fewer
+    images than there are threads)."""
+    from tinygrad_uu.kernels import conv, conv_im2col as cpu
+    monkeypatch.setattr(conv, "_batched", lambda x_shape: False)
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 2)).astype(np.float32)
     kept, not_kept = {}, {}
