@@ -531,6 +531,33 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 
 
 @SETTINGS
+@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), slope=st.sampled_from([0.01, 0.1, 0.0, 1.5]),
+       seed=st.integers(0, 2**16))
+def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, seed):
+    """leaky relu forward and backward, with NaN, +-0 and inf among the values; ``split``
+    sends even small arrays through the threads' blocks."""
+    from tinygrad_uu.kernels import elementwise, parallel
+    rng = np.random.default_rng(seed)
+    x = array(rng, shape, contiguous, dtype)
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None and flat.size >= 4:
+        flat[:4] = [np.nan, 0.0, -np.inf, np.inf]
+    g = array(rng, shape, True, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        if split:
+            patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(elementwise, "RELU_BLOCK", 7)
+        want, got = both(K.leaky_relu_forward, x, slope)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == x.dtype
+        if slope == 0.01:  # by hand: -2 -> -0.02, 3 -> 3
+            np.testing.assert_allclose(K.leaky_relu_forward(np.array([-2.0, 3.0], dtype), slope), [-0.02, 3.0], rtol=1e-6)
+        want, got = both(K.leaky_relu_backward, g, x, slope)
+        np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
 @given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (2, 16, 40, 40)]),
        dtype=st.sampled_from([np.float32, np.float64]), batch_stats=st.booleans(), split=st.booleans(),
        seed=st.integers(0, 2**16))

@@ -9,7 +9,7 @@ The kernels live in one module per kind; this one gathers the backend's entry po
 
 * ``parallel.py``: the engine's threads (how a kernel's tasks are split among them);
   ``tinygrad_uu/threads.py`` holds the thread setting and the BLAS policy;
-* ``elementwise.py``: relu, zero padding;
+* ``elementwise.py``: relu, leaky relu, zero padding;
 * ``normalization.py``: batch norm;
 * ``gemm.py``: a blocked matrix product;
 * ``conv.py``: which conv kernel runs which convolution, over ``conv3x3.py``,
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .conv import (SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_input,  # noqa: F401
                    conv2d_grad_weight)
-from .elementwise import relu_backward, relu_forward  # noqa: F401
+from .elementwise import leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward  # noqa: F401
 from .gemm import matmul  # noqa: F401
 from .normalization import batch_norm_backward, batch_norm_forward, batch_norm_stats  # noqa: F401
 from .pooling import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,  # noqa: F401

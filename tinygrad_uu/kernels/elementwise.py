@@ -1,4 +1,4 @@
-"""Elementwise kernels: relu and its gradient, and the zero padding of image planes.
+"""Elementwise kernels: relu and leaky relu with their gradients, and the zero padding of image planes.
 
 Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
 ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last element);
@@ -50,6 +50,41 @@ def relu_backward(grad_out, out):
     gx = np.empty_like(grad_out)
     _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
               RELU_BLOCK)
+    return gx
+
+
+@njit(nogil=True, cache=True)
+def _leaky_relu_forward(x, slope, out, block, start, stop):
+    lo, hi = start * block, min(stop * block, x.size)
+    src, dst = x[lo:hi], out[lo:hi]
+    for i in range(hi - lo):
+        v = src[i]
+        dst[i] = v if v > 0 else v * slope  # a NaN takes the second branch and stays NaN
+
+
+@njit(nogil=True, cache=True)
+def _leaky_relu_backward(g, x, slope, gx, block, start, stop):
+    lo, hi = start * block, min(stop * block, g.size)
+    src, inp, dst = g[lo:hi], x[lo:hi], gx[lo:hi]
+    for i in range(hi - lo):
+        dst[i] = src[i] if inp[i] > 0 else src[i] * slope
+
+
+def leaky_relu_forward(x, slope):
+    if x.size < parallel.SMALL_WORK or not x.flags.c_contiguous:
+        return reference.leaky_relu_forward(x, slope)
+    out = np.empty_like(x)
+    _parallel(_leaky_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), x.dtype.type(slope),
+              out.ravel(), RELU_BLOCK)
+    return out
+
+
+def leaky_relu_backward(grad_out, x, slope):
+    if grad_out.size < parallel.SMALL_WORK or not (grad_out.flags.c_contiguous and x.flags.c_contiguous):
+        return reference.leaky_relu_backward(grad_out, x, slope)
+    gx = np.empty_like(grad_out)
+    _parallel(_leaky_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), x.ravel(),
+              grad_out.dtype.type(slope), gx.ravel(), RELU_BLOCK)
     return gx
 
 
