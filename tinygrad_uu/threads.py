@@ -117,10 +117,12 @@ def single_threaded_blas():
     """BLAS on one thread inside the block: for code that calls BLAS from the engine's
     own threads, each on its own piece of the work (see the module docstring).
 
-    Open it in the thread that hands the work out, around the hand-out: the setting is
-    process-wide and the engine's threads see it, but OpenBLAS ignores a change made from
-    a thread that has already run a BLAS call of its own. Blocks nest: the first to open
-    sets one thread, the last to close puts ``get_num_threads()`` back. About 15 us.
+    Open it in the thread that hands the work out (normally the main thread), around the
+    hand-out: the setting is process-wide and the engine's threads see it. (OpenBLAS
+    0.3.31 ignored a change made from a non-main thread that had run a BLAS call of its
+    own: then the products would run on all threads, correct but crowded.) Blocks nest:
+    the first to open sets one thread, the last to close puts ``get_num_threads()`` back.
+    About 15 us.
     """
     global _single_depth
     n = get_num_threads()
