@@ -29,7 +29,8 @@ THREADS = "2"
 for _arg in sys.argv:  # thread counts must be set before numpy/numba/torch load
     if _arg.startswith("--threads="):
         THREADS = _arg.split("=", 1)[1]
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "TINYGRAD_UU_NUM_THREADS"):
     os.environ.setdefault(_var, THREADS)
 
 import numpy as np  # noqa: E402
@@ -37,8 +38,9 @@ import numpy as np  # noqa: E402
 CLOCK = time.process_time if THREADS == "1" else time.perf_counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import kernels as K  # noqa: E402
-from tinygrad_uu.kernels import cpu, reference  # noqa: E402
+from tinygrad_uu.kernels import conv_batched, conv_direct, conv_im2col, conv3x3, cpu, reference  # noqa: E402
 
 try:
     import torch
@@ -86,9 +88,9 @@ def bench_matmul(repeats):
 
 def _conv_impls():
     """name -> (forward, forward + backward) on the kernel level, for every conv strategy."""
-    def numba_strategy(strategy):
-        fwd = getattr(cpu, f"conv2d_forward_{strategy}")
-        gin, gw = getattr(cpu, f"conv2d_grad_input_{strategy}"), getattr(cpu, f"conv2d_grad_weight_{strategy}")
+    def numba_strategy(strategy, module):
+        fwd = getattr(module, f"conv2d_forward_{strategy}")
+        gin, gw = getattr(module, f"conv2d_grad_input_{strategy}"), getattr(module, f"conv2d_grad_weight_{strategy}")
         opts = ((1, 1), (1, 1), (1, 1), 1)
 
         def fb(x, w, b, need_dx=True):
@@ -110,8 +112,17 @@ def _conv_impls():
                 return K.conv2d_backward(x, w, np.ones_like(out), padding=1, need_grad_x=need_dx, saved=saved)
         return fwd, fb
 
-    impls = {"numba (auto)": interface("numba"), "numba im2col+BLAS": numba_strategy("im2col"),
-             "numba direct": numba_strategy("direct"), "numba 3x3 blocks": numba_strategy("3x3"),
+    def batched():
+        opts = ((1, 1), (1, 1), (1, 1), 1)
+
+        def fb(x, w, b, need_dx=True):
+            out = conv_batched.conv2d_forward_batched(x, w, b, *opts)
+            return conv_batched.conv2d_backward_batched(x, w, np.ones_like(out), *opts, need_dx, True)
+        return (lambda x, w, b: conv_batched.conv2d_forward_batched(x, w, b, *opts)), fb
+
+    impls = {"numba (auto)": interface("numba"), "numba im2col+BLAS": numba_strategy("im2col", conv_im2col),
+             "numba im2col+BLAS, batch cut": batched(),
+             "numba direct": numba_strategy("direct", conv_direct), "numba 3x3 blocks": numba_strategy("3x3", conv3x3),
              "numpy reference": interface("numpy")}
     if torch is not None:
         def t_fwd(x, w, b):
@@ -145,27 +156,57 @@ def bench_conv(repeats):
     return rows
 
 
-# The conv layers of the course's nets (3x3, padding 1): (batch, C_in, C_out, H = W)
-LAYERS = {"mnist_cnn conv2 (64, 16->32, 14x14)": (64, 16, 32, 14),
-          "U-Net enc1 (8, 16->16, 128x128)": (8, 16, 16, 128),
-          "U-Net enc2a (8, 16->32, 64x64)": (8, 16, 32, 64),
-          "U-Net enc2b (8, 32->32, 64x64)": (8, 32, 32, 64),
-          "U-Net dec1 (8, 48->16, 128x128)": (8, 48, 16, 128)}
+# The conv layers of the course's nets: (batch, C_in, C_out, H = W, kernel, stride), padding
+# kernel // 2. The detector (W7) and the patch classifier (W8) are stand-ins until those
+# models exist: a tiny-YOLO backbone (128 px down to an 8x8 grid by stride-2 3x3 convs,
+# batch 16, 16-32-64-128-256 channels) and a ResNet-like classifier (32 px patches,
+# batch 64, 32-64-128 channels, stride-2 3x3 convs with 1x1 stride-2 projections).
+LAYERS = {"mnist_cnn conv2 (64, 16->32, 14x14)": (64, 16, 32, 14, 3, 1),
+          "W2 conv B (64, 32->64, 14x14)": (64, 32, 64, 14, 3, 1),
+          "U-Net enc1 (8, 16->16, 128x128)": (8, 16, 16, 128, 3, 1),
+          "U-Net enc2a (8, 16->32, 64x64)": (8, 16, 32, 64, 3, 1),
+          "U-Net enc2b (8, 32->32, 64x64)": (8, 32, 32, 64, 3, 1),
+          "U-Net dec1 (8, 48->16, 128x128)": (8, 48, 16, 128, 3, 1),
+          "detector conv1 s2 (16, 16->32, 128x128)": (16, 16, 32, 128, 3, 2),
+          "detector conv2 s2 (16, 32->64, 64x64)": (16, 32, 64, 64, 3, 2),
+          "detector conv3 s2 (16, 64->128, 32x32)": (16, 64, 128, 32, 3, 2),
+          "detector conv4 s2 (16, 128->256, 16x16)": (16, 128, 256, 16, 3, 2),
+          "detector 3x3 (16, 256->256, 8x8)": (16, 256, 256, 8, 3, 1),
+          "detector head 1x1 (16, 256->35, 8x8)": (16, 256, 35, 8, 1, 1),
+          "resnet block1 (64, 32->32, 32x32)": (64, 32, 32, 32, 3, 1),
+          "resnet down2 s2 (64, 32->64, 32x32)": (64, 32, 64, 32, 3, 2),
+          "resnet proj2 1x1 s2 (64, 32->64, 32x32)": (64, 32, 64, 32, 1, 2),
+          "resnet block2 (64, 64->64, 16x16)": (64, 64, 64, 16, 3, 1),
+          "resnet down3 s2 (64, 64->128, 16x16)": (64, 64, 128, 16, 3, 2),
+          "resnet proj3 1x1 s2 (64, 64->128, 16x16)": (64, 64, 128, 16, 1, 2),
+          "resnet block3 (64, 128->128, 8x8)": (64, 128, 128, 8, 3, 1)}
 
 
-def bench_layers(repeats):
+def bench_layers(repeats, only=None):
     """conv2d forward + backward (dx, dw, db) on the course's layers: numba (auto) and torch."""
-    impls = _conv_impls()
     rows = []
-    for label, (n, ci, co, hw) in LAYERS.items():
+    for label, (n, ci, co, hw, k, stride) in LAYERS.items():
+        if only and not any(word in label for word in only):
+            continue
         rng = np.random.default_rng(ci)
         x = rng.standard_normal((n, ci, hw, hw), dtype=np.float32)
-        w = rng.standard_normal((co, ci, 3, 3), dtype=np.float32)
+        w = rng.standard_normal((co, ci, k, k), dtype=np.float32)
         b = rng.standard_normal(co, dtype=np.float32)
-        row = {"layer": label, "numba ms": 1e3 * median_time(lambda: impls["numba (auto)"][1](x, w, b), repeats)}
+        opts = dict(stride=stride, padding=k // 2)
+
+        def ours():
+            saved = {}  # the forward lends the backward its work, as spatial.Conv2d does
+            out = K.conv2d_forward(x, w, b, saved=saved, **opts)
+            return K.conv2d_backward(x, w, np.ones_like(out), saved=saved, **opts)
+        row = {"layer": label, "numba ms": 1e3 * median_time(ours, repeats)}
         if torch is not None:
-            args = (torch.from_numpy(x), torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_())
-            row["torch ms"] = 1e3 * median_time(lambda: impls["torch"][1](*args), repeats)
+            tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+
+            def theirs():
+                out = torch.nn.functional.conv2d(tx, tw, tb, **opts)
+                out.backward(torch.ones_like(out))
+                tx.grad = tw.grad = tb.grad = None
+            row["torch ms"] = 1e3 * median_time(theirs, repeats)
             row["torch / numba"] = row["torch ms"] / row["numba ms"]
         rows.append(row)
     return rows
@@ -262,10 +303,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per number (median)")
     parser.add_argument("--threads", default=THREADS, help="threads for numba, BLAS and torch (default 2)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-start measurement")
+    parser.add_argument("--layers-only", action="store_true",
+                        help="only the per-layer table (the course's, the detector's and the ResNet's convs)")
+    parser.add_argument("--only", default=None, metavar="WORD,WORD",
+                        help="with --layers-only: the layers whose label has one of these words "
+                             "(e.g. detector,resnet)")
     args = parser.parse_args(argv)
 
     import numba
-    numba.set_num_threads(int(THREADS))
+    tg.set_num_threads(int(THREADS))
     info = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "torch": None if torch is None else torch.__version__, "threads": int(THREADS),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "clock": CLOCK.__name__,
@@ -273,6 +319,16 @@ def main(argv=None):
     print(f"# Kernel benchmarks (median of up to {args.repeats} runs, {THREADS} threads)\n")
     print(", ".join(f"{k}: {v}" for k, v in info.items()), "\n")
     results = {"info": info}
+    if args.layers_only:
+        only = [w.strip() for w in args.only.split(",")] if args.only else None
+        results["layers"] = bench_layers(args.repeats, only)
+        print("## conv2d fwd+bwd (dx, dw, db) per layer, float32, ms\n")
+        print(markdown(results["layers"], ["layer", "numba ms"] + (["torch ms", "torch / numba"] if torch else [])), "\n")
+        results["info"]["load average at end"] = os.getloadavg()
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+        return results
 
     results["matmul"] = bench_matmul(args.repeats)
     print("## matmul, float32, GFLOP/s (higher is better)\n")
@@ -289,7 +345,7 @@ def main(argv=None):
                    + (["torch / this (fwd+bwd)"] if torch else [])), "\n")
 
     results["layers"] = bench_layers(args.repeats)
-    print("## conv2d fwd+bwd on the course's layers (3x3, padding 1), float32, ms\n")
+    print("## conv2d fwd+bwd (dx, dw, db) per layer, float32, ms\n")
     print(markdown(results["layers"], ["layer", "numba ms"] + (["torch ms", "torch / numba"] if torch else [])), "\n")
 
     results["spatial"] = bench_spatial(args.repeats)

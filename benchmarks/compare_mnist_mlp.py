@@ -74,10 +74,12 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads for both engines: tinygrad_uu.set_num_threads, torch.set_num_threads")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
+    tg.set_num_threads(args.threads)  # the same threads for both engines
 
     (train_x, train_y), (test_x, test_y) = common.load_mnist(args.data_dir, args.limit)
     tg.manual_seed(args.seed)

@@ -17,16 +17,13 @@ accepted and means the same; --prime is not (this compares engines, not schedule
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as examples/segmentation.py: see there
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -160,7 +157,8 @@ def run_w5(threads, repeats):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="threads for both engines: tinygrad_uu.set_num_threads and "
+                   "torch.set_num_threads (default 2)")
     p.add_argument("--json", default=None, help="write every figure here")
     p.add_argument("--skip-w5", action="store_true", help="leave benchmark W5 out")
     p.add_argument("--w5-only", action="store_true", help="run benchmark W5 only")
@@ -180,6 +178,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     own, args = parse_args(argv)
+    tg.set_num_threads(own.threads)  # the same threads for both engines
     try:
         import torch
     except ImportError:

@@ -52,7 +52,7 @@ def machine_info() -> dict:
         "versions": {d: _version(d) for d in ("numpy", "numba", "torch", "tinygrad", "micrograd",
                                               "tinygrad_uu")},
         "git_commit": _git_commit(),
-        "env": {k: os.environ[k] for k in ("TINYGRAD_UU_BACKEND", "NUMBA_NUM_THREADS",
+        "env": {k: os.environ[k] for k in ("TINYGRAD_UU_BACKEND", "TINYGRAD_UU_NUM_THREADS", "NUMBA_NUM_THREADS",
                                            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
                 if k in os.environ},
     }
@@ -61,6 +61,8 @@ def machine_info() -> dict:
             info["numba_threads"] = sys.modules["numba"].get_num_threads()
         except Exception:
             pass
+    if "tinygrad_uu" in sys.modules:
+        info["tinygrad_uu_threads"] = sys.modules["tinygrad_uu"].get_num_threads()
     if "torch" in sys.modules:
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return info
@@ -77,6 +79,8 @@ def machine_line(info: dict) -> str:
         threads.append(f"torch threads {info['torch_threads']}")
     if "numba_threads" in info:
         threads.append(f"numba threads {info['numba_threads']}")
+    if "tinygrad_uu_threads" in info:
+        threads.append(f"tinygrad_uu threads {info['tinygrad_uu_threads']}")
     load = info.get("load_average")
     parts = [f"{info['cpu']}, {cores}, {info['os']}, Python {info['python']}", versions]
     if threads:

@@ -24,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 from benchmarks import WORKLOADS  # noqa: E402  (the package imports nothing heavy)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS", "NUM_CPU_THREADS")  # the last one is tinygrad's
+                    "NUMBA_NUM_THREADS", "TINYGRAD_UU_NUM_THREADS",
+                    "NUM_CPU_THREADS")  # the last one is tinygrad's
 
 
 def set_threads(n: int) -> None:
@@ -127,7 +128,7 @@ def run(selected, engines, skipped=(), repeats=5, min_time=0.2, max_seconds=60.0
                               max_seconds=max_seconds, warmup=warmup, log=log,
                               verbose_errors=verbose_errors)
     machine.update({k: v for k, v in report.machine_info().items()
-                    if k in ("numba_threads", "torch_threads")})  # known once they ran
+                    if k in ("numba_threads", "torch_threads", "tinygrad_uu_threads")})  # known once they ran
     return {"machine": machine,
             "settings": {**(settings or {}), "repeats": repeats, "min_time": min_time,
                          "warmup": warmup, "max_seconds": max_seconds},

@@ -14,16 +14,20 @@ Hand-derived gradient: dL/dw = (2/n) X^T (hp_hat - hp),  dL/db = (2/n) sum_i (hp
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import trange
 
-import tinygrad_uu as tg
-from tinygrad_uu import viz
-from tinygrad_uu.data import auto_mpg
-from tinygrad_uu.files import save_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import tinygrad_uu as tg  # noqa: E402
+from tinygrad_uu import viz  # noqa: E402
+from tinygrad_uu.data import auto_mpg  # noqa: E402
+from tinygrad_uu.files import save_json  # noqa: E402
 
 
 def split_and_standardise(features, target, test_fraction, seed):
@@ -86,6 +90,7 @@ def parse_args(argv=None):
                    help="folder holding auto-mpg/auto-mpg.data (default: $TINYGRAD_UU_DATA "
                         "or ~/.cache/tinygrad_uu, downloading if needed)")
     p.add_argument("--out", default="runs/linear_regression", help="where figures and metrics go")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if args.epochs < 1 or args.lr <= 0 or not 0 < args.test_fraction < 1:
         p.error("need --epochs >= 1, --lr > 0 and 0 < --test-fraction < 1")
@@ -94,6 +99,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     data = auto_mpg(args.data_dir)
     print(f"{data}")
     (x_train, y_train), (x_test, y_test) = split_and_standardise(

@@ -17,21 +17,14 @@ One training step, as in every example:
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from pathlib import Path
 
-# A workaround, not a lesson: with several threads, OpenBLAS stalls on the long, thin
-# product of a convolution's weight gradient when the machine is busy ((32, 25088) @
-# (25088, 144).T took 1.6 s instead of 5 ms on 2 shared cores). One BLAS thread; numba
-# still uses every core. Only takes effect when this file is run as a script.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -399,6 +392,7 @@ def save_main_outputs(model, history, test, out: Path, monitor: GradientMonitor)
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     started = time.perf_counter()
     (train_x, train_y), test = common.load_mnist(args.data_dir, args.limit)
     val_size = min(args.val_size, len(train_y) // 10)
@@ -519,6 +513,7 @@ def parse_args(argv=None):
                        help="priming: steps between test evaluations")
     study.add_argument("--target", type=probability, default=0.98,
                        help="priming: the test accuracy to reach")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if args.early_stopping and args.val_size == 0:
         p.error("--early-stopping needs a validation set (--val-size > 0)")

@@ -11,19 +11,12 @@ One training step, as in every example:
 """
 from __future__ import annotations
 
-import os
+import argparse
+import sys
+from pathlib import Path
 
-# One BLAS thread, as in the other examples: on a shared or busy machine OpenBLAS's
-# threads wait on each other and every product slows down many times; set
-# OPENBLAS_NUM_THREADS yourself to override. (It must be set before numpy is imported.)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -66,6 +59,7 @@ def parse_args(argv=None):
     common.add_common_options(p, out="runs/mnist_mlp", epochs=8, batch_size=128, optimizer="adam")
     p.add_argument("--hidden", type=int, default=256,
                    help="hidden units; 0 gives a linear classifier (softmax regression)")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if args.hidden < 0:
         p.error(f"--hidden must be >= 0, got {args.hidden}")
@@ -74,6 +68,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     tg.manual_seed(args.seed)
     (train_x, train_y), (test_x, test_y) = common.load_mnist(args.data_dir, args.limit)
     model = build_model(args.hidden)

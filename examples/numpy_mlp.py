@@ -19,20 +19,16 @@ The network, for a batch of B images flattened to x (B, 784):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-# Each step multiplies small matrices (64 x 784 by 784 x 256). BLAS threads gain little
-# there, and on a busy machine threads waiting for each other made every step 25 times
-# slower in our measurements (1.7 ms -> 43 ms on 2 cores). So: one BLAS thread, unless
-# you set OPENBLAS_NUM_THREADS yourself. (It must be set before numpy is imported.)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from tinygrad_uu import viz  # noqa: E402
 from tinygrad_uu.data import mnist  # noqa: E402
@@ -163,7 +159,7 @@ def run_gradient_check(args) -> dict:
     batch = rng.choice(len(train_x), size=min(args.batch_size, len(train_x)), replace=False)
     print(f"checking backward() of the {'-'.join(map(str, sizes))} network on {len(batch)} "
           "training images, against central finite differences (float64)")
-    # 800 small forward passes: one BLAS thread, whatever the caller set (see the top)
+    # 800 small forward passes: BLAS threads only wait on each other there (tinygrad_uu/threads.py)
     with threadpool_limits(1, user_api="blas"):
         passed, report = check_backward(params, train_x[batch], train_y[batch], seed=args.seed)
     print(report)
@@ -294,6 +290,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--check-gradients", action="store_true",
                    help="do not train: check backward() against central finite differences "
                         "on one batch (a seeded sample of each large array) and report")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if any(h < 0 for h in args.hidden):
         p.error(f"--hidden: sizes must be >= 0, got {args.hidden}")
@@ -302,6 +299,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     if args.check_gradients:
         try:
             return run_gradient_check(args)

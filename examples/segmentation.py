@@ -18,21 +18,14 @@ away) and convolves back down, twice; a 1x1 convolution gives one logit per pixe
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from pathlib import Path
 
-# OpenBLAS's threads spin while they wait for work. On a machine shared with other jobs
-# that makes the matrix products of the convolutions (im2col + BLAS) several times slower
-# (measured on 2 busy cores: 0.4 s -> 2.7-8.9 s for one conv backward). numba still
-# spreads its own loops over every core; set OPENBLAS_NUM_THREADS yourself to override.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -238,6 +231,7 @@ def parse_args(argv=None):
                         f"compare the seconds each needs to reach test Dice {TARGET_DICE}")
     p.add_argument("--prime-epochs", type=common.positive_int, default=5,
                    help="epochs over the N priming images")
+    common.add_engine_options(p)
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = LEARNING_RATES.get(args.optimizer, common.OPTIMIZERS[args.optimizer][1])
@@ -253,6 +247,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    common.apply_engine_options(args)
     load_before = os.getloadavg()
     tg.manual_seed(args.seed)
     (train_x, train_y), (test_x, test_y) = load_warwick(args.data_dir, args.limit)
@@ -329,7 +324,7 @@ def main(argv=None) -> dict:
         "parameters": sum(p.size for p in model.parameters()),
         "machine": {"cpus": os.cpu_count(), "load_average_start": load_before,
                     "load_average_end": os.getloadavg(), "kernels": kernels.get_backend(),
-                    "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
+                    "threads": tg.get_num_threads()},
         "config": vars(args),
     }
     save_json(out / "metrics.json", metrics_out)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tinygrad_uu as tg
 from tinygrad_uu import kernels as K
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
@@ -167,7 +168,7 @@ def test_conv2d_3x3_kernels_match_numpy(case):
     """The nine-tap kernels against the reference: forward, input and weight gradients,
     through the interface (which sends every such case to them, on images of any size
     here) and called directly."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv3x3 as cpu, reference
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cpu, "MIN_3X3_PIXELS", 1)
         _check_3x3_case(case, cpu, reference)
@@ -196,7 +197,7 @@ def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
     """The 3x3 kernels work through the flat padded image in strips of cpu.STRIP
     positions; here output rows straddle the strips' edges (the drawn cases above fit
     in one strip)."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv3x3 as cpu, reference
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3) + hw).astype(np.float32)
     w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
@@ -214,7 +215,7 @@ def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
 def test_conv2d_all_strategies_agree(shape):
     """The numba backend picks the 3x3 kernels, direct loops or im2col + BLAS by shape:
     on a 3x3 stride-1 conv, which all three can do, they must agree."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import conv as cpu
     n, c, h, w, co = shape
     rng = np.random.default_rng(1)
     x, wt = rng.standard_normal((n, c, h, w)).astype(np.float32), rng.standard_normal((co, c, 3, 3)).astype(np.float32)
@@ -231,7 +232,7 @@ def test_conv2d_all_strategies_agree(shape):
 def test_conv2d_direct_loops_only_where_one_side_has_few_channels():
     """The direct loops read a whole plane per (input, output) channel pair; with many
     channels on both sides (a 1x1 conv 32 -> 16) a matrix product is 2-6x faster."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import conv as cpu
     one = (1, 1)
     assert cpu._direct((16, 1, 3, 3), one, 1)       # a first layer on grey images
     assert cpu._direct((1, 16, 1, 1), one, 1)       # a last 1x1 layer to one channel
@@ -247,7 +248,7 @@ def test_conv2d_im2col_matches_numpy(case):
     """The numba im2col path on every drawn case (the interface sends most of these small
     convs to the direct loops): the forward, and the backward both with the cols the
     forward kept and with cols built anew."""
-    from tinygrad_uu.kernels import cpu, reference
+    from tinygrad_uu.kernels import conv_im2col as cpu, reference
     rng = np.random.default_rng(case["seed"])
     x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
     b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
@@ -271,8 +272,11 @@ def test_conv2d_im2col_matches_numpy(case):
 
 
 def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
-    """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols."""
-    from tinygrad_uu.kernels import cpu
+    """Past KEEP_COLS_BYTES the forward keeps nothing and the backward rebuilds the cols
+    (the whole-batch im2col path, which the interface takes when the batch has fewer
+    images than there are threads)."""
+    from tinygrad_uu.kernels import conv, conv_im2col as cpu
+    monkeypatch.setattr(conv, "_batched", lambda x_shape: False)
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 8, 7, 6)).astype(np.float32), rng.standard_normal((4, 8, 3, 2)).astype(np.float32)
     kept, not_kept = {}, {}
@@ -452,8 +456,9 @@ def test_backend_switch():
 
 def test_env_var_picks_the_backend_and_import_compiles_nothing():
     """TINYGRAD_UU_BACKEND picks the backend; importing the numba backend compiles no kernel."""
-    code = ("import numba, tinygrad_uu.kernels as K, tinygrad_uu.kernels.cpu as cpu; "
-            "jitted = [f for f in vars(cpu).values() if isinstance(f, numba.core.registry.CPUDispatcher)]; "
+    code = ("import sys, numba, tinygrad_uu.kernels as K, tinygrad_uu.kernels.cpu; "
+            "jitted = [f for name, m in list(sys.modules.items()) if name.startswith('tinygrad_uu.kernels.') "
+            "for f in vars(m).values() if isinstance(f, numba.core.registry.CPUDispatcher)]; "
             "print(K.get_backend(), len(jitted), sum(len(f.signatures) for f in jitted))")
     env = dict(os.environ, TINYGRAD_UU_BACKEND="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -463,12 +468,11 @@ def test_env_var_picks_the_backend_and_import_compiles_nothing():
 
 def test_parallel_runs_every_task_exactly_once(monkeypatch):
     """_parallel's threads take chunks of tasks in turn: together they cover [0, tasks) once."""
-    from tinygrad_uu.kernels import cpu
-    numba = pytest.importorskip("numba")
+    from tinygrad_uu.kernels import parallel as cpu
     monkeypatch.setattr(cpu, "SMALL_WORK", 0)
-    threads = numba.get_num_threads()
+    threads = tg.get_num_threads()
     try:
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        tg.set_num_threads(2)
         for tasks in (1, 2, 7, 37):
             seen = np.zeros(tasks, dtype=int)
 
@@ -478,29 +482,28 @@ def test_parallel_runs_every_task_exactly_once(monkeypatch):
             cpu._parallel(kernel, tasks, 10**9, seen)
             assert (seen == 1).all(), (tasks, seen)
     finally:
-        numba.set_num_threads(threads)
+        tg.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 24, 24, 5), (2, 6, 9, 7, 3)])
 def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
     """The numba kernels with the work split among threads (every call, however small)."""
-    from tinygrad_uu.kernels import cpu
-    numba = pytest.importorskip("numba")
-    monkeypatch.setattr(cpu, "SMALL_WORK", 0)
+    from tinygrad_uu.kernels import parallel
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
     n, c, h, w, co = shape
     rng = np.random.default_rng(3)
     x, wt = array(rng, (n, c, h, w)), array(rng, (co, c, 3, 3))
     b, g = array(rng, (co,)), array(rng, (n, co, h, w))
-    threads = numba.get_num_threads()
+    threads = tg.get_num_threads()
     try:
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        tg.set_num_threads(2)
         assert_same(*both(K.conv2d_forward, x, wt, b, padding=1))
         assert_same(*both(K.conv2d_backward, x, wt, g, padding=1))
         assert_same(*both(K.conv2d_backward, x, wt, g[:, :, ::2, ::2], stride=2, padding=1))
         assert_same(*both(K.max_pool2d_forward, x, 2))
         assert_same(*both(K.upsample2d_backward, np.repeat(np.repeat(x, 2, 2), 2, 3), x.shape))
     finally:
-        numba.set_num_threads(threads)
+        tg.set_num_threads(threads)
 
 
 @SETTINGS
@@ -509,7 +512,7 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
 def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     """relu forward and backward, with NaN, +-0 and inf among the values; ``split`` makes
     even small arrays go through the threads' blocks."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import elementwise, parallel
     rng = np.random.default_rng(seed)
     x = array(rng, shape, contiguous, dtype)
     flat = x.reshape(-1) if x.flags.c_contiguous else None
@@ -518,12 +521,39 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     g = array(rng, shape, True, dtype)
     with pytest.MonkeyPatch.context() as patch:
         if split:
-            patch.setattr(cpu, "SMALL_WORK", 0)
-            patch.setattr(cpu, "RELU_BLOCK", 7)
+            patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(elementwise, "RELU_BLOCK", 7)
         want, got = both(K.relu_forward, x)
         np.testing.assert_array_equal(got, want)
         assert got.dtype == x.dtype
         want, got = both(K.relu_backward, g, want)
+        np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), slope=st.sampled_from([0.01, 0.1, 0.0, 1.5]),
+       seed=st.integers(0, 2**16))
+def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, seed):
+    """leaky relu forward and backward, with NaN, +-0 and inf among the values; ``split``
+    sends even small arrays through the threads' blocks."""
+    from tinygrad_uu.kernels import elementwise, parallel
+    rng = np.random.default_rng(seed)
+    x = array(rng, shape, contiguous, dtype)
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None and flat.size >= 4:
+        flat[:4] = [np.nan, 0.0, -np.inf, np.inf]
+    g = array(rng, shape, True, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        if split:
+            patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(elementwise, "RELU_BLOCK", 7)
+        want, got = both(K.leaky_relu_forward, x, slope)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == x.dtype
+        if slope == 0.01:  # by hand: -2 -> -0.02, 3 -> 3
+            np.testing.assert_allclose(K.leaky_relu_forward(np.array([-2.0, 3.0], dtype), slope), [-0.02, 3.0], rtol=1e-6)
+        want, got = both(K.leaky_relu_backward, g, x, slope)
         np.testing.assert_array_equal(got, want)
 
 
@@ -534,7 +564,7 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
     batch's statistics and without; ``split`` sends even small arrays through the threads."""
-    from tinygrad_uu.kernels import cpu
+    from tinygrad_uu.kernels import parallel
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -542,7 +572,7 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
     weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
         if split:
-            patch.setattr(cpu, "SMALL_WORK", 0)
+            patch.setattr(parallel, "SMALL_WORK", 0)
         (mean, var), got = both(K.batch_norm_stats, x)
         assert_same(mean, got[0], 1e-6)
         assert_same(var, got[1], 1e-5)
@@ -551,4 +581,94 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
         want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias)
         assert_same(want, got)
         assert got[0].shape == shape and got[0].dtype == dtype
-        assert_same(*both(K.batch_norm_backward, g, want[1], inv_std * weight, batch_stats))
+        scale = inv_std * weight
+        (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, want[1], scale, batch_stats)
+        assert_same(tuple(sums_want), tuple(sums_got))
+        # dx = scale * (g - mean(g) - xhat * mean(g * xhat)) can cancel to rounding noise
+        # (with two values per channel it is exactly 0): tolerance from the terms' size
+        terms = float(np.abs(g * scale.reshape((1, c) + (1,) * (g.ndim - 2))).max())
+        assert dx_got.shape == dx_want.shape and dx_got.dtype == dx_want.dtype
+        np.testing.assert_allclose(dx_got, dx_want, rtol=1e-4, atol=1e-5 * terms)
+
+
+# --------------------------------------------------------------------------- small feature maps
+@st.composite
+def small_map_cases(draw):
+    """Convs of the small-map kind (a detector's or a ResNet's deeper layers, scaled down):
+    kernel 1 or 3, stride 1 or 2, batch 1 to 5, groups, a few channels per side."""
+    groups = draw(st.sampled_from([1, 1, 1, 2]))
+    cg, og = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    k = draw(st.sampled_from([1, 3]))
+    s = draw(st.sampled_from([1, 2]))
+    p = draw(st.integers(0, k // 2))
+    d = draw(st.sampled_from([1, 1, 2])) if k == 3 else 1
+    hw = draw(st.integers(max(1, (k - 1) * d + 1 - 2 * p), 9))
+    n = draw(st.sampled_from([1, 1, 2, 5]))
+    return dict(x_shape=(n, cg * groups, hw, draw(st.integers(max(1, (k - 1) * d + 1 - 2 * p), 9))),
+                w_shape=(og * groups, cg, k, k), stride=(s, s), padding=(p, p), dilation=(d, d),
+                groups=groups, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@SETTINGS
+@given(case=small_map_cases())
+def test_conv2d_batched_kernels_match_numpy(case):
+    """im2col + BLAS with the batch cut among the threads (conv_batched.py), called directly
+    on one and two threads: forward, and the backward with every combination of the
+    gradients asked for, against the reference."""
+    from tinygrad_uu.kernels import conv_batched, reference
+    rng = np.random.default_rng(case["seed"])
+    x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
+    opts = tuple(case[k] for k in ("stride", "padding", "dilation", "groups"))
+    threads = tg.get_num_threads()
+    try:
+        tg.set_num_threads(case["threads"])
+        out = conv_batched.conv2d_forward_batched(x, w, b, *opts)
+        assert_same(reference.conv2d_forward(x, w, b, *opts), out)
+        g = array(rng, out.shape)
+        want = (reference.conv2d_grad_input(g, w, x.shape, *opts), reference.conv2d_grad_weight(x, g, w.shape, *opts),
+                g.sum(axis=(0, 2, 3)))
+        for need_x, need_w in ((True, True), (True, False), (False, True)):
+            got = conv_batched.conv2d_backward_batched(x, w, g, *opts, need_x, need_w)
+            assert_same((want[0] if need_x else None, want[1] if need_w else None, want[2]), got)
+    finally:
+        tg.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, stride", [((4, 6, 7, 7, 8, 3), 1), ((3, 5, 8, 8, 4, 3), 2),
+                                           ((4, 8, 6, 6, 12, 1), 2), ((1, 4, 5, 5, 4, 3), 2)])
+def test_conv2d_on_small_maps_passes_gradcheck(shape, stride, threads):
+    """conv2d through the Tensor API on the batched path (float64, finite differences),
+    with the work split among the threads and not; batch 1 included."""
+    from tinygrad_uu import gradcheck
+    from tinygrad_uu.kernels import conv
+    import tinygrad_uu.nn.functional as F
+    n, c, h, w, co, k = shape
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        assert not conv._is_3x3((n, c, h, w), (co, c, k, k), (stride, stride), (k // 2,) * 2, (1, 1))
+        assert not conv._direct((co, c, k, k), (stride, stride), 1)
+        assert conv._batched((n, c, h, w)) == (n >= threads)
+        rng = np.random.default_rng(sum(shape))
+        x = tg.tensor(rng.standard_normal((n, c, h, w)), requires_grad=True)
+        wt = tg.tensor(rng.standard_normal((co, c, k, k)), requires_grad=True)
+        b = tg.tensor(rng.standard_normal(co), requires_grad=True)
+        with K.use_backend("numba"):
+            assert gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=k // 2), x, wt, b)
+    finally:
+        tg.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 2, 2)])
+def test_max_pool_2x2_picks_the_first_of_ties_and_nan(shape):
+    """The branch-free 2x2 max pool on windows full of ties and NaNs: the same values and
+    argmax as the reference (first of equal values in row-major order; a NaN wins)."""
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    x = rng.integers(0, 3, size=shape).astype(np.float32)  # many ties
+    x[rng.random(shape) < 0.15] = np.nan
+    want, got = both(K.max_pool2d_forward, x, 2)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -14,5 +14,6 @@ from .allocator import keep_freed_memory
 from .threads import get_num_threads, set_num_threads
 
 keep_freed_memory()  # fewer page faults per training step; see allocator.py
+get_num_threads()  # puts the default thread count into effect for the BLAS too; see threads.py
 
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ from .shapes import as_float, check_4d, float_dtype
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
+           "leaky_relu_forward", "leaky_relu_backward",
            "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
@@ -84,6 +85,18 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad_out.shape != out.shape:
         raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
     return _impl().relu_backward(grad_out, out)
+
+
+def leaky_relu_forward(x: np.ndarray, negative_slope: float) -> np.ndarray:
+    """x where x > 0, else negative_slope * x, of a float array (a NaN stays NaN)."""
+    return _impl().leaky_relu_forward(x, float(negative_slope))
+
+
+def leaky_relu_backward(grad_out: np.ndarray, x: np.ndarray, negative_slope: float) -> np.ndarray:
+    """dL/dx = grad_out where the input x is positive, else negative_slope * grad_out."""
+    if grad_out.shape != x.shape:
+        raise ValueError(f"leaky_relu_backward: grad_out has shape {grad_out.shape}, expected {x.shape}")
+    return _impl().leaky_relu_backward(grad_out, x, float(negative_slope))
 
 
 # --------------------------------------------------------------------------- batch norm

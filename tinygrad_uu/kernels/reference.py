@@ -67,6 +67,18 @@ def relu_backward(grad_out, out):
     return grad_out * (out > 0)
 
 
+def leaky_relu_forward(x, slope):
+    """x where x > 0, else slope * x; a NaN stays NaN."""
+    with np.errstate(invalid="ignore"):  # inf * 0 where x = +inf (not picked) and slope = 0
+        return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def leaky_relu_backward(grad_out, x, slope):
+    """dL/dx = g where the input x is positive, else slope * g."""
+    with np.errstate(invalid="ignore"):
+        return np.where(x > 0, grad_out, grad_out * grad_out.dtype.type(slope))
+
+
 # --------------------------------------------------------------------------- batch norm
 # x arrives as (N, C, L): every axis after the channel one flattened into L.
 def batch_norm_stats(x):

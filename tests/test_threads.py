@@ -1,0 +1,139 @@
+"""The engine's one thread setting: set/get, the default and its environment variable,
+the BLAS it governs (read back through threadpoolctl), the kernels' thread split, the
+single-threaded-BLAS blocks of the engine's own threads, and --threads on the examples."""
+import importlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinygrad_uu as tg
+from tinygrad_uu import threads
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def blas_threads():
+    """The thread counts of every BLAS library loaded in this process."""
+    return {info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+
+
+@pytest.fixture
+def restore_threads():
+    before = tg.get_num_threads()
+    yield
+    tg.set_num_threads(before)
+
+
+def run_python(code, **env):
+    full = {k: v for k, v in os.environ.items() if k != threads.ENV_VARIABLE}
+    full.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+
+
+def test_set_num_threads_governs_the_blas_and_reads_back(restore_threads):
+    for n in (1, 3, 2):
+        tg.set_num_threads(n)
+        assert tg.get_num_threads() == n
+        assert blas_threads() == {n}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True, None])
+def test_set_num_threads_rejects_what_is_not_a_whole_number_of_threads(bad, restore_threads):
+    with pytest.raises(ValueError, match="set_num_threads: the number of threads"):
+        tg.set_num_threads(bad)
+
+
+def test_the_default_is_the_cores_this_process_may_use():
+    """Under a CPU mask of one core, a fresh import uses one thread, BLAS included."""
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "import tinygrad_uu as tg, threadpoolctl; "
+            "print(tg.get_num_threads(), sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() "
+            "if i['user_api'] == 'blas'}))")
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU masks on this platform")
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(None, 1) == ["1", "[1]\n"]
+
+
+def test_the_environment_variable_sets_the_default_at_import():
+    code = ("import tinygrad_uu as tg, threadpoolctl; "
+            "print(tg.get_num_threads(), sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() "
+            "if i['user_api'] == 'blas'}))")
+    out = run_python(code, **{threads.ENV_VARIABLE: "3"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(None, 1) == ["3", "[3]\n"]
+    bad = run_python("import tinygrad_uu", **{threads.ENV_VARIABLE: "lots"})
+    assert bad.returncode != 0 and threads.ENV_VARIABLE in bad.stderr and "'lots'" in bad.stderr
+
+
+def test_single_threaded_blas_blocks_count_themselves(restore_threads):
+    """One BLAS thread while any block is open (nested too), also as seen from another
+    thread (where the engine's threads call BLAS); the engine's setting back when the
+    last block closes."""
+    tg.set_num_threads(2)
+    seen = []
+    with threads.single_threaded_blas():
+        assert blas_threads() == {1}
+        with threads.single_threaded_blas():
+            worker = threading.Thread(target=lambda: seen.append(blas_threads()))
+            worker.start()
+            worker.join()
+        assert blas_threads() == {1}
+    assert seen == [{1}] and blas_threads() == {2}
+
+
+def test_the_kernels_split_their_work_over_the_engine_threads(monkeypatch, restore_threads):
+    """_parallel asks tinygrad_uu for the thread count: one thread runs all tasks in one
+    call on this thread; two threads cut them into chunks and run some elsewhere."""
+    from tinygrad_uu.kernels import parallel
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    calls = []
+
+    def kernel(start, stop):
+        calls.append((threading.get_ident(), start, stop))
+
+    tg.set_num_threads(1)
+    parallel._parallel(kernel, 16, 10**9)
+    assert calls == [(threading.get_ident(), 0, 16)]
+    calls.clear()
+    tg.set_num_threads(2)
+    parallel._parallel(kernel, 16, 10**9)
+    assert sorted((a, b) for _, a, b in calls) == [(2 * i, 2 * i + 2) for i in range(8)]
+
+
+@pytest.mark.parametrize("example", ["linear_regression", "numpy_mlp", "mnist_mlp", "mnist_cnn", "segmentation"])
+def test_every_example_takes_threads_and_puts_it_into_effect(example, restore_threads):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        module = importlib.import_module(example)
+        common = importlib.import_module("common")
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    args = module.parse_args(["--threads", "1"])
+    common.apply_engine_options(args)
+    assert tg.get_num_threads() == 1 and blas_threads() == {1}
+    assert module.parse_args([]).threads is None  # the default: the engine's
+    source = (ROOT / "examples" / f"{example}.py").read_text()
+    assert "OPENBLAS_NUM_THREADS" not in source
+
+
+def test_conv_results_do_not_depend_on_the_thread_count(restore_threads):
+    """The same conv forward and backward, bit for bit up to summation order, at 1 and 2 threads."""
+    from tinygrad_uu import kernels as K
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        tg.set_num_threads(n)
+        out = K.conv2d_forward(x, w, stride=2, padding=1)
+        results.append((out,) + K.conv2d_backward(x, w, np.ones_like(out), stride=2, padding=1))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

@@ -1,0 +1,100 @@
+"""conv2d: which kernel runs which convolution (measured), and the backend's entry points.
+
+* a 3x3 stride-1 conv on images of 24x24 and up (nearly every conv of the U-Net):
+  blocked direct loops that keep four output channels and three taps in registers
+  (``conv3x3.py``);
+* *direct* loops for other stride-1 convs with few channels (a first or last layer,
+  ``conv_direct.py``);
+* else *im2col* + BLAS: copy the receptive fields into the columns of a matrix and let
+  matrix products do the arithmetic, ``conv_im2col.py`` (one product over the whole
+  batch) or ``conv_batched.py`` (the batch cut among the threads).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..threads import get_num_threads
+from .conv3x3 import _is_3x3, conv2d_forward_3x3, conv2d_grad_input_3x3, conv2d_grad_weight_3x3
+from .conv_batched import conv2d_backward_batched, conv2d_forward_batched
+from .conv_direct import conv2d_forward_direct, conv2d_grad_input_direct, conv2d_grad_weight_direct
+from .conv_im2col import (conv2d_backward_im2col, conv2d_forward_im2col, conv2d_grad_input_im2col,
+                          conv2d_grad_weight_im2col)
+
+# Measured fwd + dx + dw, one thread, batch 64, 3x3 kernels (ms, direct vs im2col), before
+# the 3x3 kernels above took these image sizes: C_in 1 -> 32 at 28x28: 6 vs 29;  C_in 3 -> 16
+# at 32x32: 18 vs 35;  C_in 4 -> 16 at 28x28: 12 vs 27;  C_in 32 -> 64 at 14x14: 201 vs 95.
+# Direct won up to C_in*kH*kW = 36. But the direct loops stream a whole plane once per (input, output) channel pair, with
+# nothing reused in between: with several channels on both sides one matrix product wins.
+# Measured later, fwd + dx + dw, ms direct vs im2col, two threads (one thread): 1x1 at
+# 128x128, batch 8: 16 -> 1: 2.3 vs 8.3 (3.8 vs 9.0); 3 -> 64: 17 vs 31 (28 vs 30);
+# 8 -> 16: 5.6 vs 3.2 (6.4 vs 2.8); 32 -> 16: 42 vs 23 (70 vs 26); 1x1 at 14x14, batch 64,
+# 32 -> 64: 36 vs 6; 3x3 at 14x14, batch 64, 4 -> 32: 6.1 vs 3.9 (7.3 vs 3.0).
+DIRECT_MAX_REDUCTION = 36
+DIRECT_MAX_CHANNELS = 3  # per group, on the smaller side (in or out)
+
+
+def _direct(w_shape, stride, groups):
+    """Direct loops for stride 1 when each output sums few products (C_in/groups * kH * kW)
+    and one side has few channels (a first layer, a last 1x1 layer, a depthwise conv)."""
+    co, cg, kh, kw = w_shape
+    return (stride == (1, 1) and cg * kh * kw <= DIRECT_MAX_REDUCTION
+            and min(cg, co // groups) <= DIRECT_MAX_CHANNELS)
+
+
+# The conv entry points. ``saved`` is a dict the caller keeps from a forward to its backward
+# (or None): the im2col forward leaves its cols there, and the backward reuses them.
+SAVES_WORK = True  # tells kernels/__init__.py that these functions take ``saved``
+
+
+def _batched(x_shape):
+    """im2col + BLAS with the batch cut among the threads, when there is an image for every
+    thread; else one product over the whole batch, threaded by BLAS. Measured fwd + dx +
+    dw (ms, one product vs cut), one thread: 64 x 32->64 at 14x14: 22.0 vs 22.0; 16 x 64->128
+    at 16x16 stride 2: 7.3 vs 8.6; 64 x 128->128 at 8x8: 49 vs 52. Two threads of a busy
+    machine (load 7): 105 vs 64; 16 x 64->128 stride 2: 111 vs 18 (one BLAS product
+    waits for a descheduled thread's share; threads.py)."""
+    return x_shape[0] >= get_num_threads()
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation):
+        return conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved)
+    if _direct(w.shape, stride, groups):
+        return conv2d_forward_direct(x, w, b, stride, padding, dilation, groups)
+    if _batched(x.shape):
+        return conv2d_forward_batched(x, w, b, stride, padding, dilation, groups)
+    return conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups, saved)
+
+
+def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved=None):
+    """(dx or None, dw or None, db): the im2col path shares its copies among the three."""
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation):
+        gx = conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
+        if not need_w:
+            return gx, None, grad_out.sum(axis=(0, 2, 3))
+        gb = np.empty(w.shape[0], dtype=grad_out.dtype)
+        gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
+        return gx, gw, gb
+    if not _direct(w.shape, stride, groups):
+        if _batched(x.shape):
+            return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w)
+        return conv2d_backward_im2col(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved)
+    gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
+    gw = conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_w else None
+    return gx, gw, grad_out.sum(axis=(0, 2, 3))
+
+
+def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
+    if _is_3x3(x_shape, w.shape, stride, padding, dilation):
+        f = conv2d_grad_input_3x3
+    else:
+        f = conv2d_grad_input_direct if _direct(w.shape, stride, groups) else conv2d_grad_input_im2col
+    return f(grad_out, w, x_shape, stride, padding, dilation, groups)
+
+
+def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups, saved=None):
+    if _is_3x3(x.shape, w_shape, stride, padding, dilation):
+        return conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, groups)
+    if _direct(w_shape, stride, groups):
+        return conv2d_grad_weight_direct(x, grad_out, w_shape, stride, padding, dilation, groups)
+    return conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, groups, saved)

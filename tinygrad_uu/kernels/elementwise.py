@@ -1,0 +1,132 @@
+"""Elementwise kernels: relu and leaky relu with their gradients, and the zero padding of image planes.
+
+Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
+``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last element);
+LLVM can drop that check, and vectorise, only when it can see the index is >= 0, which
+a ``range(n)`` counter is.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import reference
+from . import parallel
+from .parallel import _parallel
+
+# U-Net's activations (millions of values) the threads split the array in blocks.
+RELU_BLOCK = 1 << 16  # elements per task (an argument of the kernels: numba freezes globals)
+
+
+@njit(nogil=True, cache=True)
+def _relu_forward(x, out, block, start, stop):
+    lo, hi = start * block, min(stop * block, x.size)
+    src, dst = x[lo:hi], out[lo:hi]  # views indexed from 0, so that LLVM vectorises
+    zero = x.dtype.type(0)
+    for i in range(hi - lo):
+        v = src[i]
+        dst[i] = zero if v <= 0 else v  # NaN <= 0 is False: a NaN stays NaN
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward(g, out, gx, block, start, stop):
+    lo, hi = start * block, min(stop * block, g.size)
+    src, kept, dst = g[lo:hi], out[lo:hi], gx[lo:hi]
+    for i in range(hi - lo):
+        dst[i] = src[i] * (kept[i] > 0)
+
+
+def relu_forward(x):
+    if x.size < parallel.SMALL_WORK or not x.flags.c_contiguous:
+        return reference.relu_forward(x)
+    out = np.empty_like(x)
+    _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK)
+    return out
+
+
+def relu_backward(grad_out, out):
+    if grad_out.size < parallel.SMALL_WORK or not (grad_out.flags.c_contiguous and out.flags.c_contiguous):
+        return reference.relu_backward(grad_out, out)
+    gx = np.empty_like(grad_out)
+    _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
+              RELU_BLOCK)
+    return gx
+
+
+@njit(nogil=True, cache=True)
+def _leaky_relu_forward(x, slope, out, block, start, stop):
+    lo, hi = start * block, min(stop * block, x.size)
+    src, dst = x[lo:hi], out[lo:hi]
+    for i in range(hi - lo):
+        v = src[i]
+        dst[i] = v if v > 0 else v * slope  # a NaN takes the second branch and stays NaN
+
+
+@njit(nogil=True, cache=True)
+def _leaky_relu_backward(g, x, slope, gx, block, start, stop):
+    lo, hi = start * block, min(stop * block, g.size)
+    src, inp, dst = g[lo:hi], x[lo:hi], gx[lo:hi]
+    for i in range(hi - lo):
+        dst[i] = src[i] if inp[i] > 0 else src[i] * slope
+
+
+def leaky_relu_forward(x, slope):
+    if x.size < parallel.SMALL_WORK or not x.flags.c_contiguous:
+        return reference.leaky_relu_forward(x, slope)
+    out = np.empty_like(x)
+    _parallel(_leaky_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), x.dtype.type(slope),
+              out.ravel(), RELU_BLOCK)
+    return out
+
+
+def leaky_relu_backward(grad_out, x, slope):
+    if grad_out.size < parallel.SMALL_WORK or not (grad_out.flags.c_contiguous and x.flags.c_contiguous):
+        return reference.leaky_relu_backward(grad_out, x, slope)
+    gx = np.empty_like(grad_out)
+    _parallel(_leaky_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), x.ravel(),
+              grad_out.dtype.type(slope), gx.ravel(), RELU_BLOCK)
+    return gx
+
+
+# =========================================================================== padding
+@njit(nogil=True, cache=True)
+def _pad_planes(x, out, ph, pw, start, stop):
+    """out[b, c] = x[b, c] with ph rows and pw columns of zeros around it. A task is one plane."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    for task in range(start, stop):
+        src, dst = x[task // c, task % c], out[task // c, task % c]
+        for y in range(out.shape[2]):
+            row = dst[y]
+            if y < ph or y >= ph + h:
+                row[:] = 0
+                continue
+            for t in range(pw):
+                row[t] = 0
+                row[pw + w + t] = 0
+            line, inner = src[y - ph], row[pw:]
+            for t in range(w):
+                inner[t] = line[t]
+
+
+def _pad(x, padding):
+    """x (N, C, H, W) with zeros around each plane: C-contiguous, (N, C, H + 2ph, W + 2pw).
+    (np.pad does the same 2-3x slower, on one thread.)"""
+    (ph, pw) = padding
+    if ph == 0 and pw == 0:
+        return np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    _parallel(_pad_planes, n * c, out.size, x, out, ph, pw)
+    return out
+
+
+def _unpad(xp, padding):
+    (ph, pw) = padding
+    if ph == 0 and pw == 0:
+        return xp
+    return np.ascontiguousarray(xp[:, :, ph: xp.shape[2] - ph, pw: xp.shape[3] - pw])
+
+
+def _out_hw(x_shape, kernel, stride, padding, dilation):
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip(x_shape[2:], kernel, stride, padding, dilation))

@@ -1,0 +1,244 @@
+"""Pooling (max, average) and resizing (nearest, bilinear upsampling)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .elementwise import _out_hw
+from .parallel import FAST, _parallel
+
+# =========================================================================== pooling
+# A task is one (image, channel) plane. Windows are clipped to the image instead of
+# padding it: the loops skip what would be padding.
+
+@njit(nogil=True, cache=True)
+def _max_pool_forward(x, out, arg, kh, kw, sh, sw, ph, pw, start, stop):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                best, where = plane[0, 0], -1
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
+                        v = plane[iy, ix]
+                        # strictly greater keeps the first of equal values; a NaN wins once
+                        if where < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
+                            best, where = v, iy * w + ix
+                out[b, ch, y, xx] = best
+                arg[b, ch, y, xx] = where
+
+
+@njit(nogil=True, cache=True)
+def _max_pool_2x2_forward(x, out, arg, start, stop):
+    """_max_pool_forward for the common 2x2 window, stride 2, no padding: the same picks
+    (the first of equal values, a NaN wins). The window is a tree of two pairs, each pick
+    a select of a comparison made with ``|`` and ``&`` (no branches: on real data a branch
+    on which of two values is larger is mispredicted half the time). Measured on one
+    thread, (64, 16, 28, 28): 3.1 ms with a loop over the window, 1.5 ms."""
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    xf, of, af = x.ravel(), out.ravel(), arg.ravel()
+    for task in range(start, stop):
+        src0, dst0 = task * h * w, task * oh * ow
+        for y in range(oh):
+            top = xf[src0 + 2 * y * w:]  # views indexed from 0 (see elementwise.py)
+            bottom = top[w:]
+            dst, where = of[dst0 + y * ow:], af[dst0 + y * ow:]
+            base = 2 * y * w
+            for t in range(ow):
+                a0, a1, a2, a3 = top[2 * t], top[2 * t + 1], bottom[2 * t], bottom[2 * t + 1]
+                right = (a1 > a0) | ((a1 != a1) & (a0 == a0))  # a1 wins: larger, or a NaN (v != v)
+                m01 = a1 if right else a0
+                right_below = (a3 > a2) | ((a3 != a3) & (a2 == a2))
+                m23 = a3 if right_below else a2
+                below = (m23 > m01) | ((m23 != m23) & (m01 == m01))
+                dst[t] = m23 if below else m01
+                where[t] = base + 2 * t + (w + right_below if below else right)
+
+
+@njit(nogil=True, cache=True)
+def _max_pool_backward(g, arg, gx, start, stop):
+    """gx is (N, C, H*W): each output's gradient goes to its argmax."""
+    c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        dst = gx[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                dst[arg[b, ch, y, xx]] += g[b, ch, y, xx]
+
+
+@njit(nogil=True, cache=True)
+def _avg_pool_forward(x, out, kh, kw, sh, sw, ph, pw, start, stop):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    scale = x.dtype.type(1.0 / (kh * kw))
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                s = x.dtype.type(0)
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
+                        s += plane[iy, ix]
+                out[b, ch, y, xx] = s * scale
+
+
+@njit(nogil=True, cache=True)
+def _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, start, stop):
+    c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    h, w = gx.shape[2], gx.shape[3]
+    scale = g.dtype.type(1.0 / (kh * kw))
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        dst = gx[b, ch]
+        for y in range(oh):
+            for xx in range(ow):
+                share = g[b, ch, y, xx] * scale
+                for iy in range(max(0, y * sh - ph), min(h, y * sh - ph + kh)):
+                    for ix in range(max(0, xx * sw - pw), min(w, xx * sw - pw + kw)):
+                        dst[iy, ix] += share
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    n, c = x.shape[:2]
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int64)
+    if kernel == stride == (2, 2) and padding == (0, 0):
+        _parallel(_max_pool_2x2_forward, n * c, x.size, x, out, arg)
+    else:
+        _parallel(_max_pool_forward, n * c, x.size, x, out, arg, *kernel, *stride, *padding)
+    return out, arg
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    n, c, h, w = x_shape
+    gx = np.zeros((n, c, h * w), dtype=grad_out.dtype)
+    _parallel(_max_pool_backward, n * c, grad_out.size, grad_out, argmax, gx)
+    return gx.reshape(x_shape)
+
+
+def avg_pool2d_forward(x, kernel, stride, padding):
+    n, c = x.shape[:2]
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    _parallel(_avg_pool_forward, n * c, x.size, x, out, *kernel, *stride, *padding)
+    return out
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, gx, *kernel, *stride, *padding)
+    return gx
+
+
+# =========================================================================== upsampling
+# The index and weight tables come from shapes.py; the kernels gather (forward) and
+# scatter-add (backward). A task is one (image, channel) plane.
+
+@njit(nogil=True, cache=True)
+def _nearest_forward(x, iy, ix, out, start, stop):
+    c = x.shape[1]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        for y in range(iy.shape[0]):
+            src, dst = x[b, ch, iy[y]], out[b, ch, y]
+            for xx in range(ix.shape[0]):
+                dst[xx] = src[ix[xx]]
+
+
+@njit(nogil=True, cache=True)
+def _nearest_backward(g, iy, ix, gx, start, stop):
+    c = g.shape[1]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        for y in range(iy.shape[0]):
+            src, dst = g[b, ch, y], gx[b, ch, iy[y]]
+            for xx in range(ix.shape[0]):
+                dst[ix[xx]] += src[xx]
+
+
+@njit(nogil=True, cache=True)
+def _bilinear_forward(x, y0, y1, wy0, wy1, x0, x1, wx0, wx1, out, start, stop):
+    c = x.shape[1]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for y in range(y0.shape[0]):
+            top, bottom, dst = plane[y0[y]], plane[y1[y]], out[b, ch, y]
+            for xx in range(x0.shape[0]):
+                dst[xx] = (wy0[y] * (wx0[xx] * top[x0[xx]] + wx1[xx] * top[x1[xx]])
+                           + wy1[y] * (wx0[xx] * bottom[x0[xx]] + wx1[xx] * bottom[x1[xx]]))
+
+
+@njit(nogil=True, cache=True)
+def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, gx, start, stop):
+    c = g.shape[1]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        for y in range(y0.shape[0]):
+            top, bottom, src = gx[b, ch, y0[y]], gx[b, ch, y1[y]], g[b, ch, y]
+            for xx in range(x0.shape[0]):
+                gt, gb = wy0[y] * src[xx], wy1[y] * src[xx]
+                top[x0[xx]] += wx0[xx] * gt
+                top[x1[xx]] += wx1[xx] * gt
+                bottom[x0[xx]] += wx0[xx] * gb
+                bottom[x1[xx]] += wx1[xx] * gb
+
+
+def upsample_nearest2d_forward(x, iy, ix):
+    out = np.empty(x.shape[:2] + (iy.size, ix.size), dtype=x.dtype)
+    _parallel(_nearest_forward, x.shape[0] * x.shape[1], out.size, x, iy, ix, out)
+    return out
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _nearest_blocks_backward(g, gx, sy, sx, start, stop):
+    """The backward of an upsampling by whole factors (sy, sx): gx[y, x] = the sum of
+    its sy x sx block of g. Contiguous loops instead of the tables' scattered adds."""
+    c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    for task in range(start, stop):
+        b, ch = task // c, task % c
+        for y in range(h):
+            dst = gx[b, ch, y]
+            dst[:] = 0
+            for i in range(sy):
+                row = g[b, ch, y * sy + i]
+                for j in range(sx):
+                    src = row[j:]
+                    for x in range(w):
+                        dst[x] += src[x * sx]
+
+
+def _whole_factor(table, size):
+    """The factor s when ``table`` maps output i to input i // s, else 0."""
+    s = table.size // size
+    return s if s * size == table.size and np.array_equal(table, np.arange(table.size) // s) else 0
+
+
+def upsample_nearest2d_backward(grad_out, iy, ix, x_shape):
+    sy, sx = _whole_factor(iy, x_shape[2]), _whole_factor(ix, x_shape[3])
+    if sy and sx:
+        gx = np.empty(x_shape, dtype=grad_out.dtype)
+        _parallel(_nearest_blocks_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, gx, sy, sx)
+        return gx
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_nearest_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, iy, ix, gx)
+    return gx
+
+
+def upsample_bilinear2d_forward(x, ty, tx):
+    out = np.empty(x.shape[:2] + (ty[0].size, tx[0].size), dtype=x.dtype)
+    _parallel(_bilinear_forward, x.shape[0] * x.shape[1], out.size, x, *ty, *tx, out)
+    return out
+
+
+def upsample_bilinear2d_backward(grad_out, ty, tx, x_shape):
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    _parallel(_bilinear_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, *ty, *tx, gx)
+    return gx
