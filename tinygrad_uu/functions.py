@@ -259,14 +259,17 @@ class ReLU(Function):
 
 
 class LeakyReLU(Function):
-    """out = x if x > 0 else slope * x.   dL/dx = g if x > 0 else slope * g."""
+    """out = x if x > 0 else slope * x.   dL/dx = g if x > 0 else slope * g.
+
+    Its kernels (``kernels.leaky_relu_forward``/``leaky_relu_backward``) split big arrays
+    among threads."""
 
     def forward(self, x, slope):
-        self.factor = np.where(x > 0, 1, slope).astype(x.dtype)
-        return x * self.factor
+        self.x, self.slope = x, slope
+        return kernels.leaky_relu_forward(x, slope)
 
     def backward(self, g):
-        return g * self.factor
+        return kernels.leaky_relu_backward(g, self.x, self.slope)
 
 
 class Softplus(Function):
