@@ -185,20 +185,20 @@ def make_data(case: Case, seed: int = SEED) -> dict:
 UNET_LAYERS = (("enc1", 3, 16, 3), ("enc2", 16, 16, 3), ("enc3", 16, 32, 3),
                ("enc4", 32, 32, 3), ("dec1", 48, 16, 3), ("out", 16, 1, 1))
 
-# W7, the detector of examples/detection.py (width 16, two heads), in order: name, in
-# channels, out channels, kernel size (padding k // 2), stride, kind. "cbl" is conv (no
-# bias) -> batch norm (batch statistics) -> LeakyReLU(0.1); "head" a conv with bias.
-# b1-b4 give the stride-8 features, b5-b6 the stride-16 ones, head16 predicts from them;
-# reduce (1x1), nearest upsample x2, concatenate [upsampled (32), b4's output (64)] -> 96
-# channels, fuse, head8. Loss: BCE with logits of every head output against a 0/1
+# W7, the detector of examples/detection.py (its default width 8, two heads), in order:
+# name, in channels, out channels, kernel size (padding k // 2), stride, kind. "cbl" is
+# conv (no bias) -> batch norm (batch statistics) -> LeakyReLU(0.1); "head" a conv with
+# bias. b1-b4 give the stride-8 features, b5-b6 the stride-16 ones, head16 predicts from
+# them; reduce (1x1), nearest upsample x2, concatenate [upsampled (16), b4's output (32)]
+# -> 48 channels, fuse, head8. Loss: BCE with logits of every head output against a 0/1
 # target, mean per head, summed (the YOLO loss gathers a few rows; its cost is small).
 DETECTOR_OUTPUTS = 3 * (5 + 10)            # 3 anchors x (box 4, objectness 1, 10 classes)
-DETECTOR_LAYERS = (("b1", 3, 16, 3, 2, "cbl"), ("b2", 16, 32, 3, 2, "cbl"),
-                   ("b3", 32, 64, 3, 2, "cbl"), ("b4", 64, 64, 3, 1, "cbl"),
-                   ("b5", 64, 128, 3, 2, "cbl"), ("b6", 128, 128, 3, 1, "cbl"),
-                   ("head16", 128, DETECTOR_OUTPUTS, 1, 1, "head"),
-                   ("reduce", 128, 32, 1, 1, "cbl"), ("fuse", 96, 64, 3, 1, "cbl"),
-                   ("head8", 64, DETECTOR_OUTPUTS, 1, 1, "head"))
+DETECTOR_LAYERS = (("b1", 3, 8, 3, 2, "cbl"), ("b2", 8, 16, 3, 2, "cbl"),
+                   ("b3", 16, 32, 3, 2, "cbl"), ("b4", 32, 32, 3, 1, "cbl"),
+                   ("b5", 32, 64, 3, 2, "cbl"), ("b6", 64, 64, 3, 1, "cbl"),
+                   ("head16", 64, DETECTOR_OUTPUTS, 1, 1, "head"),
+                   ("reduce", 64, 16, 1, 1, "cbl"), ("fuse", 48, 32, 3, 1, "cbl"),
+                   ("head8", 32, DETECTOR_OUTPUTS, 1, 1, "head"))
 # Batch norm over a batch of 2 at 2x2 (the tiny case) amplifies rounding; and the
 # stride-2 convs of two engines may sum in different orders.
 DETECTOR_RTOL = 1e-2
