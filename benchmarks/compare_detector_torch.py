@@ -128,7 +128,8 @@ def train_torch(torch, net, model, train, args, total_steps):
             for group in optimizer.param_groups:
                 group["lr"] = detection.learning_rate(args, step, total_steps)
             targets = build_targets(boxes, labels, model.anchors, model.strides,
-                                    images.shape[2:], ignore_iou=args.ignore_iou)
+                                    images.shape[2:], ignore_iou=args.ignore_iou,
+                                    extra_match_iou=args.match_iou)
             loss = torch_yolo_loss(torch, net(torch.from_numpy(images)), targets,
                                    model.num_classes, weights)
             optimizer.zero_grad()

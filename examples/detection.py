@@ -204,7 +204,8 @@ def fit(model, optimizer, phases, test, args, watch, stop_at_target=False):
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(args, step, total)
                     targets = build_targets(boxes, labels, model.anchors, model.strides,
-                                            images.shape[2:], ignore_iou=args.ignore_iou)
+                                            images.shape[2:], ignore_iou=args.ignore_iou,
+                                            extra_match_iou=args.match_iou)
                     loss, terms = yolo_loss(model(tg.tensor(images)), targets,
                                             model.num_classes, weights)
                     optimizer.zero_grad()
@@ -304,6 +305,9 @@ def parse_args(argv=None):
     p.add_argument("--ignore-iou", type=float, default=None,
                    help="do not penalise the objectness of an anchor in a box's cell whose "
                         "size fits the box with at least this IoU")
+    p.add_argument("--match-iou", type=float, default=None,
+                   help="besides its best anchor, make a box the target of every anchor whose "
+                        "size fits it with at least this IoU (more positives per box)")
     p.add_argument("--train-count", type=common.positive_int, default=None,
                    help="digit canvases to train on (default 10,000)")
     p.add_argument("--test-count", type=common.positive_int, default=None,
