@@ -6,10 +6,11 @@ One training step, as in every example:
     loss, terms = yolo_loss(raws, targets, C)           # objectness + boxes + classes
     optimizer.zero_grad(); loss.backward(); optimizer.step()
 
-    python examples/detection.py                        # digits: 2 heads (stride 8, 16), 12 epochs
+    python examples/detection.py --threads 1            # digits: 2 heads (stride 8, 16), 7 epochs
     python examples/detection.py --data glands --baseline-from runs/segmentation/model.npz
     python examples/detection.py --data yolo --data-dir my_set/   # images/, labels/, classes.txt
-    python examples/detection.py --strides 16 --no-augment --schedule constant   # the plain one
+    python examples/detection.py --strides 16 --no-augment --schedule constant --match-iou none \
+        --cls-weight 1                                  # the plain one-scale version
 
 The model: Conv-BatchNorm-LeakyReLU(0.1) blocks that halve the image four times (stride
 16: an 8x8 grid at 128 px), 3 anchors per cell from k-means on the training boxes. With
@@ -275,6 +276,10 @@ def segmentation_baseline(model_path, test, min_area: int):
 
 # ----------------------------------------------------------------------------- options
 
+def _optional_float(text: str):
+    return None if text.lower() == "none" else float(text)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -285,7 +290,7 @@ def parse_args(argv=None):
                         "train/ and test/ such folders); otherwise the data root (if not given: "
                         "$TINYGRAD_UU_DATA or ~/.cache/tinygrad_uu)")
     p.add_argument("--epochs", type=common.positive_int, default=None,
-                   help="passes over the training set (if not given: 12 digits, 150 glands/yolo)")
+                   help="passes over the training set (if not given: 7 digits, 150 glands/yolo)")
     p.add_argument("--batch-size", type=common.positive_int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam's peak learning rate")
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
@@ -305,9 +310,10 @@ def parse_args(argv=None):
     p.add_argument("--ignore-iou", type=float, default=None,
                    help="do not penalise the objectness of an anchor in a box's cell whose "
                         "size fits the box with at least this IoU")
-    p.add_argument("--match-iou", type=float, default=None,
+    p.add_argument("--match-iou", type=_optional_float, default=0.5,
                    help="besides its best anchor, make a box the target of every anchor whose "
-                        "size fits it with at least this IoU (more positives per box)")
+                        "size fits it with at least this IoU (more positives per box; 'none': "
+                        "the best anchor only)")
     p.add_argument("--train-count", type=common.positive_int, default=None,
                    help="digit canvases to train on (default 10,000)")
     p.add_argument("--test-count", type=common.positive_int, default=None,
@@ -337,7 +343,7 @@ def parse_args(argv=None):
     if args.baseline_from and args.data != "glands":
         p.error("--baseline-from compares with the segmentation U-Net: use it with --data glands")
     if args.epochs is None:
-        args.epochs = 12 if args.data == "digits" else 150
+        args.epochs = 7 if args.data == "digits" else 150
     if args.out is None:
         args.out = "runs/detection" + ("" if args.data == "digits" else f"_{args.data}")
     return args

@@ -104,10 +104,11 @@ def test_example_trains_and_writes_every_output(tmp_path, synthetic):
 
 def test_one_head_no_augmentation_constant_schedule(tmp_path, synthetic):
     result = run(tmp_path, "--strides", "16", "--no-augment", "--schedule", "constant",
-                 "--ignore-iou", "0.5", "--match-iou", "0.6", "--box-weight", "2")
+                 "--ignore-iou", "0.5", "--match-iou", "none", "--box-weight", "2")
     saved = check_outputs(tmp_path, result)
     assert saved["strides"] == [16] and len(saved["anchors"]) == 1
     assert saved["curves"]["lr"][-1] == pytest.approx(3e-3)
+    assert saved["config"]["match_iou"] is None
 
 
 def test_priming_compares_with_an_unprimed_copy(tmp_path, synthetic):
