@@ -131,12 +131,9 @@ def test_segmentation_baseline_from_a_saved_unet(tmp_path, synthetic):
         assert baseline[key] is None or 0 <= baseline[key] <= 1
 
 
-def test_baseline_boxes_are_the_unets_components():
+def test_baseline_boxes_are_the_unets_components(tmp_path):
     """A U-Net that predicts exactly the ground-truth masks gives AP 1 (monkeypatched)."""
     test = squares(4, 2, channels=3, classes=1, empty_every=10)
-
-    class Perfect:
-        pass
     masks = np.zeros((4, 1, 32, 32), np.float32)
     for i, boxes in enumerate(test.boxes):
         for x1, y1, x2, y2 in boxes.astype(int):
@@ -145,7 +142,7 @@ def test_baseline_boxes_are_the_unets_components():
     try:
         segmentation.predict = lambda model, images, batch_size=8: masks
         tg.manual_seed(0)
-        path = Path(__import__("tempfile").mkdtemp()) / "unet.npz"
+        path = tmp_path / "unet.npz"
         nn.save(segmentation.UNet(3, width=4, depth=2), path)
         scores = detection.segmentation_baseline(path, test, min_area=1)
     finally:
