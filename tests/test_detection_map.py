@@ -77,7 +77,7 @@ def coco_eval(gts, dts, n_classes, max_dets=100):
     return ap50, ap, per_class50, per_class
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(20))
 def test_map_matches_pycocotools(seed):
     rng = np.random.default_rng(seed)
     n_classes = int(rng.integers(1, 5))
