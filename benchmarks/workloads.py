@@ -1,4 +1,4 @@
-"""The six workloads: what each one computes, its sizes, and the data every engine gets.
+"""The seven workloads: what each one computes, its sizes, and the data every engine gets.
 
 A workload is split into *cases* (one row of the table each): W1 has one case per
 matrix size, W2 one per layer and direction. Every case carries
@@ -77,6 +77,12 @@ def cases(quick: bool = False, only=None) -> list[Case]:
         out.append(Case("W5", "U-Net train b8 3x128x128", "samples/s", 8, {"batch": 8, "hw": 128},
                         rtol=POOL_RTOL))
     out.append(Case("W6", "chain 2000 ops x16", "ops/s", 2000, {"length": 2000, "size": 16}))
+    if quick:
+        out.append(Case("W7", "detector train b2 3x64x64", "samples/s", 2, {"batch": 2, "hw": 64},
+                        rtol=DETECTOR_RTOL))
+    else:
+        out.append(Case("W7", "detector train b16 3x128x128", "samples/s", 16,
+                        {"batch": 16, "hw": 128}, rtol=DETECTOR_RTOL))
     if only:
         wanted = {w.strip().upper() for w in only}
         out = [c for c in out if c.workload in wanted]
@@ -93,6 +99,8 @@ def tiny_cases() -> list[Case]:
         Case("W4", "CNN train b2 28x28", "samples/s", 2, {"batch": 2}, rtol=POOL_RTOL),
         Case("W5", "U-Net train b1 3x8x8", "samples/s", 1, {"batch": 1, "hw": 8}, rtol=POOL_RTOL),
         Case("W6", "chain 30 ops x4", "ops/s", 30, {"length": 30, "size": 4}),
+        Case("W7", "detector train b2 3x32x32", "samples/s", 2, {"batch": 2, "hw": 32},
+             rtol=DETECTOR_RTOL),
     ]
 
 
@@ -149,6 +157,20 @@ def make_data(case: Case, seed: int = SEED) -> dict:
         for name, cin, cout, k in UNET_LAYERS:
             d[f"{name}.weight"], d[f"{name}.bias"] = _conv(rng, cin, cout, k)
         return d
+    if case.workload == "W7":
+        b, hw = p["batch"], p["hw"]
+        d = {"x": rng.standard_normal((b, 3, hw, hw), dtype=f32)}
+        for stride in (8, 16):                   # one 0/1 target per output of each head
+            d[f"y{stride}"] = (rng.random((b, DETECTOR_OUTPUTS, hw // stride, hw // stride))
+                               < 0.05).astype(f32)
+        for name, cin, cout, k, _, kind in DETECTOR_LAYERS:
+            d[f"{name}.weight"] = _uniform(rng, (cout, cin, k, k), cin * k * k)
+            if kind == "cbl":                    # batch norm's scale and shift, not identity
+                d[f"{name}.bn.weight"] = rng.uniform(0.5, 1.5, cout).astype(f32)
+                d[f"{name}.bn.bias"] = rng.uniform(-0.2, 0.2, cout).astype(f32)
+            else:
+                d[f"{name}.bias"] = _uniform(rng, (cout,), cin * k * k)
+        return d
     if case.workload == "W6":
         n = p["size"]
         return {"x": rng.uniform(-1, 1, size=n).astype(f32),
@@ -163,11 +185,32 @@ def make_data(case: Case, seed: int = SEED) -> dict:
 UNET_LAYERS = (("enc1", 3, 16, 3), ("enc2", 16, 16, 3), ("enc3", 16, 32, 3),
                ("enc4", 32, 32, 3), ("dec1", 48, 16, 3), ("out", 16, 1, 1))
 
+# W7, the detector of examples/detection.py (its default width 8, two heads), in order:
+# name, in channels, out channels, kernel size (padding k // 2), stride, kind. "cbl" is
+# conv (no bias) -> batch norm (batch statistics) -> LeakyReLU(0.1); "head" a conv with
+# bias. b1-b4 give the stride-8 features, b5-b6 the stride-16 ones, head16 predicts from
+# them; reduce (1x1), nearest upsample x2, concatenate [upsampled (16), b4's output (32)]
+# -> 48 channels, fuse, head8. Loss: BCE with logits of every head output against a 0/1
+# target, mean per head, summed (the YOLO loss gathers a few rows; its cost is small).
+DETECTOR_OUTPUTS = 3 * (5 + 10)            # 3 anchors x (box 4, objectness 1, 10 classes)
+DETECTOR_LAYERS = (("b1", 3, 8, 3, 2, "cbl"), ("b2", 8, 16, 3, 2, "cbl"),
+                   ("b3", 16, 32, 3, 2, "cbl"), ("b4", 32, 32, 3, 1, "cbl"),
+                   ("b5", 32, 64, 3, 2, "cbl"), ("b6", 64, 64, 3, 1, "cbl"),
+                   ("head16", 64, DETECTOR_OUTPUTS, 1, 1, "head"),
+                   ("reduce", 64, 16, 1, 1, "cbl"), ("fuse", 48, 32, 3, 1, "cbl"),
+                   ("head8", 32, DETECTOR_OUTPUTS, 1, 1, "head"))
+# Batch norm over a batch of 2 at 2x2 (the tiny case) amplifies rounding; and the
+# stride-2 convs of two engines may sum in different orders.
+DETECTOR_RTOL = 1e-2
+
 # The parameters of each training workload, in the order engines list them.
 PARAMS = {
     "W3": ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"),
     "W4": ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"),
     "W5": tuple(f"{n}.{t}" for n, *_ in UNET_LAYERS for t in ("weight", "bias")),
+    "W7": tuple(name for n, *_, kind in DETECTOR_LAYERS
+                for name in ((f"{n}.weight", f"{n}.bn.weight", f"{n}.bn.bias") if kind == "cbl"
+                             else (f"{n}.weight", f"{n}.bias"))),
 }
 
 

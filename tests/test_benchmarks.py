@@ -140,7 +140,7 @@ def test_command_line_writes_table_json_and_png(tmp_path, capsys):
 
 
 def test_workload_selection():
-    assert {c.workload for c in cases()} == {f"W{i}" for i in range(1, 7)}
+    assert {c.workload for c in cases()} == {f"W{i}" for i in range(1, 8)}
     assert [c.workload for c in cases(only=["w3", "W6"])] == ["W3", "W6"]
     assert len(cases(quick=True)) < len(cases())
 

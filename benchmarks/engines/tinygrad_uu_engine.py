@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import LR, PARAMS, UNET_LAYERS, chain_op
+from ..workloads import DETECTOR_LAYERS, LR, PARAMS, UNET_LAYERS, chain_op
 from .base import Engine, EngineUnavailable, Step, Unsupported
 
 
@@ -72,7 +72,7 @@ class TinygradUUEngine(Engine):
             return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
         if w == "W2":
             return self._conv(case, data)
-        if w in ("W3", "W4", "W5"):
+        if w in ("W3", "W4", "W5", "W7"):
             return self._training(case, data)
         if w == "W6":
             return self._chain(case, data)
@@ -124,13 +124,18 @@ class TinygradUUEngine(Engine):
                        "3.weight": "conv2.weight", "3.bias": "conv2.bias",
                        "7.weight": "fc.weight", "7.bias": "fc.bias"}
             loss_fn = _need(F, "cross_entropy", "tinygrad_uu.nn.functional")
-        else:
+        elif w == "W5":
             model = _unet(tg, nn, F)
             mapping = {k: k for k in PARAMS["W5"]}
             loss_fn = _need(F, "binary_cross_entropy_with_logits", "tinygrad_uu.nn.functional")
+        else:
+            model = _detector(tg, nn, F)
+            mapping = {k: k for k in PARAMS["W7"]}
+            bce = _need(F, "binary_cross_entropy_with_logits", "tinygrad_uu.nn.functional")
+            loss_fn = lambda outs, ys: bce(outs[0], ys[0]) + bce(outs[1], ys[1])  # noqa: E731
         params = self._load(model, data, mapping)
         opt = SGD(params, lr=LR)
-        x, y = tg.Tensor(data["x"]), data["y"]
+        x, y = tg.Tensor(data["x"]), (data["y"] if w != "W7" else (data["y8"], data["y16"]))
         names = list(mapping.values())
 
         def run():
@@ -190,6 +195,40 @@ def _unet(tg, nn, F):
             return self.out(self.dec1(h).relu())
 
     return UNet()
+
+
+def _detector(tg, nn, F):
+    """W7's network as a Module (see workloads.DETECTOR_LAYERS): returns (out8, out16)."""
+    Conv2d = _need(nn, "Conv2d", "tinygrad_uu.nn")
+    BatchNorm2d = _need(nn, "BatchNorm2d", "tinygrad_uu.nn")
+    interpolate = _need(F, "interpolate", "tinygrad_uu.nn.functional")
+    cat = _need(tg, "cat", "tinygrad_uu")
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, k, stride):
+            super().__init__()
+            self.weight = Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False).weight
+            self.stride, self.padding = stride, k // 2
+            self.bn = BatchNorm2d(cout)
+
+        def forward(self, x):
+            h = F.conv2d(x, self.weight, None, stride=self.stride, padding=self.padding)
+            return self.bn(h).leaky_relu(0.1)
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, cin, cout, k, stride, kind in DETECTOR_LAYERS:
+                setattr(self, name, Block(cin, cout, k, stride) if kind == "cbl"
+                        else Conv2d(cin, cout, k, padding=k // 2))
+
+        def forward(self, x):
+            p8 = self.b4(self.b3(self.b2(self.b1(x))))
+            p16 = self.b6(self.b5(p8))
+            up = interpolate(self.reduce(p16), scale_factor=2, mode="nearest")
+            return self.head8(self.fuse(cat([up, p8], axis=1))), self.head16(p16)
+
+    return Detector()
 
 
 def load():

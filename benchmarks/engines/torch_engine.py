@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import LR, PARAMS, UNET_LAYERS, chain_op
+from ..workloads import DETECTOR_LAYERS, LR, PARAMS, UNET_LAYERS, chain_op
 from .base import Engine, EngineUnavailable, Step, Unsupported
 
 THREADS = 2
@@ -31,13 +31,17 @@ class TorchEngine(Engine):
             return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
         if w == "W2":
             return self._conv(case, data)
-        if w in ("W3", "W4", "W5"):
+        if w in ("W3", "W4", "W5", "W7"):
             names = PARAMS[w]
             params = {k: self._t(data[k], grad=True) for k in names}
-            x, y = self._t(data["x"]), self._t(data["y"])
-            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet}[w]
-            loss_fn = (torch.nn.functional.binary_cross_entropy_with_logits if w == "W5"
-                       else torch.nn.functional.cross_entropy)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits
+            if w == "W7":
+                x, y = self._t(data["x"]), (self._t(data["y8"]), self._t(data["y16"]))
+                loss_fn = lambda outs, ys: bce(outs[0], ys[0]) + bce(outs[1], ys[1])  # noqa: E731
+            else:
+                x, y = self._t(data["x"]), self._t(data["y"])
+                loss_fn = bce if w == "W5" else torch.nn.functional.cross_entropy
+            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet, "W7": self._detector}[w]
             opt = torch.optim.SGD(list(params.values()), lr=LR)
 
             def run():
@@ -122,6 +126,30 @@ class TorchEngine(Engine):
         h = F.relu(conv(F.relu(conv(h, "enc3")), "enc4"))
         h = torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), skip], dim=1)
         return conv(F.relu(conv(h, "dec1")), "out")
+
+    def _detector(self, p, x):
+        return _detector(self.torch, p, x)
+
+
+def _detector(torch, p, x):
+    """W7's detector (workloads.DETECTOR_LAYERS) on the shared weights: (out8, out16)."""
+    F = torch.nn.functional
+    layers = {name: (k, stride, kind) for name, _, _, k, stride, kind in DETECTOR_LAYERS}
+
+    def layer(h, name):
+        k, stride, kind = layers[name]
+        if kind == "head":
+            return F.conv2d(h, p[f"{name}.weight"], p[f"{name}.bias"], padding=k // 2)
+        h = F.conv2d(h, p[f"{name}.weight"], None, stride=stride, padding=k // 2)
+        h = F.batch_norm(h, None, None, p[f"{name}.bn.weight"], p[f"{name}.bn.bias"],
+                         training=True, eps=1e-5)
+        return F.leaky_relu(h, 0.1)
+    p8 = x
+    for name in ("b1", "b2", "b3", "b4"):
+        p8 = layer(p8, name)
+    p16 = layer(layer(p8, "b5"), "b6")
+    up = F.interpolate(layer(p16, "reduce"), scale_factor=2, mode="nearest")
+    return layer(layer(torch.cat([up, p8], dim=1), "fuse"), "head8"), layer(p16, "head16")
 
 
 def load():

@@ -4,11 +4,15 @@
 - ``datasets``: ``auto_mpg``, ``mnist``, ``warwick``
 - ``loader``: ``Dataset``, ``TensorDataset``, ``DataLoader``
 - ``transforms``: random shifts/rotations for digits, joint flips/turns/crops for segmentation
+- ``detection``: images with boxes (digits on canvases, WARWICK glands, YOLO folders) and
+  ``DetectionAugment``, which moves the boxes with the pixels
 
 Nothing here knows about Tensor: every function takes and returns numpy arrays.
 """
 from .datasets import AutoMPG, auto_mpg, mnist, read_idx, warwick
 from .download import CorruptFileError, DataNotFoundError, data_root, fetch
+from .detection import (DetectionAugment, DetectionSet, digit_canvases, gland_boxes,
+                        load_detection_data, make_digit_canvases, read_yolo_folder)
 from .loader import DataLoader, Dataset, TensorDataset
 from .transforms import (DigitAugment, SegmentationAugment, random_crop, random_flip,
                          random_rot90, random_rotation, random_shift)
@@ -19,4 +23,6 @@ __all__ = [
     "Dataset", "TensorDataset", "DataLoader",
     "random_shift", "random_rotation", "DigitAugment",
     "random_flip", "random_rot90", "random_crop", "SegmentationAugment",
+    "DetectionSet", "DetectionAugment", "digit_canvases", "make_digit_canvases", "gland_boxes",
+    "read_yolo_folder", "load_detection_data",
 ]
