@@ -91,8 +91,17 @@ def _unet(torch, model):
     return compare_unet_torch.torch_unet(torch, model, args)
 
 
+def _tiny_yolo(torch, model):
+    """examples/detection.py's TinyYOLO: compare_detector_torch.py's twin."""
+    from benchmarks import compare_detector_torch
+    first_conv = model.stride8[0][0]
+    return compare_detector_torch.torch_detector(torch, model, first_conv.in_channels,
+                                                 first_conv.out_channels)
+
+
 TWINS = {
     "UNet": _unet,
+    "TinyYOLO": _tiny_yolo,
 }
 
 

@@ -423,7 +423,7 @@ def main(argv=None) -> dict:
     viz.plot_curves({k: history[k] for k in ("train_loss", "box_loss", "obj_loss", "noobj_loss",
                                              "cls_loss", "test_ap50", "test_ap50_95")},
                     out / "curves.png", title=f"tiny YOLO on {args.data}")
-    nn.save(model, out / "model.npz")
+    saved = common.save_model(model, test.float_images(np.arange(1)), out)
     images_trained = sum(len(d) * e for _, d, e in phases)
     nan_to_none = lambda v: None if v != v else v   # noqa: E731  (JSON has no NaN)
     metrics_out = {
@@ -459,7 +459,7 @@ def main(argv=None) -> dict:
           + ("never" if reached is None else f"after {reached:.0f} s")
           + (f"; the U-Net's boxes: AP50 {baseline['test_ap50']:.4f}, AP50:95 "
              f"{baseline['test_ap50_95']:.4f}" if baseline else "")
-          + f"; load average {os.getloadavg()[0]:.2f}; figures, model.npz and metrics.json in {out}/")
+          + f"; load average {os.getloadavg()[0]:.2f}; figures, {saved} and metrics.json in {out}/")
     return metrics_out
 
 
