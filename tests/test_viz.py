@@ -30,13 +30,13 @@ def read_png(path, min_hw=(150, 150), max_hw=(4000, 4000)):
 def figures(monkeypatch):
     """The Figure objects the plots save, to look inside them."""
     saved = []
-    real_save = viz._save
+    real_save = viz.common._save
 
     def save(fig, path):
         saved.append(fig)
         return real_save(fig, path)
 
-    monkeypatch.setattr(viz, "_save", save)
+    monkeypatch.setattr(viz.common, "_save", save)
     return saved
 
 
