@@ -4,12 +4,16 @@
 - ``datasets``: ``auto_mpg``, ``mnist``, ``warwick``
 - ``loader``: ``Dataset``, ``TensorDataset``, ``DataLoader``
 - ``transforms``: random shifts/rotations for digits, joint flips/turns/crops for segmentation
+- ``patches``: patch classification (WARWICK patches split by image, the PCam Kaggle
+  folder), dihedral transforms and colour jitter
 
 Nothing here knows about Tensor: every function takes and returns numpy arrays.
 """
 from .datasets import AutoMPG, auto_mpg, mnist, read_idx, warwick
 from .download import CorruptFileError, DataNotFoundError, data_root, fetch
 from .loader import DataLoader, Dataset, TensorDataset
+from .patches import (PatchAugment, PatchSet, class_balance, colour_jitter, cut_patches, dihedral,
+                      pcam_kaggle, random_dihedral, read_pcam_folder, to_float, warwick_patches)
 from .transforms import (DigitAugment, SegmentationAugment, random_crop, random_flip,
                          random_rot90, random_rotation, random_shift)
 
@@ -19,4 +23,6 @@ __all__ = [
     "Dataset", "TensorDataset", "DataLoader",
     "random_shift", "random_rotation", "DigitAugment",
     "random_flip", "random_rot90", "random_crop", "SegmentationAugment",
+    "PatchSet", "cut_patches", "warwick_patches", "class_balance", "read_pcam_folder",
+    "pcam_kaggle", "to_float", "dihedral", "random_dihedral", "colour_jitter", "PatchAugment",
 ]
