@@ -100,9 +100,8 @@ def test_basic_block_matches_torch(stride):
     manual_seed(0)
     ours, theirs = nn.BasicBlock(3, 6, stride), TorchBlock(3, 6, stride)
     state = ours.state_dict()
-    assert set(state) == set(theirs.state_dict()) - {k for k in theirs.state_dict()
-                                                      if k.endswith("num_batches_tracked")}
-    theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=False)
+    assert set(state) == set(theirs.state_dict())                     # the same names
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
     x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
     a, b = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     ya, yb = ours(a), theirs(b)
