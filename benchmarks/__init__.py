@@ -20,4 +20,5 @@ WORKLOADS = {
     "W4": "CNN training step (conv-relu-pool x2, linear), batch 64 of 1x28x28, samples/s",
     "W5": "U-Net training step, batch 8 of 3x128x128 (BCE with logits), samples/s",
     "W6": "autograd overhead: 2,000 elementwise ops on 16-element tensors, fwd + bwd, ops/s",
+    "W8": "ResNet training step (examples/competition.py's), batch 64 of 3x32x32 (BCE), samples/s",
 }

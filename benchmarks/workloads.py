@@ -1,4 +1,4 @@
-"""The six workloads: what each one computes, its sizes, and the data every engine gets.
+"""The workloads: what each one computes, its sizes, and the data every engine gets.
 
 A workload is split into *cases* (one row of the table each): W1 has one case per
 matrix size, W2 one per layer and direction. Every case carries
@@ -26,7 +26,7 @@ LR = 0.01  # plain SGD (no momentum, no weight decay) in W3, W4, W5
 
 @dataclass(frozen=True)
 class Case:
-    workload: str           # "W1" ... "W6"
+    workload: str           # "W1" ... "W8"
     name: str               # the row label in the table
     unit: str               # what the figure counts per second
     work: float             # units of work in one step
@@ -77,6 +77,9 @@ def cases(quick: bool = False, only=None) -> list[Case]:
         out.append(Case("W5", "U-Net train b8 3x128x128", "samples/s", 8, {"batch": 8, "hw": 128},
                         rtol=POOL_RTOL))
     out.append(Case("W6", "chain 2000 ops x16", "ops/s", 2000, {"length": 2000, "size": 16}))
+    b8 = 16 if quick else 64
+    out.append(Case("W8", f"ResNet train b{b8} 3x32x32", "samples/s", b8,
+                    {"batch": b8, "hw": 32}))
     if only:
         wanted = {w.strip().upper() for w in only}
         out = [c for c in out if c.workload in wanted]
@@ -93,6 +96,7 @@ def tiny_cases() -> list[Case]:
         Case("W4", "CNN train b2 28x28", "samples/s", 2, {"batch": 2}, rtol=POOL_RTOL),
         Case("W5", "U-Net train b1 3x8x8", "samples/s", 1, {"batch": 1, "hw": 8}, rtol=POOL_RTOL),
         Case("W6", "chain 30 ops x4", "ops/s", 30, {"length": 30, "size": 4}),
+        Case("W8", "ResNet train b4 3x8x8", "samples/s", 4, {"batch": 4, "hw": 8}),
     ]
 
 
@@ -149,6 +153,18 @@ def make_data(case: Case, seed: int = SEED) -> dict:
         for name, cin, cout, k in UNET_LAYERS:
             d[f"{name}.weight"], d[f"{name}.bias"] = _conv(rng, cin, cout, k)
         return d
+    if case.workload == "W8":
+        d = {"x": rng.standard_normal((p["batch"], 3, p["hw"], p["hw"]), dtype=f32),
+             "y": (rng.random((p["batch"], 1)) < 0.5).astype(f32)}
+        for name, shape in RESNET_PARAMS:
+            if len(shape) == 4:                                   # conv weights
+                fan_in = shape[1] * shape[2] * shape[3]
+                d[name] = _uniform(rng, shape, fan_in)
+            elif name.endswith("weight"):                         # batch-norm scales
+                d[name] = rng.uniform(0.5, 1.5, shape).astype(f32)
+            else:                                                 # BN shifts, head bias
+                d[name] = rng.uniform(-0.1, 0.1, shape).astype(f32)
+        return d
     if case.workload == "W6":
         n = p["size"]
         return {"x": rng.uniform(-1, 1, size=n).astype(f32),
@@ -163,11 +179,36 @@ def make_data(case: Case, seed: int = SEED) -> dict:
 UNET_LAYERS = (("enc1", 3, 16, 3), ("enc2", 16, 16, 3), ("enc3", 16, 32, 3),
                ("enc4", 32, 32, 3), ("dec1", 48, 16, 3), ("out", 16, 1, 1))
 
+
+
+def _resnet_params(width: int = 16, stages: int = 3) -> tuple:
+    """W8's parameters (name, shape), named as examples/competition.py's ResNet: a stem
+    (conv 3x3 3->width, BN, ReLU), ``stages`` BasicBlocks that each halve the map and
+    double the channels (conv 3x3 stride 2, BN, ReLU, conv 3x3, BN; shortcut conv 1x1
+    stride 2, BN; add, ReLU), global average pooling, a 1x1 conv head to one logit.
+    Convolutions other than the head have no bias (batch norm follows)."""
+    out = [("stem.0.weight", (width, 3, 3, 3)), ("stem.1.weight", (width,)),
+           ("stem.1.bias", (width,))]
+    c = width
+    for i in range(stages):
+        s = f"stages.{i}"
+        out += [(f"{s}.conv1.weight", (2 * c, c, 3, 3)), (f"{s}.bn1.weight", (2 * c,)),
+                (f"{s}.bn1.bias", (2 * c,)), (f"{s}.conv2.weight", (2 * c, 2 * c, 3, 3)),
+                (f"{s}.bn2.weight", (2 * c,)), (f"{s}.bn2.bias", (2 * c,)),
+                (f"{s}.shortcut.0.weight", (2 * c, c, 1, 1)),
+                (f"{s}.shortcut.1.weight", (2 * c,)), (f"{s}.shortcut.1.bias", (2 * c,))]
+        c *= 2
+    return tuple(out + [("head.weight", (1, c, 1, 1)), ("head.bias", (1,))])
+
+
+RESNET_PARAMS = _resnet_params()
+
 # The parameters of each training workload, in the order engines list them.
 PARAMS = {
     "W3": ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"),
     "W4": ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"),
     "W5": tuple(f"{n}.{t}" for n, *_ in UNET_LAYERS for t in ("weight", "bias")),
+    "W8": tuple(name for name, _ in RESNET_PARAMS),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import LR, PARAMS, UNET_LAYERS, chain_op
+from ..workloads import LR, PARAMS, RESNET_PARAMS, UNET_LAYERS, chain_op
 from .base import Engine, EngineUnavailable, Step, Unsupported
 
 THREADS = 2
@@ -31,12 +31,12 @@ class TorchEngine(Engine):
             return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
         if w == "W2":
             return self._conv(case, data)
-        if w in ("W3", "W4", "W5"):
+        if w in ("W3", "W4", "W5", "W8"):
             names = PARAMS[w]
             params = {k: self._t(data[k], grad=True) for k in names}
             x, y = self._t(data["x"]), self._t(data["y"])
-            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet}[w]
-            loss_fn = (torch.nn.functional.binary_cross_entropy_with_logits if w == "W5"
+            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet, "W8": self._resnet}[w]
+            loss_fn = (torch.nn.functional.binary_cross_entropy_with_logits if w in ("W5", "W8")
                        else torch.nn.functional.cross_entropy)
             opt = torch.optim.SGD(list(params.values()), lr=LR)
 
@@ -122,6 +122,24 @@ class TorchEngine(Engine):
         h = F.relu(conv(F.relu(conv(h, "enc3")), "enc4"))
         h = torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), skip], dim=1)
         return conv(F.relu(conv(h, "dec1")), "out")
+
+    def _resnet(self, p, x):
+        """W8: batch norm in training mode (batch statistics, no running buffers)."""
+        F = self.torch.nn.functional
+
+        def bn(h, name):
+            return F.batch_norm(h, None, None, p[f"{name}.weight"], p[f"{name}.bias"],
+                                training=True, eps=1e-5)
+        h = F.relu(bn(F.conv2d(x, p["stem.0.weight"], padding=1), "stem.1"))
+        stages = sum(1 for name, _ in RESNET_PARAMS if name.endswith(".conv1.weight"))
+        for i in range(stages):
+            s = f"stages.{i}"
+            body = F.relu(bn(F.conv2d(h, p[f"{s}.conv1.weight"], stride=2, padding=1), f"{s}.bn1"))
+            body = bn(F.conv2d(body, p[f"{s}.conv2.weight"], padding=1), f"{s}.bn2")
+            short = bn(F.conv2d(h, p[f"{s}.shortcut.0.weight"], stride=2), f"{s}.shortcut.1")
+            h = F.relu(body + short)
+        h = F.adaptive_avg_pool2d(h, 1)
+        return F.conv2d(h, p["head.weight"], p["head.bias"]).flatten(1)
 
 
 def load():
