@@ -190,19 +190,24 @@ def make_loader(patches, args, seed):
                       shuffle=True, seed=seed, transform=augment)
 
 
+def lr_schedule(peak: float, total_steps: int):
+    """lr(step): a linear warm-up over the first min(100, total / 10) steps, then half a
+    cosine from ``peak`` down to 0 at the last step."""
+    warmup = max(1, min(100, total_steps // 10))
+
+    def lr_at(step):
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+    return lr_at
+
+
 def fit(name, model, phases, val, norm, args, watch, stop_at_target=False):
     """Train through ``phases`` [(label, loader, epochs)]: AdamW, lr warmed up over the
     first 100 steps, then half a cosine down to 0 over all steps. After each epoch: the
     validation loss and AUC (no TTA). Returns (history, seconds to val AUC TARGET_AUC)."""
     optimizer = tg.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    total_steps = sum(len(loader) * epochs for _, loader, epochs in phases)
-    warmup = min(100, total_steps // 10)
-
-    def lr_at(step):
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / (total_steps - warmup)))
-
+    lr_at = lr_schedule(args.lr, sum(len(loader) * epochs for _, loader, epochs in phases))
     history = {"train_loss": [], "val_loss": [], "val_auc": [], "train_seconds": [], "phase": []}
     reached, step, epoch = None, 0, 0
     n_epochs = sum(e for _, _, e in phases)
