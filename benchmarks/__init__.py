@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks --help``. The pieces, one job each:
 
-* ``workloads.py``: the six workloads W1-W6, their sizes and their (seeded) data;
+* ``workloads.py``: the workloads W1-W6 and W8, their sizes and their (seeded) data;
 * ``engines/``: one module per engine, each building a step for each workload;
 * ``harness.py``: cross-check the engines' outputs, then time them interleaved;
 * ``report.py``: the machine line, the markdown table, JSON and the bar chart;

@@ -261,7 +261,7 @@ def plot_mistakes(results: dict, scored, path) -> Path:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_common_options(p, out="runs/competition", epochs=12, batch_size=64,
+    common.add_common_options(p, out="runs/competition", epochs=8, batch_size=64,
                               optimizer="adamw")
     for action in p._actions:                # the shared help is written for MNIST
         if action.dest == "data_dir":
