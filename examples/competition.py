@@ -360,8 +360,9 @@ def run_model(name, splits, norm, args):
     result["eval_seconds"] = time.perf_counter() - eval_start
     auc = "unknown (no test labels)" if result["test_auc"] is None else \
         f"{result['test_auc']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
-    print(f"{name}: test AUC {auc} ({'TTA x8' if args.tta else 'no TTA'}; without TTA "
-          f"{result['test_auc_no_tta']}), val AUC {result['val_auc']:.4f} (no TTA), "
+    if args.tta and result["test_auc_no_tta"] is not None:
+        auc += f" (TTA x8; without TTA {result['test_auc_no_tta']:.4f})"
+    print(f"{name}: test AUC {auc}, val AUC {result['val_auc']:.4f} (no TTA), "
           f"{watch.seconds:.0f} s of training, "
           f"scored in {result['eval_seconds']:.0f} s; on {scored.name}", flush=True)
     return result
