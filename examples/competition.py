@@ -248,7 +248,8 @@ def plot_mistakes(results: dict, scored, path) -> Path:
     images, titles = [], []
     for name, r in results.items():
         p = sigmoid(r["scored_logits"])
-        for kind, candidates, order in (("FP", scored.labels == 0, -p), ("FN", scored.labels == 1, p)):
+        for kind, candidates, order in (("FP", scored.labels == 0, -p),
+                                        ("FN", scored.labels == 1, p)):
             chosen = [i for i in np.argsort(order, kind="stable") if candidates[i]][:MISTAKES]
             for i in chosen:
                 images.append(scored.images[i])

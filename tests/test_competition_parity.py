@@ -1,16 +1,10 @@
 """benchmarks/compare_resnet_torch.py: the competition's ResNet trained in both engines
 from the same weights on the same batches gives the same losses and AUC (dropout off,
 so that nothing random differs)."""
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import competition  # noqa: E402
-
-from benchmarks import compare_resnet_torch  # noqa: E402
-from tests.test_competition import synthetic  # noqa: E402,F401  (the fixture)
+from benchmarks import compare_resnet_torch  # puts examples/ on the path
+from tests.test_competition import synthetic  # noqa: F401  (the fixture)
 
 
 @pytest.mark.torch

@@ -115,7 +115,8 @@ def test_pcam_wrongly_sized_or_broken_image_names_the_file(tmp_path):
     write_pcam(tmp_path)
     victim = sorted((tmp_path / "test").glob("*.tif"))[1]
     Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(victim)
-    with pytest.raises(CorruptFileError, match=f"{victim.name}: the image is 96x64, expected 96x96"):
+    with pytest.raises(CorruptFileError, match=f"{victim.name}: the image is 96x64, "
+                                               f"expected 96x96"):
         read_pcam_folder(tmp_path, "test")
     victim.write_bytes(b"not a tiff")
     with pytest.raises(CorruptFileError, match=f"{victim.name}: cannot read it as a TIFF"):
@@ -126,7 +127,8 @@ def test_pcam_bad_csv_names_the_line(tmp_path):
     write_pcam(tmp_path)
     csv = tmp_path / "train_labels.csv"
     csv.write_text(csv.read_text().replace(",1\n", ",yes\n", 1))
-    with pytest.raises(CorruptFileError, match=r"train_labels.csv, line 3: expected '<id>,<0 or 1>'"):
+    with pytest.raises(CorruptFileError,
+                       match=r"train_labels.csv, line 3: expected '<id>,<0 or 1>'"):
         read_pcam_folder(tmp_path, "train")
     csv.write_text("name,target\n")
     with pytest.raises(CorruptFileError, match="line 1: expected the header 'id,label'"):

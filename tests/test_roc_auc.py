@@ -46,7 +46,8 @@ def test_weighted_auc_matches_sklearn_and_repeated_rows(seed, n, ties):
     counts = np.random.default_rng(seed + 1).integers(0, 4, size=n)
     counts[:2] = 1
     expected = sklearn_metrics.roc_auc_score(labels, scores, sample_weight=counts)
-    assert metrics.roc_auc(scores, labels, sample_weight=counts) == pytest.approx(expected, abs=1e-12)
+    weighted = metrics.roc_auc(scores, labels, sample_weight=counts)
+    assert weighted == pytest.approx(expected, abs=1e-12)
     repeated = np.repeat(np.arange(n), counts)                         # weight k == k copies
     assert metrics.roc_auc(scores[repeated], labels[repeated]) == pytest.approx(expected, abs=1e-12)
 
@@ -59,7 +60,7 @@ def test_roc_curve_matches_sklearn_and_its_area_is_the_auc(seed, n, ties):
     ref_fpr, ref_tpr, ref_thr = sklearn_metrics.roc_curve(labels, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, ref_fpr)
     np.testing.assert_allclose(tpr, ref_tpr)
-    np.testing.assert_array_equal(thresholds[1:], ref_thr[1:])        # sklearn's first varies by version
+    np.testing.assert_array_equal(thresholds[1:], ref_thr[1:])    # sklearn's first varies
     assert thresholds[0] == np.inf
     area = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)
     assert area == pytest.approx(metrics.roc_auc(scores, labels), abs=1e-12)
