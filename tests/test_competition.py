@@ -180,11 +180,11 @@ def test_help_and_bad_options(capsys):
 @needs_warwick
 @pytest.mark.slow
 def test_quick_run_on_warwick(tmp_path):
-    """Real patches, few steps: both models beat chance on the leaderboard images."""
-    saved = competition.main(["--out", str(tmp_path), "--limit", "30", "--epochs", "1",
-                              "--val-images", "5", "--width", "8", "--no-tta",
-                              "--bootstrap", "100"])
-    for name in competition.MODELS:            # 80 steps (measured 0.88, 0.72); full runs 0.94-0.95
-        assert saved[f"test_auc_{name}"] > 0.65, name
+    """Real patches, few steps: the resnet beats chance on the leaderboard images (the
+    simple model's path is the same code, run on synthetic patches above)."""
+    saved = competition.main(["--out", str(tmp_path), "--model", "resnet", "--limit", "30",
+                              "--epochs", "1", "--val-images", "5", "--width", "8",
+                              "--no-tta", "--bootstrap", "100"])
+    assert saved["test_auc_resnet"] > 0.65     # 80 steps (measured 0.72); full runs 0.93-0.95
     assert saved["class_balance"]["test"]["patches"] == 60 * 169
     assert saved["class_balance"]["train"]["images"] == 30
