@@ -279,7 +279,7 @@ def parse_args(argv=None):
     p.add_argument("--data", choices=("warwick", "pcam-kaggle"), default="warwick")
     p.add_argument("--patch-size", type=common.positive_int, default=32)
     p.add_argument("--stride", type=common.positive_int, default=8, help="grid step of the patches")
-    p.add_argument("--val-images", type=common.non_negative_int, default=15,
+    p.add_argument("--val-images", type=common.positive_int, default=15,
                    help="WARWICK training images held out for validation")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--dropout", type=float, default=0.3)
