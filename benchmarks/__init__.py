@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks --help``. The pieces, one job each:
 
-* ``workloads.py``: the seven workloads W1-W7, their sizes and their (seeded) data;
+* ``workloads.py``: the eight workloads W1-W8, their sizes and their (seeded) data;
 * ``engines/``: one module per engine, each building a step for each workload;
 * ``harness.py``: cross-check the engines' outputs, then time them interleaved;
 * ``report.py``: the machine line, the markdown table, JSON and the bar chart;
@@ -21,4 +21,5 @@ WORKLOADS = {
     "W5": "U-Net training step, batch 8 of 3x128x128 (BCE with logits), samples/s",
     "W6": "autograd overhead: 2,000 elementwise ops on 16-element tensors, fwd + bwd, ops/s",
     "W7": "detector (tiny YOLO, 2 heads) training step, batch 16 of 3x128x128, samples/s",
+    "W8": "ResNet training step (examples/competition.py's), batch 64 of 3x32x32 (BCE), samples/s",
 }

@@ -1,4 +1,4 @@
-"""The seven workloads: what each one computes, its sizes, and the data every engine gets.
+"""The eight workloads: what each one computes, its sizes, and the data every engine gets.
 
 A workload is split into *cases* (one row of the table each): W1 has one case per
 matrix size, W2 one per layer and direction. Every case carries
@@ -26,7 +26,7 @@ LR = 0.01  # plain SGD (no momentum, no weight decay) in W3, W4, W5
 
 @dataclass(frozen=True)
 class Case:
-    workload: str           # "W1" ... "W6"
+    workload: str           # "W1" ... "W8"
     name: str               # the row label in the table
     unit: str               # what the figure counts per second
     work: float             # units of work in one step
@@ -83,6 +83,9 @@ def cases(quick: bool = False, only=None) -> list[Case]:
     else:
         out.append(Case("W7", "detector train b16 3x128x128", "samples/s", 16,
                         {"batch": 16, "hw": 128}, rtol=DETECTOR_RTOL))
+    b8 = 16 if quick else 64
+    out.append(Case("W8", f"ResNet train b{b8} 3x32x32", "samples/s", b8,
+                    {"batch": b8, "hw": 32}))
     if only:
         wanted = {w.strip().upper() for w in only}
         out = [c for c in out if c.workload in wanted]
@@ -101,6 +104,7 @@ def tiny_cases() -> list[Case]:
         Case("W6", "chain 30 ops x4", "ops/s", 30, {"length": 30, "size": 4}),
         Case("W7", "detector train b2 3x32x32", "samples/s", 2, {"batch": 2, "hw": 32},
              rtol=DETECTOR_RTOL),
+        Case("W8", "ResNet train b4 3x8x8", "samples/s", 4, {"batch": 4, "hw": 8}),
     ]
 
 
@@ -171,6 +175,18 @@ def make_data(case: Case, seed: int = SEED) -> dict:
             else:
                 d[f"{name}.bias"] = _uniform(rng, (cout,), cin * k * k)
         return d
+    if case.workload == "W8":
+        d = {"x": rng.standard_normal((p["batch"], 3, p["hw"], p["hw"]), dtype=f32),
+             "y": (rng.random((p["batch"], 1)) < 0.5).astype(f32)}
+        for name, shape in RESNET_PARAMS:
+            if len(shape) == 4:                                   # conv weights
+                fan_in = shape[1] * shape[2] * shape[3]
+                d[name] = _uniform(rng, shape, fan_in)
+            elif name.endswith("weight"):                         # batch-norm scales
+                d[name] = rng.uniform(0.5, 1.5, shape).astype(f32)
+            else:                                                 # BN shifts, head bias
+                d[name] = rng.uniform(-0.1, 0.1, shape).astype(f32)
+        return d
     if case.workload == "W6":
         n = p["size"]
         return {"x": rng.uniform(-1, 1, size=n).astype(f32),
@@ -203,6 +219,29 @@ DETECTOR_LAYERS = (("b1", 3, 8, 3, 2, "cbl"), ("b2", 8, 16, 3, 2, "cbl"),
 # stride-2 convs of two engines may sum in different orders.
 DETECTOR_RTOL = 1e-2
 
+
+def _resnet_params(width: int = 16, stages: int = 3) -> tuple:
+    """W8's parameters (name, shape), named as examples/competition.py's ResNet: a stem
+    (conv 3x3 3->width, BN, ReLU), ``stages`` BasicBlocks that each halve the map and
+    double the channels (conv 3x3 stride 2, BN, ReLU, conv 3x3, BN; shortcut conv 1x1
+    stride 2, BN; add, ReLU), global average pooling, a 1x1 conv head to one logit.
+    Convolutions other than the head have no bias (batch norm follows)."""
+    out = [("stem.0.weight", (width, 3, 3, 3)), ("stem.1.weight", (width,)),
+           ("stem.1.bias", (width,))]
+    c = width
+    for i in range(stages):
+        s = f"stages.{i}"
+        out += [(f"{s}.conv1.weight", (2 * c, c, 3, 3)), (f"{s}.bn1.weight", (2 * c,)),
+                (f"{s}.bn1.bias", (2 * c,)), (f"{s}.conv2.weight", (2 * c, 2 * c, 3, 3)),
+                (f"{s}.bn2.weight", (2 * c,)), (f"{s}.bn2.bias", (2 * c,)),
+                (f"{s}.shortcut.0.weight", (2 * c, c, 1, 1)),
+                (f"{s}.shortcut.1.weight", (2 * c,)), (f"{s}.shortcut.1.bias", (2 * c,))]
+        c *= 2
+    return tuple(out + [("head.weight", (1, c, 1, 1)), ("head.bias", (1,))])
+
+
+RESNET_PARAMS = _resnet_params()
+
 # The parameters of each training workload, in the order engines list them.
 PARAMS = {
     "W3": ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"),
@@ -211,6 +250,7 @@ PARAMS = {
     "W7": tuple(name for n, *_, kind in DETECTOR_LAYERS
                 for name in ((f"{n}.weight", f"{n}.bn.weight", f"{n}.bn.bias") if kind == "cbl"
                              else (f"{n}.weight", f"{n}.bias"))),
+    "W8": tuple(name for name, _ in RESNET_PARAMS),
 }
 
 

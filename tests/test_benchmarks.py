@@ -140,7 +140,7 @@ def test_command_line_writes_table_json_and_png(tmp_path, capsys):
 
 
 def test_workload_selection():
-    assert {c.workload for c in cases()} == {f"W{i}" for i in range(1, 8)}
+    assert {c.workload for c in cases()} == {f"W{i}" for i in range(1, 9)}
     assert [c.workload for c in cases(only=["w3", "W6"])] == ["W3", "W6"]
     assert len(cases(quick=True)) < len(cases())
 
@@ -237,3 +237,17 @@ def test_numpy_engine_conv_and_chain_backward_match_finite_differences():
         for i in range(4):
             numeric = _numeric_grad(lambda: ne.chain_forward_backward(cx, cw, 10)[0], array, (i,))
             assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_w8_resnet_step_agrees_between_tinygrad_uu_and_torch():
+    """W8 (the competition's ResNet training step): both engines give the same loss,
+    gradients and updated parameters; the numpy engine says why it has no W8."""
+    pytest.importorskip("torch")
+    engines, skipped = discover(["torch", "tinygrad_uu-numpy"])
+    assert [e.key for e in engines] == ["torch", "tinygrad_uu-numpy"], skipped
+    rec = harness.run_all(tiny("W8"), engines + [NumpyEngine()], **FAST)[0]
+    assert rec["check_reference"] == "torch"
+    assert rec["results"]["tinygrad_uu-numpy"]["status"] == "ok"
+    assert rec["results"]["tinygrad_uu-numpy"]["max_err"] <= rec["rtol"]
+    assert "batch norm" in rec["results"]["numpy"]["message"]
+    assert len(PARAMS["W8"]) == len(set(PARAMS["W8"])) == 3 + 3 * 9 + 2

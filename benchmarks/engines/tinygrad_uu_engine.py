@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import DETECTOR_LAYERS, LR, PARAMS, UNET_LAYERS, chain_op
+from ..workloads import DETECTOR_LAYERS, LR, PARAMS, RESNET_PARAMS, UNET_LAYERS, chain_op
 from .base import Engine, EngineUnavailable, Step, Unsupported
 
 
@@ -72,7 +72,7 @@ class TinygradUUEngine(Engine):
             return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
         if w == "W2":
             return self._conv(case, data)
-        if w in ("W3", "W4", "W5", "W7"):
+        if w in ("W3", "W4", "W5", "W7", "W8"):
             return self._training(case, data)
         if w == "W6":
             return self._chain(case, data)
@@ -128,11 +128,15 @@ class TinygradUUEngine(Engine):
             model = _unet(tg, nn, F)
             mapping = {k: k for k in PARAMS["W5"]}
             loss_fn = _need(F, "binary_cross_entropy_with_logits", "tinygrad_uu.nn.functional")
-        else:
+        elif w == "W7":
             model = _detector(tg, nn, F)
             mapping = {k: k for k in PARAMS["W7"]}
             bce = _need(F, "binary_cross_entropy_with_logits", "tinygrad_uu.nn.functional")
             loss_fn = lambda outs, ys: bce(outs[0], ys[0]) + bce(outs[1], ys[1])  # noqa: E731
+        else:
+            model = _resnet(nn)
+            mapping = {k: k for k in PARAMS["W8"]}
+            loss_fn = _need(F, "binary_cross_entropy_with_logits", "tinygrad_uu.nn.functional")
         params = self._load(model, data, mapping)
         opt = SGD(params, lr=LR)
         x, y = tg.Tensor(data["x"]), (data["y"] if w != "W7" else (data["y8"], data["y16"]))
@@ -229,6 +233,30 @@ def _detector(tg, nn, F):
             return self.head8(self.fuse(cat([up, p8], axis=1))), self.head16(p16)
 
     return Detector()
+
+
+def _resnet(nn):
+    """W8's network: examples/competition.py's ResNet (width 16, three stages of one
+    BasicBlock) without its dropout, built from the public nn parts."""
+    BasicBlock = _need(nn, "BasicBlock", "tinygrad_uu.nn")
+    AdaptiveAvgPool2d = _need(nn, "AdaptiveAvgPool2d", "tinygrad_uu.nn")
+    width = RESNET_PARAMS[0][1][0]
+    stages = sum(1 for name, _ in RESNET_PARAMS if name.endswith(".conv1.weight"))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU())
+            self.stages = nn.Sequential(*[BasicBlock(width * 2 ** i, width * 2 ** (i + 1), 2)
+                                          for i in range(stages)])
+            self.pool = AdaptiveAvgPool2d(1)
+            self.head = nn.Conv2d(width * 2 ** stages, 1, 1)
+
+        def forward(self, x):
+            return self.head(self.pool(self.stages(self.stem(x)))).flatten(1)
+
+    return ResNet()
 
 
 def load():

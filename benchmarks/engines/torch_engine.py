@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import DETECTOR_LAYERS, LR, PARAMS, UNET_LAYERS, chain_op
+from ..workloads import DETECTOR_LAYERS, LR, PARAMS, RESNET_PARAMS, UNET_LAYERS, chain_op
 from .base import Engine, EngineUnavailable, Step, Unsupported
 
 THREADS = 2
@@ -31,7 +31,7 @@ class TorchEngine(Engine):
             return Step(run=lambda: a @ b, check=lambda: {"out": (a @ b).numpy()})
         if w == "W2":
             return self._conv(case, data)
-        if w in ("W3", "W4", "W5", "W7"):
+        if w in ("W3", "W4", "W5", "W7", "W8"):
             names = PARAMS[w]
             params = {k: self._t(data[k], grad=True) for k in names}
             bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -40,8 +40,9 @@ class TorchEngine(Engine):
                 loss_fn = lambda outs, ys: bce(outs[0], ys[0]) + bce(outs[1], ys[1])  # noqa: E731
             else:
                 x, y = self._t(data["x"]), self._t(data["y"])
-                loss_fn = bce if w == "W5" else torch.nn.functional.cross_entropy
-            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet, "W7": self._detector}[w]
+                loss_fn = bce if w in ("W5", "W8") else torch.nn.functional.cross_entropy
+            forward = {"W3": self._mlp, "W4": self._cnn, "W5": self._unet, "W7": self._detector,
+                       "W8": self._resnet}[w]
             opt = torch.optim.SGD(list(params.values()), lr=LR)
 
             def run():
@@ -129,6 +130,24 @@ class TorchEngine(Engine):
 
     def _detector(self, p, x):
         return _detector(self.torch, p, x)
+
+    def _resnet(self, p, x):
+        """W8: batch norm in training mode (batch statistics, no running buffers)."""
+        F = self.torch.nn.functional
+
+        def bn(h, name):
+            return F.batch_norm(h, None, None, p[f"{name}.weight"], p[f"{name}.bias"],
+                                training=True, eps=1e-5)
+        h = F.relu(bn(F.conv2d(x, p["stem.0.weight"], padding=1), "stem.1"))
+        stages = sum(1 for name, _ in RESNET_PARAMS if name.endswith(".conv1.weight"))
+        for i in range(stages):
+            s = f"stages.{i}"
+            body = F.relu(bn(F.conv2d(h, p[f"{s}.conv1.weight"], stride=2, padding=1), f"{s}.bn1"))
+            body = bn(F.conv2d(body, p[f"{s}.conv2.weight"], padding=1), f"{s}.bn2")
+            short = bn(F.conv2d(h, p[f"{s}.shortcut.0.weight"], stride=2), f"{s}.shortcut.1")
+            h = F.relu(body + short)
+        h = F.adaptive_avg_pool2d(h, 1)
+        return F.conv2d(h, p["head.weight"], p["head.bias"]).flatten(1)
 
 
 def _detector(torch, p, x):

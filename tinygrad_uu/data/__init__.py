@@ -6,6 +6,8 @@
 - ``transforms``: random shifts/rotations for digits, joint flips/turns/crops for segmentation
 - ``detection``: images with boxes (digits on canvases, WARWICK glands, YOLO folders) and
   ``DetectionAugment``, which moves the boxes with the pixels
+- ``patches``: patch classification (WARWICK patches split by image, the PCam Kaggle
+  folder), dihedral transforms and colour jitter
 
 Nothing here knows about Tensor: every function takes and returns numpy arrays.
 """
@@ -14,6 +16,8 @@ from .download import CorruptFileError, DataNotFoundError, data_root, fetch
 from .detection import (DetectionAugment, DetectionSet, digit_canvases, gland_boxes,
                         load_detection_data, make_digit_canvases, read_yolo_folder)
 from .loader import DataLoader, Dataset, TensorDataset
+from .patches import (PatchAugment, PatchSet, class_balance, colour_jitter, cut_patches, dihedral,
+                      pcam_kaggle, random_dihedral, read_pcam_folder, to_float, warwick_patches)
 from .transforms import (DigitAugment, SegmentationAugment, random_crop, random_flip,
                          random_rot90, random_rotation, random_shift)
 
@@ -25,4 +29,6 @@ __all__ = [
     "random_flip", "random_rot90", "random_crop", "SegmentationAugment",
     "DetectionSet", "DetectionAugment", "digit_canvases", "make_digit_canvases", "gland_boxes",
     "read_yolo_folder", "load_detection_data",
+    "PatchSet", "cut_patches", "warwick_patches", "class_balance", "read_pcam_folder",
+    "pcam_kaggle", "to_float", "dihedral", "random_dihedral", "colour_jitter", "PatchAugment",
 ]

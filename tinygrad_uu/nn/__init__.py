@@ -5,6 +5,7 @@
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 """
 from . import functional, init
+from .blocks import BasicBlock
 from .conv import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d,
                    Upsample)
 from .layers import (Dropout, Dropout2d, Flatten, Identity, LeakyReLU, Linear, LogSoftmax,
