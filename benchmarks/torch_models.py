@@ -99,9 +99,19 @@ def _tiny_yolo(torch, model):
                                                  first_conv.out_channels)
 
 
+def _resnet(torch, model):
+    """examples/competition.py's ResNet: compare_resnet_torch.py's twin."""
+    from benchmarks import compare_resnet_torch
+    stages = sum(1 for m in model.stages if m.stride == 2)
+    args = argparse.Namespace(width=model.stem[0].out_channels,
+                              blocks=len(model.stages) // stages, dropout=model.dropout.p)
+    return compare_resnet_torch.torch_resnet(torch, model, args)
+
+
 TWINS = {
     "UNet": _unet,
     "TinyYOLO": _tiny_yolo,
+    "ResNet": _resnet,
 }
 
 

@@ -182,23 +182,24 @@ def apply_engine_options(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------- the trained model, saved
 
-def save_model(model, example_input, out_dir) -> str:
+def save_model(model, example_input, out_dir, name: str = "model") -> str:
     """Write ``model.npz`` (the weights, for ``nn.load``) and, when the onnx package is
     installed, ``model.onnx`` (for onnxruntime and any other ONNX reader, traced on
     ``example_input``, e.g. one batch of test images) into ``out_dir``.
 
+    ``name`` names both files (``model_resnet`` gives model_resnet.npz/.onnx).
     Returns the words for the example's last line, e.g. "model.npz, model.onnx".
     Nothing here stops the run: without onnx, or if the export fails, the line says so.
     """
     from tinygrad_uu import onnx as tg_onnx
     out = Path(out_dir)
-    nn.save(model, out / "model.npz")
+    nn.save(model, out / f"{name}.npz")
     try:
         tg_onnx.require_onnx()
     except ImportError:
-        return "model.npz (no model.onnx: pip install onnx)"
+        return f"{name}.npz (no {name}.onnx: pip install onnx)"
     try:
-        tg_onnx.export(model, example_input, out / "model.onnx")
+        tg_onnx.export(model, example_input, out / f"{name}.onnx")
     except Exception as e:  # the weights are saved; say why the ONNX file is not
-        return f"model.npz (no model.onnx: {type(e).__name__}: {e})"
-    return "model.npz, model.onnx"
+        return f"{name}.npz (no {name}.onnx: {type(e).__name__}: {e})"
+    return f"{name}.npz, {name}.onnx"

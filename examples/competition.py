@@ -389,9 +389,11 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     test = splits["test"]
     scored = test if test.has_labels else splits["val"]
+    saved = []
     for name, r in results.items():
         write_submission(out / f"submission_{name}.csv", test.ids, sigmoid(r["test_logits"]))
-        nn.save(r["model"], out / f"model_{name}.npz")
+        # the models take normalised patches, (x / 255 - mean) / std: see metrics.json
+        saved.append(common.save_model(r["model"], norm(test.images[:1]), out, f"model_{name}"))
     rows = [{"name": name, "auc": r["test_auc"] if test.has_labels else r["val_auc"],
              "low": r["interval"]["low"] if r["interval"] else None,
              "high": r["interval"]["high"] if r["interval"] else None,
@@ -432,11 +434,13 @@ def main(argv=None) -> dict:
                               "load_average_start": load_before,
                               "load_average_end": os.getloadavg(),
                               "kernels": kernels.get_backend()}
+    metrics_out["input_normalisation"] = {"mean": norm.mean.ravel().tolist(),
+                                          "std": norm.std.ravel().tolist()}
     metrics_out["config"] = vars(args)
     save_json(out / "metrics.json", metrics_out)
     print("\n" + metrics_plots.leaderboard_markdown(rows, "Leaderboard"))
     print(f"load average {os.getloadavg()[0]:.2f}; submissions, leaderboard.md/png, roc.png, "
-          f"curves.png, mistakes.png, models and metrics.json in {out}/")
+          f"curves.png, mistakes.png, {', '.join(saved)} and metrics.json in {out}/")
     return metrics_out
 
 

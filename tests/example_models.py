@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import competition  # noqa: E402
 import detection  # noqa: E402
 import mnist_cnn  # noqa: E402
 import mnist_mlp  # noqa: E402
@@ -49,6 +50,10 @@ EXAMPLE_MODELS = [
     ExampleModel("unet_bilinear", lambda: segmentation.UNet(3, 8, 3, up="bilinear"), (3, 32, 32)),
     ExampleModel("unet_transpose", lambda: segmentation.UNet(3, 8, 3, up="transpose"),
                  (3, 32, 32)),
+    ExampleModel("competition_simple", lambda: competition.build_simple(), (3, 32, 32)),
+    ExampleModel("competition_resnet", lambda: competition.build_resnet(), (3, 32, 32)),
+    ExampleModel("competition_resnet_2_blocks",
+                 lambda: competition.build_resnet(blocks_per_stage=2), (3, 48, 48)),
     ExampleModel("detector", lambda: detection.build_model(), (1, 64, 64)),
     ExampleModel("detector_one_head_rgb",
                  lambda: detection.build_model(2, 3, strides=(16,)), (3, 32, 32)),
