@@ -155,30 +155,6 @@ def torch_scores(torch, net, model, test, args):
     return mean_average_precision(found, truth, test.num_classes)
 
 
-# ----------------------------------------------------------------------------- W7
-
-def run_w7(threads, repeats):
-    """Benchmark W7 for tinygrad_uu (numba kernels) and PyTorch, through the harness."""
-    from benchmarks.engines import discover, torch_engine
-    from benchmarks.run import run
-    from benchmarks.workloads import cases
-    torch_engine.THREADS = threads
-    engines, skipped = discover(["torch", "tinygrad_uu-numba"])
-    for key, reason in skipped:
-        print(f"  W7: {key} skipped: {reason}")
-    result = run(cases(only=["W7"]), engines, skipped, repeats=repeats, min_time=0.2,
-                 max_seconds=60.0, log=lambda s: print(s, flush=True))
-    record = result["cases"][0]
-    summary = {"case": record["key"], "unit": record["unit"]}
-    for key, r in record["results"].items():
-        summary[key] = {k: r[k] for k in ("status", "figure", "median_s", "max_err", "message")
-                        if k in r}
-    figures = {k: v.get("figure") for k, v in summary.items() if isinstance(v, dict)}
-    if figures.get("tinygrad_uu-numba") and figures.get("torch"):
-        summary["throughput_ratio_vs_torch"] = figures["tinygrad_uu-numba"] / figures["torch"]
-    return summary, result
-
-
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -262,7 +238,8 @@ def main(argv=None) -> dict:
 
     if not own.skip_w7:
         print("\nbenchmark W7 (detector training step, batch 16 of 3x128x128):", flush=True)
-        results["w7"], results["w7_raw"] = run_w7(threads, own.w7_repeats)
+        from benchmarks.run import against_torch
+        results["w7"], results["w7_raw"] = against_torch("W7", threads, own.w7_repeats)
         if "throughput_ratio_vs_torch" in results["w7"]:
             print(f"W7 throughput ratio tinygrad_uu / torch: "
                   f"{results['w7']['throughput_ratio_vs_torch']:.3f}")

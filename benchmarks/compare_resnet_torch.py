@@ -129,30 +129,6 @@ def torch_logits(torch, net, images, norm, tta, batch_size=competition.EVAL_BATC
     return total / len(transforms)
 
 
-# ----------------------------------------------------------------------------- W8
-
-def run_w8(threads, repeats):
-    """Benchmark W8 for tinygrad_uu (numba kernels) and PyTorch, through the harness."""
-    from benchmarks.engines import discover, torch_engine
-    from benchmarks.run import run
-    from benchmarks.workloads import cases
-    torch_engine.THREADS = threads
-    engines, skipped = discover(["torch", "tinygrad_uu-numba"])
-    for key, reason in skipped:
-        print(f"  W8: {key} skipped: {reason}")
-    result = run(cases(only=["W8"]), engines, skipped, repeats=repeats, min_time=0.2,
-                 max_seconds=60.0, log=lambda s: print(s, flush=True))
-    record = result["cases"][0]
-    summary = {"case": record["key"], "unit": record["unit"]}
-    for key, r in record["results"].items():
-        summary[key] = {k: r[k] for k in ("status", "figure", "median_s", "max_err", "message")
-                        if k in r}
-    figures = {k: v.get("figure") for k, v in summary.items() if isinstance(v, dict)}
-    if figures.get("tinygrad_uu-numba") and figures.get("torch"):
-        summary["throughput_ratio_vs_torch"] = figures["tinygrad_uu-numba"] / figures["torch"]
-    return summary, result
-
-
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -236,7 +212,8 @@ def main(argv=None) -> dict:
     if not own.skip_w8:
         print("\nbenchmark W8 (ResNet training step, batch 64 of 3x32x32, BCE with logits):",
               flush=True)
-        results["w8"], results["w8_raw"] = run_w8(own.threads, own.w8_repeats)
+        from benchmarks.run import against_torch
+        results["w8"], results["w8_raw"] = against_torch("W8", own.threads, own.w8_repeats)
         if "throughput_ratio_vs_torch" in results["w8"]:
             print(f"W8 throughput ratio tinygrad_uu / torch: "
                   f"{results['w8']['throughput_ratio_vs_torch']:.3f}")

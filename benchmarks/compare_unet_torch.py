@@ -129,30 +129,6 @@ def torch_predict(torch, net, images, batch_size=8):
                                .numpy() for i in range(0, len(images), batch_size)])
 
 
-# ----------------------------------------------------------------------------- W5
-
-def run_w5(threads, repeats):
-    """Benchmark W5 for tinygrad_uu (numba kernels) and PyTorch, through the harness."""
-    from benchmarks.engines import discover, torch_engine
-    from benchmarks.run import run
-    from benchmarks.workloads import cases
-    torch_engine.THREADS = threads
-    engines, skipped = discover(["torch", "tinygrad_uu-numba"])
-    for key, reason in skipped:
-        print(f"  W5: {key} skipped: {reason}")
-    result = run(cases(only=["W5"]), engines, skipped, repeats=repeats, min_time=0.2,
-                 max_seconds=60.0, log=lambda s: print(s, flush=True))
-    record = result["cases"][0]
-    summary = {"case": record["key"], "unit": record["unit"]}
-    for key, r in record["results"].items():
-        summary[key] = {k: r[k] for k in ("status", "figure", "median_s", "max_err", "message")
-                        if k in r}
-    figures = {k: v.get("figure") for k, v in summary.items() if isinstance(v, dict)}
-    if figures.get("tinygrad_uu-numba") and figures.get("torch"):
-        summary["throughput_ratio_vs_torch"] = figures["tinygrad_uu-numba"] / figures["torch"]
-    return summary, result
-
-
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -243,7 +219,8 @@ def main(argv=None) -> dict:
     if not own.skip_w5:
         print("\nbenchmark W5 (U-Net training step, batch 8 of 3x128x128, BCE with logits):",
               flush=True)
-        results["w5"], results["w5_raw"] = run_w5(own.threads, own.w5_repeats)
+        from benchmarks.run import against_torch
+        results["w5"], results["w5_raw"] = against_torch("W5", own.threads, own.w5_repeats)
         if "throughput_ratio_vs_torch" in results["w5"]:
             print(f"W5 throughput ratio tinygrad_uu / torch: "
                   f"{results['w5']['throughput_ratio_vs_torch']:.3f}")

@@ -137,5 +137,27 @@ def run(selected, engines, skipped=(), repeats=5, min_time=0.2, max_seconds=60.0
             "cases": records}
 
 
+def against_torch(workload: str, threads: int, repeats: int):
+    """One workload (a parity script's training step: W5, W7, W8) on tinygrad_uu's numba
+    kernels and PyTorch, through the harness: (summary with the throughput ratio, raw run)."""
+    from benchmarks.engines import discover, torch_engine
+    from benchmarks.workloads import cases
+    torch_engine.THREADS = threads
+    engines, skipped = discover(["torch", "tinygrad_uu-numba"])
+    for key, reason in skipped:
+        print(f"  {workload}: {key} skipped: {reason}")
+    result = run(cases(only=[workload]), engines, skipped, repeats=repeats, min_time=0.2,
+                 max_seconds=60.0, log=lambda s: print(s, flush=True))
+    record = result["cases"][0]
+    summary = {"case": record["key"], "unit": record["unit"]}
+    for key, r in record["results"].items():
+        summary[key] = {k: r[k] for k in ("status", "figure", "median_s", "max_err", "message")
+                        if k in r}
+    figures = {k: v.get("figure") for k, v in summary.items() if isinstance(v, dict)}
+    if figures.get("tinygrad_uu-numba") and figures.get("torch"):
+        summary["throughput_ratio_vs_torch"] = figures["tinygrad_uu-numba"] / figures["torch"]
+    return summary, result
+
+
 if __name__ == "__main__":
     main()
