@@ -119,7 +119,7 @@ def check_outputs(out: Path, models) -> dict:
         rows = (out / f"submission_{name}.csv").read_text().splitlines()
         assert rows[0] == "id,label" and len(rows) == 1 + 4 * 24
         assert all(0.0 <= float(r.split(",")[1]) <= 1.0 for r in rows[1:])
-        assert (out / f"model_{name}.npz").exists()
+        assert (out / f"model_{name}.npz").exists() and (out / f"model_{name}.onnx").exists()
     board = (out / "leaderboard.md").read_text()
     assert all(f"| {name} |" in board for name in models)
     return json.loads((out / "metrics.json").read_text())

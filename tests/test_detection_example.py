@@ -19,7 +19,7 @@ from tinygrad_uu.data import DetectionSet  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = ("predictions.png", "pr_curve.png", "anchors.png", "curves.png", "model.npz",
-           "metrics.json")
+           "model.onnx", "metrics.json")
 
 
 def squares(n, seed, channels=1, size=32, classes=2, empty_every=4):

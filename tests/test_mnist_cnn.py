@@ -227,3 +227,4 @@ def test_quick_run_on_real_mnist(tmp_path):
     metrics = mnist_cnn.main(["--limit", "3000", "--epochs", "1", "--out", str(tmp_path)])
     assert metrics["test_accuracy"] > 0.7  # 22 steps on 2700 images gave 0.84; chance is 0.1
     assert (tmp_path / "misclassified.png").exists() and (tmp_path / "model.npz").exists()
+    assert (tmp_path / "model.onnx").exists()

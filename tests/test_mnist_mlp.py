@@ -40,6 +40,7 @@ def check_outputs(out: Path, metrics: dict):
         assert (out / png).read_bytes()[:8] == PNG
     with np.load(out / "model.npz", allow_pickle=False) as f:
         assert {"1.weight", "1.bias"} <= set(f.files)
+    assert (out / "model.onnx").stat().st_size > 0    # onnx is in the dev extra
     return saved
 
 

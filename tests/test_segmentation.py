@@ -15,7 +15,7 @@ from tests.real_data import needs_warwick  # noqa: E402
 from tinygrad_uu import nn  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
-OUTPUTS = ("curves.png", "worst_to_best.png", "overlays.png", "model.npz", "metrics.json")
+OUTPUTS = ("curves.png", "worst_to_best.png", "overlays.png", "model.npz", "model.onnx", "metrics.json")
 
 
 def discs(n, size=32, seed=0):
