@@ -85,7 +85,7 @@ def cases(quick: bool = False, only=None) -> list[Case]:
                         {"batch": 16, "hw": 128}, rtol=DETECTOR_RTOL))
     b8 = 16 if quick else 64
     out.append(Case("W8", f"ResNet train b{b8} 3x32x32", "samples/s", b8,
-                    {"batch": b8, "hw": 32}))
+                    {"batch": b8, "hw": 32}, rtol=RESNET_RTOL))
     if only:
         wanted = {w.strip().upper() for w in only}
         out = [c for c in out if c.workload in wanted]
@@ -241,6 +241,12 @@ def _resnet_params(width: int = 16, stages: int = 3) -> tuple:
 
 
 RESNET_PARAMS = _resnet_params()
+# One ReLU whose input is within float32 rounding of 0 (1.2e-7 in the measured case: 1 of
+# the 524,288 outputs of stage 0) opens in one engine and stays shut in another; through
+# the batch norms below it that one value moved stage 0's weight gradients by up to 1%
+# of their largest value (numpy backend against PyTorch, while every later gradient
+# agreed to 1e-6). A tolerance that survives one such flip, not a looser check elsewhere.
+RESNET_RTOL = 2e-2
 
 # The parameters of each training workload, in the order engines list them.
 PARAMS = {
