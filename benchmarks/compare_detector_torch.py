@@ -40,7 +40,6 @@ from tinygrad_uu.data import DetectionAugment, load_detection_data  # noqa: E402
 from tinygrad_uu.detection import mean_average_precision  # noqa: E402
 from tinygrad_uu.detection.loss import DEFAULT_WEIGHTS  # noqa: E402
 from tinygrad_uu.detection.targets import build_targets, postprocess  # noqa: E402
-from tinygrad_uu.files import save_json  # noqa: E402
 
 NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
             "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
@@ -236,20 +235,10 @@ def main(argv=None) -> dict:
         if torch is not None:
             print(f"throughput ratio tinygrad_uu / torch: {results['throughput_ratio_vs_torch']:.3f}")
 
-    if not own.skip_w7:
-        print("\nbenchmark W7 (detector training step, batch 16 of 3x128x128):", flush=True)
-        from benchmarks.run import against_torch
-        results["w7"], results["w7_raw"] = against_torch("W7", threads, own.w7_repeats)
-        if "throughput_ratio_vs_torch" in results["w7"]:
-            print(f"W7 throughput ratio tinygrad_uu / torch: "
-                  f"{results['w7']['throughput_ratio_vs_torch']:.3f}")
-    results["load_average_end"] = os.getloadavg()
-    print(f"load average {results['load_average_start'][0]:.2f} at the start, "
-          f"{results['load_average_end'][0]:.2f} at the end, on {os.cpu_count()} cores")
-    if own.json:
-        save_json(own.json, results)
-        print(f"json: {own.json}")
-    return results
+    from benchmarks.run import finish_parity_run
+    return finish_parity_run(results, None if own.skip_w7 else "W7",
+                             "detector training step, batch 16 of 3x128x128",
+                             threads, own.w7_repeats, own.json)
 
 
 if __name__ == "__main__":

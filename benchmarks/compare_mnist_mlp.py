@@ -10,12 +10,10 @@ training throughput (samples/s of the training steps only, measured in this run)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import common  # noqa: E402

@@ -36,7 +36,6 @@ import competition  # noqa: E402
 import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import metrics  # noqa: E402
 from tinygrad_uu.data import dihedral  # noqa: E402
-from tinygrad_uu.files import save_json  # noqa: E402
 
 NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
             "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
@@ -209,21 +208,10 @@ def main(argv=None) -> dict:
                   f"{results['throughput_ratio_vs_torch']:.3f}; "
                   f"AUC difference {results['auc_gap']:+.4f}")
 
-    if not own.skip_w8:
-        print("\nbenchmark W8 (ResNet training step, batch 64 of 3x32x32, BCE with logits):",
-              flush=True)
-        from benchmarks.run import against_torch
-        results["w8"], results["w8_raw"] = against_torch("W8", own.threads, own.w8_repeats)
-        if "throughput_ratio_vs_torch" in results["w8"]:
-            print(f"W8 throughput ratio tinygrad_uu / torch: "
-                  f"{results['w8']['throughput_ratio_vs_torch']:.3f}")
-    results["load_average_end"] = os.getloadavg()
-    print(f"load average {results['load_average_start'][0]:.2f} at the start, "
-          f"{results['load_average_end'][0]:.2f} at the end, on {os.cpu_count()} cores")
-    if own.json:
-        save_json(own.json, results)
-        print(f"json: {own.json}")
-    return results
+    from benchmarks.run import finish_parity_run
+    return finish_parity_run(results, None if own.skip_w8 else "W8",
+                             "ResNet training step, batch 64 of 3x32x32, BCE with logits",
+                             own.threads, own.w8_repeats, own.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import segmentation  # noqa: E402
 
 import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import metrics, optim  # noqa: E402
-from tinygrad_uu.files import save_json  # noqa: E402
 
 NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
             "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
@@ -216,21 +215,10 @@ def main(argv=None) -> dict:
                   f"{results['throughput_ratio_vs_torch']:.3f}; "
                   f"Dice difference {results['dice_gap']:+.4f}")
 
-    if not own.skip_w5:
-        print("\nbenchmark W5 (U-Net training step, batch 8 of 3x128x128, BCE with logits):",
-              flush=True)
-        from benchmarks.run import against_torch
-        results["w5"], results["w5_raw"] = against_torch("W5", own.threads, own.w5_repeats)
-        if "throughput_ratio_vs_torch" in results["w5"]:
-            print(f"W5 throughput ratio tinygrad_uu / torch: "
-                  f"{results['w5']['throughput_ratio_vs_torch']:.3f}")
-    results["load_average_end"] = os.getloadavg()
-    print(f"load average {results['load_average_start'][0]:.2f} at the start, "
-          f"{results['load_average_end'][0]:.2f} at the end, on {os.cpu_count()} cores")
-    if own.json:
-        save_json(own.json, results)
-        print(f"json: {own.json}")
-    return results
+    from benchmarks.run import finish_parity_run
+    return finish_parity_run(results, None if own.skip_w5 else "W5",
+                             "U-Net training step, batch 8 of 3x128x128, BCE with logits",
+                             own.threads, own.w5_repeats, own.json)
 
 
 if __name__ == "__main__":

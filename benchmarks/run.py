@@ -159,5 +159,26 @@ def against_torch(workload: str, threads: int, repeats: int):
     return summary, result
 
 
+def finish_parity_run(results: dict, workload: str | None, title: str, threads: int,
+                      repeats: int, json_path=None) -> dict:
+    """The end every parity script shares: the workload's step on both engines (unless
+    ``workload`` is None), the load average at the end, and the JSON file."""
+    if workload is not None:
+        print(f"\nbenchmark {workload} ({title}):", flush=True)
+        key = workload.lower()
+        results[key], results[f"{key}_raw"] = against_torch(workload, threads, repeats)
+        if "throughput_ratio_vs_torch" in results[key]:
+            print(f"{workload} throughput ratio tinygrad_uu / torch: "
+                  f"{results[key]['throughput_ratio_vs_torch']:.3f}")
+    results["load_average_end"] = os.getloadavg()
+    print(f"load average {results['load_average_start'][0]:.2f} at the start, "
+          f"{results['load_average_end'][0]:.2f} at the end, on {os.cpu_count()} cores")
+    if json_path:
+        from tinygrad_uu.files import save_json
+        save_json(json_path, results)
+        print(f"json: {json_path}")
+    return results
+
+
 if __name__ == "__main__":
     main()
