@@ -8,14 +8,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..files import atomic_path
+from ..viz import common
 
 
 def _save(fig: Figure, path):
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
+    FigureCanvasAgg(fig)  # drawn by Agg, outside pyplot, as every viz figure
+    return common._save(fig, path, dpi=100, bbox_inches="tight")
 
 
 def _show(ax, image):

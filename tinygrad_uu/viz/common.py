@@ -27,11 +27,11 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path) -> Path:
+def _save(fig: Figure, path, **savefig_options) -> Path:
     """Write ``fig`` to ``path`` as a PNG, all or nothing, and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", **savefig_options)
     return path
 
 
