@@ -369,13 +369,18 @@ class Function:
 Function._apply_plain = Function.__dict__["apply"]
 
 
-def topological_order(root) -> list:
-    """Every tensor that ``root`` depends on (through recorded ops), inputs before outputs.
+def topological_order(roots, every_parent: bool = False) -> list:
+    """Every tensor that ``roots`` (a tensor, or a list of them) depend on through recorded
+    ops, each once, inputs before outputs.
 
-    An iterative depth-first search: a Python recursion would fail on long chains.
+    ``backward`` follows only the parents that require grad. ``every_parent=True`` follows
+    every parent, a constant or a frozen weight too, and visits them in argument order:
+    what the ONNX exporter and the graph drawing need. An iterative depth-first search: a
+    Python recursion would fail on long chains. Keyed by ``id()``, because Tensor's ``==``
+    compares values.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(t, False) for t in reversed(roots if isinstance(roots, (list, tuple)) else [roots])]
     while stack:
         node, children_done = stack.pop()
         if children_done:
@@ -386,7 +391,11 @@ def topological_order(root) -> list:
         visited.add(id(node))
         stack.append((node, True))
         ctx = node._ctx
-        if ctx is not None:
+        if ctx is None:
+            continue
+        if every_parent:
+            stack.extend((p, False) for p in reversed(ctx.parents) if id(p) not in visited)
+        else:
             for parent in ctx.parents:
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))

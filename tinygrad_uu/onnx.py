@@ -159,27 +159,6 @@ def trace(model, args):
 
 # ----------------------------------------------------------------------------- 2. walk
 
-def topological_order(outputs) -> list:
-    """Every tensor the outputs depend on, each once, inputs before the ops that use them.
-
-    Unlike backward's walk this follows every parent, trainable or not: a frozen weight
-    or a constant is as much part of the computation.
-    """
-    order, visited = [], set()
-    stack = [(t, False) for t in reversed(outputs)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            stack.extend((p, False) for p in reversed(node._ctx.parents) if id(p) not in visited)
-    return order
-
 
 # ----------------------------------------------------------------------------- 3. the graph
 
@@ -311,7 +290,8 @@ def build(model, args, input_names=None, output_names=None, dynamic_axes=None,
     for t, name in zip(inputs, input_names):
         g.names[id(t)] = name
 
-    order = topological_order(outputs)
+    # every parent, trainable or not: a frozen weight or a constant is part of it too
+    order = autograd.topological_order(list(outputs), every_parent=True)
     consumers = {}
     for t in order:
         for p in (t._ctx.parents if t._ctx is not None else ()):

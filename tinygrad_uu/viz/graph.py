@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..autograd import topological_order
 from . import common
 from .common import _figure
 
@@ -27,29 +28,16 @@ def draw_graph(tensor, path, max_nodes: int = 400) -> Path:
     if not hasattr(tensor, "_ctx") or not hasattr(tensor, "shape"):
         raise TypeError(f"{fn}: needs a Tensor, got {type(tensor).__name__}")
 
-    # 1. Every tensor the root depends on, inputs before outputs: an iterative
-    #    depth-first search (as in autograd.topological_order), keyed by id()
-    #    because Tensor's == compares values elementwise.
-    order, seen, stack = [], set(), [(tensor, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        ctx = node._ctx
-        if ctx is not None:
-            if getattr(ctx, "released", False):
-                raise RuntimeError(f"{fn}: the graph through {ctx.op_name} was freed by "
-                                   "backward(); draw the graph before calling backward() "
-                                   "(or call backward(retain_graph=True))")
-            stack.extend((p, False) for p in reversed(ctx.parents) if id(p) not in seen)
-        if 2 * len(seen) > max_nodes:
-            raise ValueError(f"{fn}: the graph has more than {max_nodes} nodes, too many to "
-                             "draw legibly; draw a smaller part of it (or raise max_nodes)")
+    # 1. Every tensor the root depends on, inputs before outputs.
+    order = topological_order(tensor, every_parent=True)
+    freed = next((t._ctx for t in order if t._ctx is not None and t._ctx.released), None)
+    if freed is not None:  # Function.release dropped its parents: the walk stopped there
+        raise RuntimeError(f"{fn}: the graph through {freed.op_name} was freed by "
+                           "backward(); draw the graph before calling backward() "
+                           "(or call backward(retain_graph=True))")
+    if 2 * len(order) > max_nodes:  # about one op per tensor
+        raise ValueError(f"{fn}: the graph has more than {max_nodes} nodes, too many to "
+                         "draw legibly; draw a smaller part of it (or raise max_nodes)")
 
     # 2. Nodes and edges. An op sits one column right of its latest input and its
     #    output one column right of the op; a leaf sits just left of its first use.
