@@ -17,7 +17,13 @@ im2col matrix (C*kH*kW, L), L = OH*OW, and g_n = grad_out[n] seen as (C_out, L):
     db:       db      (C_out,)         += g_n summed over L
 
 (per group, for grouped convs). out[n] and g_n are already NCHW: no copies to and from
-channel rows. A chunk's cols (about CHUNK_COLS_BYTES) stay in the core's L2 cache from
+channel rows. On the smallest maps (L < SIDE_BY_SIDE_BELOW: 4x4 in a ResNet's last stage)
+a product with L = 16 columns keeps BLAS at 61-77 GFLOP/s, so there the chunk's images
+are put side by side instead, cols (C*kH*kW, images*L), one product per chunk, and out
+and g are copied from and to channel rows (in cache): 94-100 GFLOP/s for the products,
+and 1.07-1.16x for the whole forward and backward of 64 x 64->128 at 8x8 stride 2 and of
+64 x 128->128 at 4x4 (one and two threads); at 8x8 (L = 64) and up the copies cost more
+than the products gain (0.93-0.97x). A chunk's cols (about CHUNK_COLS_BYTES) stay in the core's L2 cache from
 the copy to the product, and each product is small enough that one BLAS thread runs it
 well (87-93 GFLOP/s measured for 64 x 288 x 196, against 65 for the whole batch's
 64 x 288 x 12544). The engine's threads take the chunks in turn, each calling BLAS on
@@ -30,11 +36,12 @@ import numpy as np
 from numba import njit
 
 from ..threads import get_num_threads, single_threaded_blas
-from .conv_im2col import _col2im, _im2col
+from .conv_im2col import _col2im, _im2col, _nchw_to_rows, _rows_to_nchw
 from .elementwise import _out_hw
 from .parallel import CHUNKS_PER_THREAD, _parallel
 
 CHUNK_COLS_BYTES = 512 << 10  # a chunk's im2col matrices: at most this, or one image
+SIDE_BY_SIDE_BELOW = 64  # output positions per image under which a chunk's images share one product
 
 
 @njit(nogil=True, cache=True)
@@ -49,6 +56,17 @@ def _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """gx[n0 + i] = col2im(gcols[i]): every column entry added back where it was copied from."""
     for i in range(gcols.shape[0]):
         _col2im(gcols[i], gx[n0 + i:n0 + i + 1], kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, 0, gx.shape[1])
+
+
+def _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side):
+    """The im2col matrices of images n0..n1: (rows, images*L) side by side, else (images, rows, L)."""
+    if side_by_side:
+        cols = np.empty((rows, (n1 - n0) * L), dtype=x.dtype)
+        _im2col(x[n0:n1], cols, *geometry, 0, x.shape[1] * (n1 - n0))
+    else:
+        cols = np.empty((n1 - n0, rows, L), dtype=x.dtype)
+        _im2col_each(x, cols, n0, *geometry)
+    return cols
 
 
 def _chunking(n, rows, cols_per_image, itemsize):
@@ -78,23 +96,28 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
 
 
 def conv2d_forward_batched(x, w, b, stride, padding, dilation, groups):
-    """out[n] = w @ cols_n (+ bias), per group, a chunk of images per task."""
+    """out = w @ cols (+ bias), per group, a chunk of images per task."""
     n, c, co, cg, kh, kw, oh, ow = _geometry(x.shape, w.shape, stride, padding, dilation, groups)
     L, rows = oh * ow, c * kh * kw
+    og, rg = co // groups, rows // groups
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
-    wg = w.reshape(groups, co // groups, cg * kh * kw)
+    wg = w.reshape(groups, og, rg)
+    bias = np.zeros(0, dtype=x.dtype) if b is None else b
     per, chunks = _chunking(n, rows, L, x.itemsize)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
+    side_by_side = L < SIDE_BY_SIDE_BELOW
 
     def task(start, stop):
         for k in range(start, stop):
             n0, n1 = k * per, min(n, (k + 1) * per)
-            cols = np.empty((n1 - n0, rows, L), dtype=x.dtype)
-            _im2col_each(x, cols, n0, *geometry)
-            dst = out[n0:n1].reshape(n1 - n0, groups, co // groups, L)
-            np.matmul(wg, cols.reshape(n1 - n0, groups, rows // groups, L), out=dst)
+            cols = _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side)
+            if side_by_side:  # (groups, og, images*L) as channel rows, then to NCHW with the bias
+                _rows_to_nchw(np.matmul(wg, cols.reshape(groups, rg, -1)).reshape(co, -1), bias, out[n0:n1], 0, co)
+                continue
+            dst = out[n0:n1].reshape(n1 - n0, groups, og, L)
+            np.matmul(wg, cols.reshape(n1 - n0, groups, rg, L), out=dst)
             if b is not None:
-                dst += b.reshape(groups, co // groups, 1)
+                dst += b.reshape(groups, og, 1)
 
     _run_chunks(task, chunks, n)
     return out
@@ -102,39 +125,50 @@ def conv2d_forward_batched(x, w, b, stride, padding, dilation, groups):
 
 def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w):
     """(dx or None, dw or None, db), from one pass over the batch, a chunk of images per
-    task. grad_out[n] is already (C_out, L): dx's columns are w.T @ g_n, put back by
-    col2im; dw.T sums cols_n @ g_n.T over the task's images, with cols_n built again: in
-    cache, that costs no more than keeping the whole batch's cols from the forward
-    (measured: 22.1 vs 23.2 ms fwd+bwd for 64 x 32->64 at 14x14 on one thread)."""
+    task. dx's columns are w.T @ g, put back by col2im; dw.T sums cols @ g.T over the
+    task's images, with the cols built again: in cache, that costs no more than keeping
+    the whole batch's cols from the forward (measured: 22.1 vs 23.2 ms fwd+bwd for
+    64 x 32->64 at 14x14 on one thread)."""
     n, c, co, cg, kh, kw, oh, ow = _geometry(x.shape, w.shape, stride, padding, dilation, groups)
     L, rows = oh * ow, c * kh * kw
     og, rg = co // groups, rows // groups
     wt = np.ascontiguousarray(np.swapaxes(w.reshape(groups, og, rg), 1, 2))  # (groups, rg, og)
-    g4 = grad_out.reshape(n, groups, og, L)
     gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
     per, chunks = _chunking(n, rows, L, x.itemsize)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
+    side_by_side = L < SIDE_BY_SIDE_BELOW
     partials = []  # (dw, db) of each task; list.append is atomic
 
     def task(start, stop):
         gw_t = np.zeros((groups, rg, og), dtype=x.dtype) if need_w else None  # dw, transposed
-        gb = np.zeros((groups, og), dtype=np.float64)
+        gb = np.zeros(co, dtype=np.float64)
         for k in range(start, stop):
             n0, n1 = k * per, min(n, (k + 1) * per)
-            g = g4[n0:n1]
-            gb += g.sum(axis=(0, 3), dtype=np.float64)
+            if side_by_side:  # g as channel rows (groups, og, images*L), db summed on the way
+                g, g_sum = np.empty((co, (n1 - n0) * L), dtype=x.dtype), np.empty(co, dtype=x.dtype)
+                _nchw_to_rows(grad_out[n0:n1], g, g_sum, 0, co)
+                g = g.reshape(groups, og, -1)
+                gb += g_sum
+            else:  # g (images, groups, og, L)
+                g = grad_out[n0:n1].reshape(n1 - n0, groups, og, L)
+                gb += g.sum(axis=(0, 3), dtype=np.float64).reshape(co)
             if need_w:
-                cols = np.empty((n1 - n0, rows, L), dtype=x.dtype)
-                _im2col_each(x, cols, n0, *geometry)
-                cols4 = cols.reshape(n1 - n0, groups, rg, L)
-                for i in range(n1 - n0):  # cols_n @ g_n.T: 15% faster than g_n @ cols_n.T (measured)
-                    gw_t += np.matmul(cols4[i], np.swapaxes(g[i], 1, 2))
+                cols = _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side)
+                if side_by_side:
+                    gw_t += np.matmul(cols.reshape(groups, rg, -1), np.swapaxes(g, 1, 2))
+                else:
+                    cols4 = cols.reshape(n1 - n0, groups, rg, L)
+                    for i in range(n1 - n0):  # cols_n @ g_n.T: 15% faster than g_n @ cols_n.T (measured)
+                        gw_t += np.matmul(cols4[i], np.swapaxes(g[i], 1, 2))
             if need_x:
-                gcols = np.matmul(wt, g)  # (images, groups, rg, L)
-                _col2im_each(gcols.reshape(n1 - n0, rows, L), gx, n0, *geometry)
+                gcols = np.matmul(wt, g)  # (groups, rg, images*L) or (images, groups, rg, L)
+                if side_by_side:
+                    _col2im(gcols.reshape(rows, -1), gx[n0:n1], *geometry, 0, c * (n1 - n0))
+                else:
+                    _col2im_each(gcols.reshape(n1 - n0, rows, L), gx, n0, *geometry)
         partials.append((gw_t, gb))
 
     _run_chunks(task, chunks, n)
-    gb = sum(p[1] for p in partials).reshape(co).astype(x.dtype)
+    gb = sum(p[1] for p in partials).astype(x.dtype)
     gw = np.ascontiguousarray(np.swapaxes(sum(p[0] for p in partials), 1, 2)).reshape(w.shape) if need_w else None
     return gx, gw, gb
