@@ -1,0 +1,128 @@
+"""Winograd's F(2x2, 3x3) convolution (kernels/conv_winograd.py): every output and
+gradient against the plain-numpy reference on hypothesis-drawn shapes (odd and even
+sizes, padding 0-2, batch 1, one and two threads, float32 and float64), the dispatch that
+sends 3x3 stride-1 convs on small maps there, and gradcheck through the Tensor API."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinygrad_uu as tg
+import tinygrad_uu.nn.functional as F
+from tinygrad_uu import gradcheck
+from tinygrad_uu import kernels as K
+from tinygrad_uu.kernels import conv, conv_winograd, reference
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_close(want, got, dtype):
+    """To rounding: the transforms add and subtract, so a few units of it in float32."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    atol = rtol * max(float(np.abs(want).max()), 1e-30)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@st.composite
+def cases(draw):
+    p = draw(st.integers(0, 2))
+    h, w = draw(st.integers(max(1, 3 - 2 * p), 11)), draw(st.integers(max(1, 3 - 2 * p), 11))
+    return dict(n=draw(st.sampled_from([1, 2, 5])), ci=draw(st.integers(1, 7)), co=draw(st.integers(1, 7)),
+                h=h, w=w, p=p, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
+                dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**16)))
+
+
+@SETTINGS
+@given(case=cases())
+def test_winograd_matches_the_reference(case):
+    """Forward, dx, dw and db, each gradient asked for alone and together, with and
+    without the forward's filter transform kept for the backward."""
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    x = rng.standard_normal((case["n"], case["ci"], case["h"], case["w"])).astype(dt)
+    w = rng.standard_normal((case["co"], case["ci"], 3, 3)).astype(dt)
+    b = rng.standard_normal(case["co"]).astype(dt) if case["bias"] else None
+    p = (case["p"], case["p"])
+    opts = ((1, 1), p, (1, 1), 1)
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(case["threads"])
+        saved = {}
+        out = conv_winograd.conv2d_forward_winograd(x, w, b, p, saved)
+        assert_close(reference.conv2d_forward(x, w, b, *opts), out, dt)
+        g = rng.standard_normal(out.shape).astype(dt)
+        want_x = reference.conv2d_grad_input(g, w, x.shape, *opts)
+        want_w = reference.conv2d_grad_weight(x, g, w.shape, *opts)
+        for keep in (saved, None):
+            for need_x, need_w in ((True, True), (True, False), (False, True)):
+                gx, gw, gb = conv_winograd.conv2d_backward_winograd(x, w, g, p, need_x, need_w, keep)
+                assert (gx is None) != need_x and (gw is None) != need_w
+                if need_x:
+                    assert_close(want_x, gx, dt)
+                if need_w:
+                    assert_close(want_w, gw, dt)
+                assert_close(g.sum(axis=(0, 2, 3)), gb, dt)
+    finally:
+        tg.set_num_threads(before)
+
+
+def test_filter_transform_and_its_adjoint():
+    """U = G w G^T against the matrices written out, and <U(w), d> == <w, U^T(d)>."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 3, 3))
+    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    u = conv_winograd._filter_transform(w)
+    np.testing.assert_allclose(u.reshape(4, 4, 3, 2).transpose(2, 3, 0, 1), G @ w @ G.T, rtol=1e-12)
+    d = rng.standard_normal(u.shape)
+    back = np.empty_like(w)
+    conv_winograd._filter_tiles_adjoint(d, back)
+    assert np.isclose(np.sum(u * d), np.sum(w * back), rtol=1e-12)
+    turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    np.testing.assert_allclose(u[conv_winograd.TURNED].transpose(0, 2, 1),
+                               conv_winograd._filter_transform(turned), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, expected", [
+    ((64, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, True),     # W2's conv, the MNIST CNN's size
+    ((64, 128, 4, 4), (128, 128, 3, 3), 1, 1, 1, True),    # a ResNet's last stage
+    ((64, 32, 16, 16), (64, 32, 3, 3), 2, 1, 1, False),    # strided: im2col
+    ((64, 8, 14, 14), (16, 8, 3, 3), 1, 1, 1, False),      # few channels
+    ((8, 32, 14, 14), (32, 16, 3, 3), 1, 1, 2, False),     # grouped
+    ((8, 32, 14, 14), (32, 32, 1, 1), 1, 0, 1, False),     # 1x1
+])
+def test_which_convs_take_winograd(x_shape, w_shape, stride, padding, groups, expected):
+    s, p = (stride, stride), (padding, padding)
+    assert conv._winograd(w_shape, s, p, (1, 1), groups) == expected
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    opts = dict(stride=stride, padding=padding, groups=groups)
+    with K.use_backend("numba"):
+        out = K.conv2d_forward(x, w, None, **opts)
+    with K.use_backend("numpy"):
+        want = K.conv2d_forward(x, w, None, **opts)
+    assert_close(want, out, np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_through_the_tensor_api_passes_gradcheck(threads, monkeypatch):
+    """conv2d and a stride-1 conv_transpose2d (which runs on conv2d's input gradient) on
+    the Winograd path, float64 finite differences; batch 1 and an odd-sized map."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)  # small channels: a quick gradcheck
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        rng = np.random.default_rng(threads)
+        for n, c, h, w, co, p in ((1, 3, 5, 5, 2, 1), (2, 2, 4, 7, 3, 0), (3, 2, 3, 3, 2, 2)):
+            assert conv._winograd((co, c, 3, 3), (1, 1), (p, p), (1, 1), 1)
+            x = tg.tensor(rng.standard_normal((n, c, h, w)), requires_grad=True)
+            wt = tg.tensor(rng.standard_normal((co, c, 3, 3)), requires_grad=True)
+            b = tg.tensor(rng.standard_normal(co), requires_grad=True)
+            wtt = tg.tensor(rng.standard_normal((c, co, 3, 3)), requires_grad=True)
+            with K.use_backend("numba"):
+                assert gradcheck(lambda *t: F.conv2d(*t, padding=p), x, wt, b)
+                assert gradcheck(lambda *t: F.conv_transpose2d(*t, padding=min(p, 1)), x, wtt)
+    finally:
+        tg.set_num_threads(before)

@@ -1,0 +1,303 @@
+"""conv2d for 3x3 kernels, stride 1, on small maps: Winograd's F(2x2, 3x3).
+
+A 2x2 block of outputs needs the 4x4 patch d of the input under it. Direct, it costs
+4 x 9 = 36 multiplications per (input, output) channel pair; Winograd's minimal
+filtering algorithm does it with 16, elementwise, in a transformed space:
+
+    Y = A^T [ U (.) V ] A,     U = G w G^T  (4x4, once per weight),   V = B^T d B  (4x4)
+
+with (.) the elementwise product and the constant matrices
+
+    B^T = | 1  0 -1  0 |     G = | 1    0    0  |     A^T = | 1  1  1  0 |
+          | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
+          | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
+          | 0  1  0 -1 |         | 0    0    1  |
+
+Summed over input channels, each of the 16 positions xi of the 4x4 transform is a matrix
+product over all tiles t of a chunk of images:
+
+    M[xi] (C_out, tiles) = U[xi] (C_out, C_in) @ V[xi] (C_in, tiles)
+
+so the arithmetic is 16 BLAS products with 16/36 = 1/2.25 of im2col's multiplications,
+and the copies are a 4x4 transform per input tile (4x the input, against im2col's 9x)
+and per output tile. The two gradients, by the chain rule through the same algebra:
+
+* dx: a 3x3 stride-1 conv's input gradient is the conv of grad_out with the kernel
+  turned 180 degrees and its channel axes swapped, padding 2 - p: the same forward.
+* dw: Z = U (.) V per tile and Y = A^T Z A give dZ = A dY A^T, so
+  dU[o, c] = sum over tiles of dZ[o] (.) V[c]: 16 products dZ[xi] @ V[xi]^T, summed over
+  the batch; then dw = G^T dU G (the adjoint of the filter transform).
+
+F(2x2, 3x3)'s transforms only add, subtract and halve: its float32 results differ from
+the direct sums by a few units of rounding (tests compare with the reference).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .conv_batched import _chunking, _run_chunks
+from .parallel import FAST
+
+def _is_winograd(w_shape, stride, padding, dilation, groups):
+    """3x3, stride 1, no dilation, one group, padding 0-2 (dx's padding 2 - p must not be negative)."""
+    return (tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and all(0 <= p <= 2 for p in padding))
+
+
+def _tiles(oh, ow):
+    return (oh + 1) // 2, (ow + 1) // 2
+
+
+# The transforms index flat views with unsigned (np.uint64) offsets computed once per
+# row: through 2-D indexing or a slice per row, numba checks every index for a negative
+# value (and counts a reference per slice), and the loops ran 2-3x slower (measured).
+U = np.uint64
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _input_tiles(x, v, n0, ph, pw, th, tw, start, stop):
+    """v[c, :, t] = B^T d B, d the 4x4 patch of x[n0 + i, c] at (2*ty - ph, 2*tx - pw) (zero
+    outside the image), t = (i*th + ty)*tw + tx. A task is one (image i, channel c).
+
+    The plane is first copied into a zero-padded buffer, so that no tile needs a bounds
+    check; then, per row of tiles, B^T is applied to the four input rows at once (r) and
+    B along each tile's four columns, every loop running over the row of tiles."""
+    ch, h, w = x.shape[1], x.shape[2], x.shape[3]
+    wp = U(2 * tw + 2)
+    xp = np.zeros((2 * th + 2) * (2 * tw + 2), dtype=x.dtype)  # its border stays zero: only the image is copied in
+    r = np.empty(4 * (2 * tw + 2), dtype=x.dtype)
+    xf, vf = x.ravel(), v.ravel()
+    step = U(v.shape[2])  # from one of the 16 components to the next
+    for task in range(start, stop):
+        i, c = task // ch, task % ch
+        src = U(((n0 + i) * ch + c) * h * w)
+        for y in range(U(h)):
+            row, d = src + y * U(w), (y + U(ph)) * wp + U(pw)
+            for k in range(U(w)):
+                xp[d + k] = xf[row + k]
+        for ty in range(U(th)):
+            top = U(2) * ty * wp
+            for k in range(wp):  # r = B^T d, for every column at once
+                d0, d1, d2, d3 = xp[top + k], xp[top + wp + k], xp[top + U(2) * wp + k], xp[top + U(3) * wp + k]
+                r[k] = d0 - d2
+                r[wp + k] = d1 + d2
+                r[U(2) * wp + k] = d2 - d1
+                r[U(3) * wp + k] = d1 - d3
+            t0 = U(c * 16) * step + (U(i * th) + ty) * U(tw)
+            for a in range(U(4)):  # v = r B, tile by tile along the row
+                ra, o = a * wp, U(4) * a * step + t0
+                for tx in range(U(tw)):
+                    e = ra + U(2) * tx
+                    q0, q1, q2, q3 = r[e], r[e + U(1)], r[e + U(2)], r[e + U(3)]
+                    vf[o + tx] = q0 - q2
+                    vf[o + step + tx] = q1 + q2
+                    vf[o + U(2) * step + tx] = q2 - q1
+                    vf[o + U(3) * step + tx] = q1 - q3
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _output_tiles(m, bias, out, n0, th, tw, start, stop):
+    """out[n0 + i, o] tile (ty, tx) = A^T m[o, :, t] A (+ bias[o]), the parts inside the
+    output. A task is one (image i, output channel o); each row of tiles is made into a
+    buffer two rows high and then copied into place."""
+    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    utw = U(tw)
+    s = np.empty(8 * tw, dtype=m.dtype)
+    rows = np.empty(4 * tw, dtype=m.dtype)
+    mf, of = m.ravel(), out.ravel()
+    step = U(m.shape[2])
+    for task in range(start, stop):
+        i, o = task // co, task % co
+        add = bias[o] if bias.shape[0] else m.dtype.type(0)
+        plane = U(((n0 + i) * co + o) * oh * ow)
+        for ty in range(th):
+            t0 = U(o * 16) * step + U((i * th + ty) * tw)
+            for b in range(U(4)):  # s = A^T m
+                p = b * step + t0
+                for tx in range(utw):
+                    m0, m1, m2, m3 = mf[p + tx], mf[p + U(4) * step + tx], mf[p + U(8) * step + tx], mf[p + U(12) * step + tx]
+                    s[b * utw + tx] = m0 + m1 + m2
+                    s[(U(4) + b) * utw + tx] = m1 - m2 - m3
+            for a in range(U(2)):  # y = s A
+                sa, ra = U(4) * a * utw, U(2) * a * utw
+                for tx in range(utw):
+                    s0, s1, s2, s3 = s[sa + tx], s[sa + utw + tx], s[sa + U(2) * utw + tx], s[sa + U(3) * utw + tx]
+                    rows[ra + U(2) * tx] = s0 + s1 + s2 + add
+                    rows[ra + U(2) * tx + U(1)] = s1 - s2 - s3 + add
+                y = 2 * ty + int(a)
+                if y < oh:
+                    d = plane + U(y * ow)
+                    for k in range(U(ow)):
+                        of[d + k] = rows[ra + k]
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _grad_tiles(g, z, n0, th, tw, start, stop):
+    """z[o, :, t] = A dY A^T, dY the 2x2 tile (ty, tx) of g[n0 + i, o] (zero past its edge).
+    A task is one (image i, output channel o)."""
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    wp = U(2 * tw)
+    gp = np.zeros(4 * th * tw, dtype=g.dtype)  # zero past the edge: only the plane is copied in
+    r = np.empty(8 * tw, dtype=g.dtype)
+    gf, zf = g.ravel(), z.ravel()
+    step = U(z.shape[2])
+    for task in range(start, stop):
+        i, o = task // co, task % co
+        src = U(((n0 + i) * co + o) * oh * ow)
+        for y in range(U(oh)):
+            for k in range(U(ow)):
+                gp[y * wp + k] = gf[src + y * U(ow) + k]
+        for ty in range(U(th)):
+            top = U(2) * ty * wp
+            for k in range(wp):  # r = A dY, for every column at once
+                p, q = gp[top + k], gp[top + wp + k]
+                r[k], r[wp + k], r[U(2) * wp + k], r[U(3) * wp + k] = p, p + q, p - q, -q
+            t0 = U(o * 16) * step + (U(i * th) + ty) * U(tw)
+            for a in range(U(4)):  # z = r A^T
+                ra, d = a * wp, U(4) * a * step + t0
+                for tx in range(U(tw)):
+                    p, q = r[ra + U(2) * tx], r[ra + U(2) * tx + U(1)]
+                    zf[d + tx] = p
+                    zf[d + step + tx] = p + q
+                    zf[d + U(2) * step + tx] = p - q
+                    zf[d + U(3) * step + tx] = -q
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _filter_tiles(w, u):
+    """u[:, o, c] = G w[o, c] G^T (3x3 -> 4x4, flattened), for every (o, c)."""
+    co, ci = w.shape[0], w.shape[1]
+    half = w.dtype.type(0.5)
+    t = np.empty((4, 3), dtype=w.dtype)
+    for o in range(co):
+        for c in range(ci):
+            k = w[o, c]
+            for j in range(3):  # t = G w
+                t[0, j] = k[0, j]
+                t[1, j] = (k[0, j] + k[1, j] + k[2, j]) * half
+                t[2, j] = (k[0, j] - k[1, j] + k[2, j]) * half
+                t[3, j] = k[2, j]
+            for a in range(4):  # u = t G^T
+                u[4 * a, o, c] = t[a, 0]
+                u[4 * a + 1, o, c] = (t[a, 0] + t[a, 1] + t[a, 2]) * half
+                u[4 * a + 2, o, c] = (t[a, 0] - t[a, 1] + t[a, 2]) * half
+                u[4 * a + 3, o, c] = t[a, 2]
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _filter_tiles_adjoint(du, dw):
+    """dw[o, c] = G^T du[:, o, c] G (4x4 -> 3x3), the adjoint of _filter_tiles."""
+    co, ci = dw.shape[0], dw.shape[1]
+    half = du.dtype.type(0.5)
+    t = np.empty((3, 4), dtype=du.dtype)
+    for o in range(co):
+        for c in range(ci):
+            for b in range(4):  # t = G^T du
+                d0, d1, d2, d3 = du[b, o, c], du[4 + b, o, c], du[8 + b, o, c], du[12 + b, o, c]
+                t[0, b] = d0 + (d1 + d2) * half
+                t[1, b] = (d1 - d2) * half
+                t[2, b] = (d1 + d2) * half + d3
+            for a in range(3):  # dw = t G
+                dw[o, c, a, 0] = t[a, 0] + (t[a, 1] + t[a, 2]) * half
+                dw[o, c, a, 1] = (t[a, 1] - t[a, 2]) * half
+                dw[o, c, a, 2] = (t[a, 1] + t[a, 2]) * half + t[a, 3]
+
+
+def _filter_transform(w):
+    """U = G w G^T for every (o, c), as (16, C_out, C_in)."""
+    u = np.empty((16, w.shape[0], w.shape[1]), dtype=w.dtype)
+    _filter_tiles(np.ascontiguousarray(w), u)
+    return u
+
+
+def _tile_chunking(n, channels, tiles_per_image, itemsize):
+    """Chunks of images whose transformed tiles (16 x channels x tiles) fill about
+    CHUNK_COLS_BYTES, as conv_batched's im2col matrices do."""
+    return _chunking(n, 16 * channels, tiles_per_image, itemsize)
+
+
+# Turning a kernel 180 degrees reverses its rows and columns; G with its columns reversed
+# is G with rows 0 and 3 swapped. So U of the turned kernel (dx's forward) is U with
+# positions 0 and 3 swapped along both axes of the 4x4 transform, channel axes swapped.
+_SWAP_0_3 = (3, 1, 2, 0)
+TURNED = np.array([4 * _SWAP_0_3[a] + _SWAP_0_3[b] for a in range(4) for b in range(4)])
+
+
+def _filter(w, saved):
+    """U of w, from ``saved`` when the forward left it there."""
+    u = None if saved is None else saved.get("winograd_u")
+    return _filter_transform(w) if u is None else u
+
+
+def _forward_tiles(x, u, b, padding):
+    """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one."""
+    n, ci, h, wd = x.shape
+    co = u.shape[1]
+    (ph, pw) = padding
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = _tiles(oh, ow)
+    out = np.empty((n, co, oh, ow), dtype=x.dtype)
+    bias = np.zeros(0, dtype=x.dtype) if b is None else b
+    per, chunks = _tile_chunking(n, ci, th * tw, x.itemsize)
+
+    def task(start, stop):
+        for k in range(start, stop):
+            n0, n1 = k * per, min(n, (k + 1) * per)
+            t = (n1 - n0) * th * tw
+            v, m = np.empty((ci, 16, t), dtype=x.dtype), np.empty((co, 16, t), dtype=x.dtype)
+            _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+            np.matmul(u, v.transpose(1, 0, 2), out=m.transpose(1, 0, 2))
+            _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
+
+    _run_chunks(task, chunks, n)
+    return out
+
+
+def conv2d_forward_winograd(x, w, b, padding, saved=None):
+    """The forward; keeps U in ``saved["winograd_u"]`` (when given a dict) for the backward."""
+    u = _filter_transform(w)
+    if saved is not None:
+        saved["winograd_u"] = u
+    return _forward_tiles(x, u, b, padding)
+
+
+def conv2d_grad_input_winograd(grad_out, w, padding, saved=None):
+    """dx: the forward on grad_out with the kernel turned 180 degrees and its channel axes
+    swapped, padding 2 - p; its U comes from w's by TURNED."""
+    u_turned = _filter(w, saved)[TURNED].transpose(0, 2, 1)
+    return _forward_tiles(grad_out, u_turned, None, (2 - padding[0], 2 - padding[1]))
+
+
+def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
+    """dw = G^T dU G, dU[xi] = sum over the batch's tiles of (A dY A^T)[xi] @ V[xi]^T."""
+    n, ci = x.shape[:2]
+    co, oh, ow = grad_out.shape[1:]
+    (ph, pw) = padding
+    th, tw = _tiles(oh, ow)
+    per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize)
+    partials = []  # dU of each task; list.append is atomic
+
+    def task(start, stop):
+        du = np.zeros((16, co, ci), dtype=x.dtype)
+        for k in range(start, stop):
+            n0, n1 = k * per, min(n, (k + 1) * per)
+            t = (n1 - n0) * th * tw
+            v, z = np.empty((ci, 16, t), dtype=x.dtype), np.empty((co, 16, t), dtype=x.dtype)
+            _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+            _grad_tiles(grad_out, z, n0, th, tw, 0, (n1 - n0) * co)
+            du += np.matmul(z.transpose(1, 0, 2), v.transpose(1, 2, 0))
+        partials.append(du)
+
+    _run_chunks(task, chunks, n)
+    gw = np.empty(w_shape, dtype=x.dtype)
+    _filter_tiles_adjoint(sum(partials), gw)
+    return gw
+
+
+def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, saved=None):
+    """(dx or None, dw or None, db)."""
+    gx = conv2d_grad_input_winograd(grad_out, w, padding, saved) if need_x else None
+    gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding) if need_w else None
+    gb = grad_out.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
+    return gx, gw, gb
