@@ -137,3 +137,22 @@ def test_conv_results_do_not_depend_on_the_thread_count(restore_threads):
         results.append((out,) + K.conv2d_backward(x, w, np.ones_like(out), stride=2, padding=1))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((6, 5), (5, 4)), ((5,), (5, 3)), ((2, 6, 5), (5,)),
+                                              ((3, 1, 4, 5), (2, 5, 2)), ((300, 300), (300, 300))])
+def test_the_engines_products_equal_numpys_and_small_ones_use_one_blas_thread(a_shape, b_shape, monkeypatch,
+                                                                                restore_threads):
+    """kernels.blas.matmul is a @ b; on two threads a product under BLAS_THREADS_MIN_FLOPS
+    runs inside a single-threaded-BLAS block and a bigger one on BLAS's threads."""
+    from tinygrad_uu.kernels import blas
+    tg.set_num_threads(2)
+    rng = np.random.default_rng(len(a_shape))
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    seen = []
+    real = threads._set_blas_threads
+    monkeypatch.setattr(threads, "_set_blas_threads", lambda n: (seen.append(n), real(n)))
+    np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-12)
+    small = blas._flops(a, b) < blas.BLAS_THREADS_MIN_FLOPS
+    assert seen == ([1, 2] if small else [])
+    assert small == (a_shape != (300, 300))

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import kernels
 from .autograd import Function
+from .kernels.blas import matmul
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -157,7 +158,7 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {x.shape} and {y.shape} do not align "
                              f"({kx} != {ky} in the contracted axis)")
         self.x, self.y = x, y
-        return x @ y
+        return matmul(x, y)
 
     def backward(self, g):
         x, y = self.x, self.y
@@ -167,9 +168,9 @@ class MatMul(Function):
         g = g.reshape(batch + (x2.shape[-2], y2.shape[-1]))  # put back the 1-D axes
         gx = gy = None  # e.g. the input batch needs no gradient: skip its product
         if self.needs_grad(0):
-            gx = unbroadcast(g @ np.swapaxes(y2, -1, -2), x2.shape).reshape(x.shape)
+            gx = unbroadcast(matmul(g, np.swapaxes(y2, -1, -2)), x2.shape).reshape(x.shape)
         if self.needs_grad(1):
-            gy = unbroadcast(np.swapaxes(x2, -1, -2) @ g, y2.shape).reshape(y.shape)
+            gy = unbroadcast(matmul(np.swapaxes(x2, -1, -2), g), y2.shape).reshape(y.shape)
         return gx, gy
 
 

@@ -83,12 +83,13 @@ def _numba_threads(n: int) -> None:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the engine's kernels and the BLAS from now on."""
-    global _num_threads, _blas_limits
+    global _num_threads, _blas_limits, _controller
     from threadpoolctl import threadpool_limits
 
     n = _checked(n, "set_num_threads")
     _num_threads = n
     _blas_limits = threadpool_limits(limits=n, user_api="blas")
+    _controller = None  # single_threaded_blas looks again: a BLAS loaded since (scipy's) is seen
     _numba_threads(n)
 
 

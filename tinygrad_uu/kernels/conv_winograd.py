@@ -211,10 +211,10 @@ def _filter_transform(w):
     return u
 
 
-def _tile_chunking(n, channels, tiles_per_image, itemsize):
-    """Chunks of images whose transformed tiles (16 x channels x tiles) fill about
-    CHUNK_COLS_BYTES, as conv_batched's im2col matrices do."""
-    return _chunking(n, 16 * channels, tiles_per_image, itemsize)
+def _tile_chunking(n, channels, tiles_per_image, itemsize, flops_per_image):
+    """(images per chunk, chunks) as conv_batched's: the chunk's transformed tiles
+    (16 x channels x tiles) within CHUNK_COLS_BYTES, MIN_CHUNK_FLOPS of products each."""
+    return _chunking(n, 16 * channels, tiles_per_image, itemsize, flops_per_image)
 
 
 # Turning a kernel 180 degrees reverses its rows and columns; G with its columns reversed
@@ -239,7 +239,7 @@ def _forward_tiles(x, u, b, padding):
     th, tw = _tiles(oh, ow)
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    per, chunks = _tile_chunking(n, ci, th * tw, x.itemsize)
+    per, chunks = _tile_chunking(n, ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
 
     def task(start, stop):
         for k in range(start, stop):
@@ -275,7 +275,7 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
     th, tw = _tiles(oh, ow)
-    per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize)
+    per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize, 32 * co * ci * th * tw)
     partials = []  # dU of each task; list.append is atomic
 
     def task(start, stop):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.blas import matmul
 from ..tensor import Tensor, get_rng, stack
 from .losses import (bce_dice_loss, binary_cross_entropy_with_logits,  # noqa: F401
                      cross_entropy, mse_loss, nll_loss, soft_dice_loss)
@@ -56,16 +57,16 @@ class LinearFunction(Function):
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        out = x @ weight.T
+        out = matmul(x, weight.T)
         if bias is not None:
             out += bias
         return out
 
     def backward(self, g):
         x, x_wanted, w_wanted = self.x, self.needs_grad(0), self.needs_grad(1)
-        gx = g @ self.weight if x_wanted else None
+        gx = matmul(g, self.weight) if x_wanted else None
         g2 = g.reshape(-1, g.shape[-1])
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if w_wanted else None
+        gw = matmul(g2.T, x.reshape(-1, x.shape[-1])) if w_wanted else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, g2.sum(axis=0)
