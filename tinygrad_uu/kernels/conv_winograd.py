@@ -230,8 +230,9 @@ def _filter(w, saved):
     return _filter_transform(w) if u is None else u
 
 
-def _forward_tiles(x, u, b, padding):
-    """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one."""
+def _forward_tiles(x, u, b, padding, keep=None):
+    """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one.
+    With ``keep`` (a dict), its "winograd_v" gets (images per chunk, each chunk's V)."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -240,6 +241,7 @@ def _forward_tiles(x, u, b, padding):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     per, chunks = _tile_chunking(n, ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
+    vs = [None] * chunks  # each task fills its own chunks' places
 
     def task(start, stop):
         for k in range(start, stop):
@@ -249,17 +251,24 @@ def _forward_tiles(x, u, b, padding):
             _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
             np.matmul(u, v.transpose(1, 0, 2), out=m.transpose(1, 0, 2))
             _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
+            if keep is not None:
+                vs[k] = v
 
     _run_chunks(task, chunks, n)
+    if keep is not None:
+        keep["winograd_v"] = (per, vs)
     return out
 
 
 def conv2d_forward_winograd(x, w, b, padding, saved=None):
-    """The forward; keeps U in ``saved["winograd_u"]`` (when given a dict) for the backward."""
+    """The forward; keeps U and x's V in ``saved`` (when given a dict) for the backward:
+    dx needs U, dw the V of every tile (4x the size of x). Reusing V saves a third of
+    the input transforms and the filter transform: 64 x 128->128 at 4x4, fwd + bwd,
+    12.7 -> 11.0 ms on one thread and 10.4 -> 9.2 on two; 0.97-1.08x at 8x8 to 16x16."""
     u = _filter_transform(w)
     if saved is not None:
         saved["winograd_u"] = u
-    return _forward_tiles(x, u, b, padding)
+    return _forward_tiles(x, u, b, padding, saved)
 
 
 def conv2d_grad_input_winograd(grad_out, w, padding, saved=None):
@@ -269,13 +278,18 @@ def conv2d_grad_input_winograd(grad_out, w, padding, saved=None):
     return _forward_tiles(grad_out, u_turned, None, (2 - padding[0], 2 - padding[1]))
 
 
-def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
-    """dw = G^T dU G, dU[xi] = sum over the batch's tiles of (A dY A^T)[xi] @ V[xi]^T."""
+def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
+    """dw = G^T dU G, dU[xi] = sum over the batch's tiles of (A dY A^T)[xi] @ V[xi]^T,
+    with the forward's V when ``saved`` holds them."""
     n, ci = x.shape[:2]
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
     th, tw = _tiles(oh, ow)
-    per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize, 32 * co * ci * th * tw)
+    per, vs = (None, None) if saved is None else saved.get("winograd_v", (None, None))
+    if vs is None:
+        per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize, 32 * co * ci * th * tw)
+    else:
+        chunks = len(vs)
     partials = []  # dU of each task; list.append is atomic
 
     def task(start, stop):
@@ -283,8 +297,11 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
         for k in range(start, stop):
             n0, n1 = k * per, min(n, (k + 1) * per)
             t = (n1 - n0) * th * tw
-            v, z = np.empty((ci, 16, t), dtype=x.dtype), np.empty((co, 16, t), dtype=x.dtype)
-            _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+            z = np.empty((co, 16, t), dtype=x.dtype)
+            v = None if vs is None else vs[k]
+            if v is None:
+                v = np.empty((ci, 16, t), dtype=x.dtype)
+                _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
             _grad_tiles(grad_out, z, n0, th, tw, 0, (n1 - n0) * co)
             du += np.matmul(z.transpose(1, 0, 2), v.transpose(1, 2, 0))
         partials.append(du)
@@ -298,6 +315,6 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
 def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, saved=None):
     """(dx or None, dw or None, db)."""
     gx = conv2d_grad_input_winograd(grad_out, w, padding, saved) if need_x else None
-    gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding) if need_w else None
+    gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding, saved) if need_w else None
     gb = grad_out.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
     return gx, gw, gb
