@@ -25,8 +25,13 @@ The BLAS policy, and why (measured on a shared 2-core machine):
   (``single_threaded_blas``). The engine's threads take the pieces in turn as they
   finish, so a thread slowed down by a neighbour holds nobody up.
 * A plain product the engine does not split (``Tensor @``, a Linear layer) gets all
-  ``n`` BLAS threads, as in PyTorch: the products of an MLP step at batch 128 (784-256)
-  ran 1.4-1.9x faster on two BLAS threads than on one, on a quiet machine. On a busy
+  ``n`` BLAS threads, as in PyTorch, when it is big: the products of an MLP step at batch
+  128 (784-256) ran 1.4-1.9x faster on two BLAS threads than on one, on a quiet machine.
+  A small one (under 16 MFLOP) runs on one: after a threaded product OpenBLAS's threads
+  spin, holding the cores the engine's threads need next (``kernels/blas.py``).
+* Handing work to one of the engine's threads costs 25-55 us when it was busy a moment
+  ago and 125-180 us after a pause (measured on this 2-core virtual machine), so work is
+  handed out in pieces of at least about 0.2 ms (``kernels/conv_batched.py``). On a busy
   one they lose: with one other process spinning on the 2 cores, the same products took
   13 ms (median; 76-91 ms at the 90th percentile) on two BLAS threads against 2-3 ms
   (6-11 ms) on one. On a machine shared with other jobs, ``--threads 1`` (or

@@ -13,7 +13,8 @@ The kernels live in one module per kind; this one gathers the backend's entry po
 * ``normalization.py``: batch norm;
 * ``gemm.py``: a blocked matrix product;
 * ``conv.py``: which conv kernel runs which convolution, over ``conv3x3.py``,
-  ``conv_direct.py``, ``conv_im2col.py`` and ``conv_batched.py``;
+  ``conv_direct.py``, ``conv_winograd.py``, ``conv_im2col.py`` and ``conv_batched.py``;
+* ``blas.py``: which matrix products of ``@`` and ``Linear`` BLAS may thread;
 * ``pooling.py``: max and average pooling, nearest and bilinear upsampling.
 """
 from __future__ import annotations
