@@ -16,6 +16,8 @@ So a product under BLAS_THREADS_MIN_FLOPS runs on one BLAS thread
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..threads import get_num_threads, single_threaded_blas
@@ -26,7 +28,7 @@ BLAS_THREADS_MIN_FLOPS = 16e6
 def _flops(a, b):
     m, k = (a.shape[-2], a.shape[-1]) if a.ndim > 1 else (1, a.shape[0])
     n = b.shape[-1] if b.ndim > 1 else 1
-    batch = max(int(np.prod(a.shape[:-2])), int(np.prod(b.shape[:-2])), 1)
+    batch = max(math.prod(a.shape[:-2]), math.prod(b.shape[:-2]), 1)
     return 2.0 * batch * m * k * n
 
 
