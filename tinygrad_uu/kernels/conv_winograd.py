@@ -39,6 +39,7 @@ from numba import njit
 from .conv_batched import _chunking, _run_chunks
 from .parallel import FAST
 
+
 def _is_winograd(w_shape, stride, padding, dilation, groups):
     """3x3, stride 1, no dilation, one group, padding 0-2 (dx's padding 2 - p must not be negative)."""
     return (tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
