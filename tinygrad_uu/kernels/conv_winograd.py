@@ -76,6 +76,7 @@ def _input_tiles(x, v, n0, ph, pw, th, tw, start, stop):
     xp = np.zeros((2 * th + 2) * (2 * tw + 2), dtype=x.dtype)  # its border stays zero: only the image is copied in
     xf, vf = x.ravel(), v.ravel()
     step = U(v.shape[2])  # from one of the 16 positions to the next
+    s2, s3, s4 = U(2) * step, U(3) * step, U(4) * step
     for task in range(start, stop):
         i, c = task // ch, task % ch
         src = U(((n0 + i) * ch + c) * h * w)
@@ -100,13 +101,13 @@ def _input_tiles(x, v, n0, ph, pw, th, tw, start, stop):
                 r20, r21, r22, r23 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
                 r30, r31, r32, r33 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
                 q = base + ty * U(tw) + tx  # v = r B: the same four sums along each row
-                vf[q], vf[q + step], vf[q + U(2) * step], vf[q + U(3) * step] = r00 - r02, r01 + r02, r02 - r01, r01 - r03
-                q += U(4) * step
-                vf[q], vf[q + step], vf[q + U(2) * step], vf[q + U(3) * step] = r10 - r12, r11 + r12, r12 - r11, r11 - r13
-                q += U(4) * step
-                vf[q], vf[q + step], vf[q + U(2) * step], vf[q + U(3) * step] = r20 - r22, r21 + r22, r22 - r21, r21 - r23
-                q += U(4) * step
-                vf[q], vf[q + step], vf[q + U(2) * step], vf[q + U(3) * step] = r30 - r32, r31 + r32, r32 - r31, r31 - r33
+                vf[q], vf[q + step], vf[q + s2], vf[q + s3] = r00 - r02, r01 + r02, r02 - r01, r01 - r03
+                q += s4
+                vf[q], vf[q + step], vf[q + s2], vf[q + s3] = r10 - r12, r11 + r12, r12 - r11, r11 - r13
+                q += s4
+                vf[q], vf[q + step], vf[q + s2], vf[q + s3] = r20 - r22, r21 + r22, r22 - r21, r21 - r23
+                q += s4
+                vf[q], vf[q + step], vf[q + s2], vf[q + s3] = r30 - r32, r31 + r32, r32 - r31, r31 - r33
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
