@@ -43,13 +43,14 @@ NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the o
 
 # ----------------------------------------------------------------------------- PyTorch
 
-def torch_resnet(torch, model: competition.ResNet, args):
-    """The same ResNet in PyTorch, with the same module names, loaded with ``model``'s
-    weights (and batch-norm buffers) before any update."""
+def torch_basic_block(torch, cin, cout, stride=1, projection=None):
+    """tinygrad_uu.nn.BasicBlock in PyTorch, with the same module names (untrained)."""
     nn = torch.nn
+    if projection is None:
+        projection = stride != 1 or cin != cout
 
     class BasicBlock(nn.Module):
-        def __init__(self, cin, cout, stride):
+        def __init__(self):
             super().__init__()
             self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(cout)
@@ -57,12 +58,19 @@ def torch_resnet(torch, model: competition.ResNet, args):
             self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(cout)
             self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                           nn.BatchNorm2d(cout))
-                             if stride != 1 or cin != cout else nn.Identity())
+                                           nn.BatchNorm2d(cout)) if projection else nn.Identity())
 
         def forward(self, x):
             body = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
             return self.relu(body + self.shortcut(x))
+
+    return BasicBlock()
+
+
+def torch_resnet(torch, model: competition.ResNet, args):
+    """The same ResNet in PyTorch, with the same module names, loaded with ``model``'s
+    weights (and batch-norm buffers) before any update."""
+    nn = torch.nn
 
     class ResNet(nn.Module):
         def __init__(self, width, stages, blocks, dropout):
@@ -71,8 +79,8 @@ def torch_resnet(torch, model: competition.ResNet, args):
                                       nn.BatchNorm2d(width), nn.ReLU())
             layers, c = [], width
             for _ in range(stages):
-                layers.append(BasicBlock(c, 2 * c, 2))
-                layers += [BasicBlock(2 * c, 2 * c, 1) for _ in range(blocks - 1)]
+                layers.append(torch_basic_block(torch, c, 2 * c, 2))
+                layers += [torch_basic_block(torch, 2 * c, 2 * c) for _ in range(blocks - 1)]
                 c *= 2
             self.stages = nn.Sequential(*layers)
             self.pool = nn.AdaptiveAvgPool2d(1)

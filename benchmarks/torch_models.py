@@ -108,10 +108,18 @@ def _resnet(torch, model):
     return compare_resnet_torch.torch_resnet(torch, model, args)
 
 
+def _basic_block(torch, block):
+    """nn.BasicBlock: compare_resnet_torch.py's block, configured from the layer."""
+    from benchmarks import compare_resnet_torch
+    return compare_resnet_torch.torch_basic_block(torch, block.in_channels, block.out_channels, block.stride,
+                                                  projection=isinstance(block.shortcut, nn.Sequential))
+
+
 TWINS = {
     "UNet": _unet,
     "TinyYOLO": _tiny_yolo,
     "ResNet": _resnet,
+    "BasicBlock": _basic_block,
 }
 
 

@@ -80,25 +80,10 @@ def test_shapes_and_shortcut_choice():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_basic_block_matches_torch(stride):
     torch = pytest.importorskip("torch")
-    tnn = torch.nn
-
-    class TorchBlock(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.relu = tnn.ReLU()
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.shortcut = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                           tnn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            body = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-            return self.relu(body + self.shortcut(x))
-
+    from benchmarks.torch_models import torch_twin_untrained
     manual_seed(0)
-    ours, theirs = nn.BasicBlock(3, 6, stride), TorchBlock(3, 6, stride)
+    ours = nn.BasicBlock(3, 6, stride)
+    theirs = torch_twin_untrained(torch, ours)
     state = ours.state_dict()
     assert set(state) == set(theirs.state_dict())                     # the same names
     theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
