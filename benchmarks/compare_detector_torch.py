@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,9 +39,6 @@ from tinygrad_uu.data import DetectionAugment, load_detection_data  # noqa: E402
 from tinygrad_uu.detection import mean_average_precision  # noqa: E402
 from tinygrad_uu.detection.loss import DEFAULT_WEIGHTS  # noqa: E402
 from tinygrad_uu.detection.targets import build_targets, postprocess  # noqa: E402
-
-NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
-            "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -182,13 +178,8 @@ def main(argv=None) -> dict:
     own, args = parse_args(argv)
     common.apply_engine_options(args)
     threads = own.torch_threads or tg.get_num_threads()
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        print(NO_TORCH)
-    results = {"config": vars(args), "threads": threads,
-               "load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
+    from benchmarks.run import start_parity_run
+    torch, results = start_parity_run(vars(args), threads)
 
     if not own.w7_only:
         root = args.data_dir if args.data != "yolo" else None

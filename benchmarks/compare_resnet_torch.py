@@ -20,7 +20,6 @@ supported (this compares engines, not schedules or data).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,9 +35,6 @@ import competition  # noqa: E402
 import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import metrics  # noqa: E402
 from tinygrad_uu.data import dihedral  # noqa: E402
-
-NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
-            "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -162,13 +158,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     own, args = parse_args(argv)
     common.apply_engine_options(args)
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        print(NO_TORCH)
-    results = {"config": vars(args), "threads": own.threads,
-               "load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
+    from benchmarks.run import start_parity_run
+    torch, results = start_parity_run(vars(args), own.threads)
 
     if not own.w8_only:
         splits = competition.load_splits(args)

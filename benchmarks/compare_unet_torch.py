@@ -18,7 +18,6 @@ accepted and means the same; --prime is not (this compares engines, not schedule
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,6 @@ import segmentation  # noqa: E402
 
 import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import metrics, optim  # noqa: E402
-
-NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
-            "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -154,13 +150,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     own, args = parse_args(argv)
     tg.set_num_threads(own.threads)  # the same threads for both engines
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        print(NO_TORCH)
-    results = {"config": vars(args), "threads": own.threads,
-               "load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
+    from benchmarks.run import start_parity_run
+    torch, results = start_parity_run(vars(args), own.threads)
 
     if not own.w5_only:
         (train_x, train_y), (test_x, test_y) = segmentation.load_warwick(args.data_dir, args.limit)

@@ -159,6 +159,22 @@ def against_torch(workload: str, threads: int, repeats: int):
     return summary, result
 
 
+NO_TORCH = ("torch is not installed: only tinygrad_uu is measured. Install the optional peer "
+            "with  pip install -e '.[peers]'  (or pip install torch) to compare.")
+
+
+def start_parity_run(config: dict, threads: int):
+    """The start every parity script shares: (torch or None, with a note when it is
+    missing; the results dict with the configuration and the load average now)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print(NO_TORCH)
+    return torch, {"config": config, "threads": threads, "load_average_start": os.getloadavg(),
+                   "cpus": os.cpu_count()}
+
+
 def finish_parity_run(results: dict, workload: str | None, title: str, threads: int,
                       repeats: int, json_path=None) -> dict:
     """The end every parity script shares: the workload's step on both engines (unless
