@@ -92,6 +92,15 @@ def add_common_options(p: argparse.ArgumentParser, out: str, epochs: int, batch_
     p.add_argument("--out", default=out, help="folder for figures, the model and metrics.json")
 
 
+def update_options(p: argparse.ArgumentParser, **changes) -> None:
+    """Adapt options of add_common_options (whose help is written for MNIST) to an example:
+    ``update_options(p, data_dir=dict(help="..."), lr=dict(default=2e-3, help="..."))``."""
+    actions = {action.dest: action for action in p._actions}
+    for dest, attributes in changes.items():
+        for name, value in attributes.items():
+            setattr(actions[dest], name, value)
+
+
 class Stopwatch:
     """Accumulates the seconds spent inside ``with watch:`` blocks (training only)."""
 

@@ -264,16 +264,12 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_options(p, out="runs/competition", epochs=8, batch_size=64,
                               optimizer="adamw")
-    for action in p._actions:                # the shared help is written for MNIST
-        if action.dest == "data_dir":
-            action.help = ("WARWICK: data root holding warwick/ (default $TINYGRAD_UU_DATA or "
-                           "~/.cache/tinygrad_uu); pcam-kaggle: the competition's folder")
-        if action.dest == "limit":
-            action.help = "train on the patches of the first N training images (pcam: N patches)"
-        if action.dest == "optimizer":
-            action.choices, action.help = ["adamw"], "AdamW with a warmed-up cosine schedule"
-        if action.dest == "lr":
-            action.default, action.help = 2e-3, "peak learning rate"
+    common.update_options(
+        p, data_dir=dict(help="WARWICK: data root holding warwick/ (default $TINYGRAD_UU_DATA or "
+                              "~/.cache/tinygrad_uu); pcam-kaggle: the competition's folder"),
+        limit=dict(help="train on the patches of the first N training images (pcam: N patches)"),
+        optimizer=dict(choices=["adamw"], help="AdamW with a warmed-up cosine schedule"),
+        lr=dict(default=2e-3, help="peak learning rate"))
     common.add_engine_options(p)
     p.add_argument("--model", choices=MODELS + ("both",), default="both")
     p.add_argument("--data", choices=("warwick", "pcam-kaggle"), default="warwick")

@@ -460,9 +460,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_options(p, out="runs/mnist_cnn", epochs=3, batch_size=128, optimizer="adam")
-    next(a for a in p._actions if a.dest == "lr").help = (
-        "learning rate (default: a good one for the optimizer, " + ", ".join(
-            f"{k} {CNN_LR.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")")
+    common.update_options(p, lr=dict(help="learning rate (default: a good one for the optimizer, " + ", ".join(
+        f"{k} {CNN_LR.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")"))
     p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine",
                    help="learning rate, updated after every batch: cosine from --lr down "
                         "to 0 over --epochs, step halves it every epoch, none keeps it")

@@ -203,13 +203,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_common_options(p, out="runs/segmentation", epochs=40, batch_size=2,
                               optimizer="adam")
-    for action in p._actions:               # the shared help is written for MNIST
-        if action.dest == "data_dir":
-            action.help = ("data root holding warwick/ (or warwick.zip) (if not given: "
-                           "$TINYGRAD_UU_DATA or ~/.cache/tinygrad_uu)")
-        if action.dest == "lr":
-            action.help = ("learning rate (if not given: " + ", ".join(
-                f"{k} {LEARNING_RATES.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")")
+    common.update_options(
+        p, data_dir=dict(help="data root holding warwick/ (or warwick.zip) (if not given: "
+                              "$TINYGRAD_UU_DATA or ~/.cache/tinygrad_uu)"),
+        lr=dict(help="learning rate (if not given: " + ", ".join(
+            f"{k} {LEARNING_RATES.get(k, v[1]):g}" for k, v in common.OPTIMIZERS.items()) + ")"))
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and 90-degree turns of image and mask together")
     p.add_argument("--crop", type=common.non_negative_int, default=0,
