@@ -223,12 +223,6 @@ def _filter_transform(w):
     return u
 
 
-def _tile_chunking(n, channels, tiles_per_image, itemsize, flops_per_image):
-    """(images per chunk, chunks) as conv_batched's: the chunk's transformed tiles
-    (16 x channels x tiles) within CHUNK_COLS_BYTES, MIN_CHUNK_FLOPS of products each."""
-    return _chunking(n, 16 * channels, tiles_per_image, itemsize, flops_per_image)
-
-
 # Turning a kernel 180 degrees reverses its rows and columns; G with its columns reversed
 # is G with rows 0 and 3 swapped. So U of the turned kernel (dx's forward) is U with
 # positions 0 and 3 swapped along both axes of the 4x4 transform, channel axes swapped.
@@ -252,7 +246,8 @@ def _forward_tiles(x, u, b, padding, keep=None):
     th, tw = _tiles(oh, ow)
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    per, chunks = _tile_chunking(n, ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
+    # chunks as conv_batched's, their transformed tiles (16 values each) in place of im2col's columns
+    per, chunks = _chunking(n, 16 * ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
     vs = [None] * chunks  # each task fills its own chunks' places
 
     def task(start, stop):
@@ -300,7 +295,7 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
     th, tw = _tiles(oh, ow)
     per, vs = (None, None) if saved is None else saved.get("winograd_v", (None, None))
     if vs is None:
-        per, chunks = _tile_chunking(n, ci + co, th * tw, x.itemsize, 32 * co * ci * th * tw)
+        per, chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
     else:
         chunks = len(vs)
     partials = []  # dU of each task; list.append is atomic
