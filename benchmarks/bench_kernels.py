@@ -40,7 +40,7 @@ CLOCK = time.process_time if THREADS == "1" else time.perf_counter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_uu as tg  # noqa: E402
 from tinygrad_uu import kernels as K  # noqa: E402
-from tinygrad_uu.kernels import conv_batched, conv_direct, conv_im2col, conv3x3, cpu, reference  # noqa: E402
+from tinygrad_uu.kernels import conv, conv_batched, conv_direct, conv_im2col, conv3x3, cpu, reference  # noqa: E402
 
 try:
     import torch
@@ -179,7 +179,15 @@ LAYERS = {"mnist_cnn conv2 (64, 16->32, 14x14)": (64, 16, 32, 14, 3, 1),
           "resnet block2 (64, 64->64, 16x16)": (64, 64, 64, 16, 3, 1),
           "resnet down3 s2 (64, 64->128, 16x16)": (64, 64, 128, 16, 3, 2),
           "resnet proj3 1x1 s2 (64, 64->128, 16x16)": (64, 64, 128, 16, 1, 2),
-          "resnet block3 (64, 128->128, 8x8)": (64, 128, 128, 8, 3, 1)}
+          "resnet block3 (64, 128->128, 8x8)": (64, 128, 128, 8, 3, 1),
+          # the real W7 (examples/detection.py) and W8 (examples/competition.py) layers
+          "W7 b4 (16, 32->32, 16x16)": (16, 32, 32, 16, 3, 1),
+          "W7 b6 (16, 64->64, 8x8)": (16, 64, 64, 8, 3, 1),
+          "W7 fuse (16, 48->32, 16x16)": (16, 48, 32, 16, 3, 1),
+          "W8 stage0 conv2 (64, 32->32, 16x16)": (64, 32, 32, 16, 3, 1),
+          "W8 stage1 conv2 (64, 64->64, 8x8)": (64, 64, 64, 8, 3, 1),
+          "W8 stage2 conv1 s2 (64, 64->128, 8x8)": (64, 64, 128, 8, 3, 2),
+          "W8 stage2 conv2 (64, 128->128, 4x4)": (64, 128, 128, 4, 3, 1)}
 
 
 def bench_layers(repeats, only=None):
@@ -199,6 +207,14 @@ def bench_layers(repeats, only=None):
             out = K.conv2d_forward(x, w, b, saved=saved, **opts)
             return K.conv2d_backward(x, w, np.ones_like(out), saved=saved, **opts)
         row = {"layer": label, "numba ms": 1e3 * median_time(ours, repeats)}
+        if conv._winograd(w.shape, (stride, stride), (k // 2, k // 2), (1, 1), 1):
+            geometry = ((stride, stride), (k // 2, k // 2), (1, 1), 1)
+
+            def im2col():  # the path these layers took before Winograd's (conv_batched.py)
+                out = conv_batched.conv2d_forward_batched(x, w, b, *geometry)
+                return conv_batched.conv2d_backward_batched(x, w, np.ones_like(out), *geometry, True, True)
+            row["im2col ms"] = 1e3 * median_time(im2col, repeats)
+            row["im2col / numba"] = row["im2col ms"] / row["numba ms"]
         if torch is not None:
             tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
 
@@ -323,7 +339,10 @@ def main(argv=None):
         only = [w.strip() for w in args.only.split(",")] if args.only else None
         results["layers"] = bench_layers(args.repeats, only)
         print("## conv2d fwd+bwd (dx, dw, db) per layer, float32, ms\n")
-        print(markdown(results["layers"], ["layer", "numba ms"] + (["torch ms", "torch / numba"] if torch else [])), "\n")
+        print("numba: the engine's choice of kernel (Winograd where im2col ms is given: its time with\n"
+              "im2col + BLAS beside it)\n")
+        print(markdown(results["layers"], ["layer", "numba ms", "im2col ms", "im2col / numba"]
+                       + (["torch ms", "torch / numba"] if torch else [])), "\n")
         results["info"]["load average at end"] = os.getloadavg()
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
