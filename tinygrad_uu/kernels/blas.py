@@ -12,7 +12,8 @@ W3, whose 784 -> 256 layer's products (51 MFLOP) stay on BLAS's threads, went fr
 0.89-0.95 ms per step to 1.05-1.65 (its 256 -> 10 layer's products now on one thread).
 
 So a product under BLAS_THREADS_MIN_FLOPS runs on one BLAS thread
-(``threads.single_threaded_blas``); a bigger one on ``set_num_threads``'s BLAS threads.
+(``threads.single_threaded_blas``); a bigger one on ``set_num_threads``'s BLAS threads,
+after the engine's own threads are told to stop spinning (``parallel.rest_threads``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import math
 import numpy as np
 
 from ..threads import get_num_threads, single_threaded_blas
+from .parallel import rest_threads
 
 BLAS_THREADS_MIN_FLOPS = 16e6
 
@@ -34,7 +36,10 @@ def _flops(a, b):
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` (numpy's rules); on one BLAS thread when it is small."""
-    if get_num_threads() == 1 or _flops(a, b) >= BLAS_THREADS_MIN_FLOPS:
+    if get_num_threads() == 1:
+        return a @ b
+    if _flops(a, b) >= BLAS_THREADS_MIN_FLOPS:
+        rest_threads()
         return a @ b
     with single_threaded_blas():
         return a @ b

@@ -9,7 +9,8 @@ about a minute for the backend, on every fresh install. Threads over plain kerne
 the first run short.)
 
 How many threads: ``tinygrad_uu.set_num_threads`` (``threads.py``, which also states the
-BLAS policy). ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse
+BLAS policy). Between pieces of work the threads spin for about a millisecond before
+they sleep (``spinning.py``): waking a sleeping thread costs more than most kernels. ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse
 multiply-adds (``contract``), which it needs to vectorise a reduction with AVX; we leave
 out the flags that assume no NaN/inf, so NaN and inf still propagate.
 """
@@ -17,14 +18,114 @@ from __future__ import annotations
 
 import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+
+import numpy as np
 
 from ..threads import get_num_threads
+from .spinning import SPIN_ROUNDS, wait_until_all_equal, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
 CHUNKS_PER_THREAD = 4
+FLAG_STRIDE = 16  # int64s between two threads' flags: 128 bytes, so each has its own cache line
 _pools: dict = {}
+
+
+class SpinningPool:
+    """``workers`` threads that run one job at a time together with the thread that hands it out.
+
+    ``flags[0]`` is the number of the latest job, ``flags[FLAG_STRIDE * (i + 1)]`` the number
+    of the last job worker i finished. A worker that has finished a job spins on
+    ``flags[0]`` (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the
+    next job; the thread that hands the job out spins on the workers' flags the same way.
+    """
+
+    def __init__(self, workers: int):
+        self.flags = np.zeros(FLAG_STRIDE * (workers + 1), np.int64)
+        self._done_at = FLAG_STRIDE * np.arange(1, workers + 1)
+        self._current = (0, None)  # (job number, job); job None: stop spinning, sleep
+        self._errors: list = []
+        self._wake = threading.Condition()
+        self._sleepers = 0
+        self._in_use = threading.Lock()
+        for i in range(workers):
+            threading.Thread(target=self._work, args=(i,), daemon=True,
+                             name=f"tinygrad_uu-{i}").start()
+
+    def _work(self, i: int) -> None:
+        flags, seen, done_at, spin = self.flags, 0, FLAG_STRIDE * (i + 1), True
+        while True:
+            if not spin or wait_while_equal(flags, 0, seen, SPIN_ROUNDS) == seen:
+                with self._wake:
+                    self._sleepers += 1
+                    while flags[0] == seen:
+                        self._wake.wait()
+                    self._sleepers -= 1
+            seen, job = self._current  # set before flags[0]; it may be newer than the flag seen
+            spin = job is not None
+            if job is None:
+                continue
+            try:
+                job()
+            except BaseException as error:  # handed to the thread that waits for the job
+                self._errors.append(error)
+            flags[done_at] = seen
+
+    def _post(self, job) -> int:
+        number = self._current[0] + 1
+        self._current = (number, job)
+        self.flags[0] = number
+        if job is not None and self._sleepers:
+            with self._wake:
+                self._wake.notify_all()
+        return number
+
+    def run(self, job) -> None:
+        """job() on every worker and on this thread at once; returns when all are done.
+        While another thread has the pool, job() runs on this thread alone."""
+        if not self._in_use.acquire(blocking=False):
+            job()
+            return
+        try:
+            number = self._post(job)
+            try:
+                job()
+            finally:
+                while not wait_until_all_equal(self.flags, self._done_at, number, SPIN_ROUNDS):
+                    time.sleep(50e-6)  # a worker is slow (the machine is busy): stop spinning
+            if self._errors:
+                error, self._errors[:] = self._errors[0], []
+                raise error
+        finally:
+            self._in_use.release()
+
+    def rest(self) -> None:
+        """Send the spinning workers to sleep now (before BLAS runs on threads of its own)."""
+        if self._sleepers < len(self._done_at) and self._in_use.acquire(blocking=False):
+            try:
+                self._post(None)
+            finally:
+                self._in_use.release()
+
+
+def _pool() -> SpinningPool:
+    """This process's pool for ``get_num_threads()`` threads (a forked child, such as a
+    DataLoader worker, makes its own: its parent's threads are not in it)."""
+    key = (os.getpid(), get_num_threads())
+    if key not in _pools:
+        _pools[key] = SpinningPool(key[1] - 1)
+    return _pools[key]
+
+
+def rest_threads() -> None:
+    """Call before a BLAS product that runs on BLAS's own threads: the engine's threads
+    stop spinning, and leave the cores to BLAS."""
+    pid = os.getpid()
+    for (owner, _), pool in _pools.items():
+        if owner == pid:
+            pool.rest()
 
 
 def _parallel(kernel, tasks: int, work: int, *args) -> None:
@@ -40,9 +141,6 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
     if threads <= 1 or work < SMALL_WORK:
         kernel(*args, 0, tasks)
         return
-    key = (os.getpid(), threads)  # a forked child (a DataLoader worker) must not reuse its parent's pool
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinygrad_uu")
     chunks = min(tasks, CHUNKS_PER_THREAD * threads)
     bounds = [tasks * i // chunks for i in range(chunks + 1)]
     taken = itertools.count()  # next() on it is atomic under the GIL
@@ -53,7 +151,4 @@ def _parallel(kernel, tasks: int, work: int, *args) -> None:
                 return
             kernel(*args, bounds[i], bounds[i + 1])
 
-    others = [_pools[key].submit(work_through) for _ in range(threads - 1)]
-    work_through()  # this thread works too
-    for job in others:
-        job.result()
+    _pool().run(work_through)  # with fewer tasks than threads, the extra threads find none

@@ -1,0 +1,119 @@
+"""The engine's thread pool (kernels/parallel.py) and its spin waits (kernels/spinning.py):
+every task runs exactly once, on more than one thread; errors reach the caller; a second
+Python thread that finds the pool in use runs its job alone; workers that were sent to
+rest or fell asleep wake for the next job; and the spin waits see a flag written by
+another thread."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tinygrad_uu as tg
+from tinygrad_uu.kernels import parallel, spinning
+
+
+@pytest.fixture
+def two_threads():
+    before = tg.get_num_threads()
+    tg.set_num_threads(2)
+    yield
+    tg.set_num_threads(before)
+
+
+def test_the_spin_waits_return_at_once_when_the_flag_is_already_there():
+    flags = np.zeros(64, np.int64)
+    flags[16] = 7
+    assert spinning.wait_while_equal(flags, 16, 3, 10) == 7
+    assert spinning.wait_while_equal(flags, 16, 7, 10) == 7  # ran out of rounds: the value
+    assert spinning.wait_until_all_equal(flags, np.array([16]), 7, 0)
+    assert not spinning.wait_until_all_equal(flags, np.array([0, 16]), 7, 10)
+
+
+def test_the_spin_wait_sees_a_flag_written_by_another_thread():
+    """The read is an atomic load inside the loop: a plain read could be hoisted out of it,
+    and then the wait would never see the change."""
+    flags = np.zeros(32, np.int64)
+    writer = threading.Timer(0.05, lambda: flags.__setitem__(16, 5))
+    writer.start()
+    started = time.perf_counter()
+    seen = 0
+    while seen != 5 and time.perf_counter() - started < 10:
+        seen = spinning.wait_while_equal(flags, 16, 0, 1_000_000)
+    writer.join()
+    assert seen == 5
+    assert spinning.wait_until_all_equal(flags, np.array([16]), 5, 1_000_000)
+
+
+def test_every_task_runs_once_and_more_than_one_thread_works(monkeypatch, two_threads):
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    counts = np.zeros(1000, np.int64)
+    threads_seen = set()
+
+    def kernel(start, stop):
+        threads_seen.add(threading.get_ident())
+        counts[start:stop] += 1
+        time.sleep(0.002)  # long enough that the other thread takes a chunk
+
+    for _ in range(20):
+        parallel._parallel(kernel, 1000, 10**9)
+    assert (counts == 20).all()
+    assert len(threads_seen) == 2
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(monkeypatch, two_threads):
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    main = threading.get_ident()
+
+    def failing(start, stop):
+        if threading.get_ident() != main:
+            raise ValueError(f"tasks {start}-{stop} failed")
+        time.sleep(0.01)  # leave chunks for the worker
+
+    with pytest.raises(ValueError, match="failed"):
+        for _ in range(50):  # until the worker takes a chunk
+            parallel._parallel(failing, 8, 10**9)
+    done = []
+    parallel._parallel(lambda start, stop: done.append((start, stop)), 8, 10**9)
+    assert sorted(done) == [(i, i + 1) for i in range(8)]
+
+
+def test_a_second_caller_runs_alone_while_the_pool_is_in_use(monkeypatch, two_threads):
+    """Two Python threads calling kernels at once: one gets the pool, the other runs its
+    tasks on its own thread; every task of both runs once."""
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    counts = {name: np.zeros(64, np.int64) for name in ("a", "b")}
+
+    def caller(name):
+        def kernel(start, stop):
+            counts[name][start:stop] += 1
+            time.sleep(0.001)
+        for _ in range(10):
+            parallel._parallel(kernel, 64, 10**9)
+
+    others = [threading.Thread(target=caller, args=(name,)) for name in counts]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join()
+    assert all((c == 10).all() for c in counts.values())
+
+
+@pytest.mark.parametrize("spin_rounds", [0, spinning.SPIN_ROUNDS])
+def test_workers_sent_to_rest_or_asleep_wake_for_the_next_job(spin_rounds, monkeypatch, two_threads):
+    """With no spinning the workers sleep after each job; with it, rest_threads sends them
+    to sleep. Either way the next job wakes them."""
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    monkeypatch.setattr(parallel, "SPIN_ROUNDS", spin_rounds)
+    monkeypatch.setattr(parallel, "_pools", {})  # a fresh pool that spins spin_rounds
+    ran = []
+
+    def kernel(start, stop):
+        ran.append(threading.get_ident())
+        time.sleep(0.002)
+
+    for _ in range(5):
+        parallel._parallel(kernel, 8, 10**9)
+        parallel.rest_threads()
+        time.sleep(0.01)
+    assert len(ran) == 40 and len(set(ran)) == 2

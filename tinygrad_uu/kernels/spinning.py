@@ -1,0 +1,79 @@
+"""Waiting for a flag in memory without the GIL: how the engine's threads wait for work.
+
+A thread that sleeps on a lock or a condition (as ``concurrent.futures`` does) takes
+25-180 us to wake up on this 2-core virtual machine; a training step of the detector
+(W7) hands work to its threads about 50 times. A thread that keeps reading a flag in
+memory sees it change within a microsecond. So the engine's threads *spin* for a while
+(about 1 ms here, SPIN_ROUNDS) after their last piece of work, and only then sleep,
+as OpenMP's threads do. The spinning runs in a numba function without the GIL, so the
+thread that hands out the work runs on meanwhile.
+
+The flags are int64 entries of a numpy array. A plain read in a loop may be hoisted
+out of it by the compiler, so ``_load_acquire`` reads with an atomic load, and
+``_pause`` tells the core that this is a spin loop (x86's ``pause``; nothing elsewhere).
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# One round is a load and a pause: 26 ns on this AMD EPYC, so about 1 ms.
+# TINYGRAD_UU_SPIN=0 turns spinning off (the threads sleep at once), for a machine shared
+# with other busy jobs, where a spinning thread takes a core someone else needs.
+SPIN_ROUNDS = 40_000 if os.environ.get("TINYGRAD_UU_SPIN", "1").strip() != "0" else 0
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    """array[index] read with an atomic load (acquire ordering)."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1]])
+        return builder.load_atomic(pointer, "acquire", align=array_type.dtype.bitwidth // 8)
+    return array.dtype(array, index), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86's ``pause`` instruction (a hint that this is a spin loop); nothing elsewhere."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                   "llvm.x86.sse2.pause")
+            builder.call(pause, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(nogil=True, cache=True)
+def wait_while_equal(flags, index, value, rounds):
+    """Spin until flags[index] != value, or for ``rounds`` rounds; return flags[index]."""
+    for _ in range(rounds):
+        now = _load_acquire(flags, index)
+        if now != value:
+            return now
+        _pause()
+    return _load_acquire(flags, index)
+
+
+@njit(nogil=True, cache=True)
+def wait_until_all_equal(flags, indices, value, rounds):
+    """Spin until flags[i] == value for every i in ``indices``, or for ``rounds`` rounds;
+    return whether they all are."""
+    for round_ in range(rounds + 1):
+        done = True
+        for i in indices:
+            if _load_acquire(flags, i) != value:
+                done = False
+                break
+        if done or round_ == rounds:
+            return done
+        _pause()
+    return False
