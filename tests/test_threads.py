@@ -156,3 +156,14 @@ def test_the_engines_products_equal_numpys_and_small_ones_use_one_blas_thread(a_
     small = blas._flops(a, b) < blas.BLAS_THREADS_MIN_FLOPS
     assert seen == ([1, 2] if small else [])
     assert small == (a_shape != (300, 300))
+
+
+@pytest.mark.parametrize("n, flops_per_image", [(16, 2.4e6), (16, 1e8), (64, 5e6), (64, 1e5), (3, 1e9), (1, 1e9)])
+def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, flops_per_image, restore_threads):
+    """16 images cut 7 + 7 + 2 left one of two threads 9 of them: the chunk count is a
+    multiple of the thread count wherever the batch allows it."""
+    from tinygrad_uu.kernels.conv_batched import _chunking
+    tg.set_num_threads(2)
+    per, chunks = _chunking(n, 72, 256, 4, flops_per_image)
+    assert per >= 1 and (chunks - 1) * per < n <= chunks * per
+    assert chunks % 2 == 0 or per == 1  # one image per chunk: no evener split exists
