@@ -580,9 +580,10 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
         inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
         want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias)
         assert_same(want, got)
-        assert got[0].shape == shape and got[0].dtype == dtype
+        assert got.shape == shape and got.dtype == dtype
         scale = inv_std * weight
-        (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, want[1], scale, batch_stats)
+        (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, x, mean, inv_std, weight,
+                                                          batch_stats)
         assert_same(tuple(sums_want), tuple(sums_got))
         # dx = scale * (g - mean(g) - xhat * mean(g * xhat)) can cancel to rounding noise
         # (with two values per channel it is exactly 0): tolerance from the terms' size
@@ -675,3 +676,16 @@ def test_max_pool_2x2_picks_the_first_of_ties_and_nan(shape):
     want, got = both(K.max_pool2d_forward, x, 2)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, -1e4])
+def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset):
+    """The numba statistics take one pass (sums of x - x[0, c, 0]); float32 values around a
+    large mean must give the variance of their spread, as numpy's two passes do."""
+    rng = np.random.default_rng(3)
+    x = (offset + rng.standard_normal((8, 4, 16, 16))).astype(np.float32)
+    with K.use_backend("numba"):
+        mean, var = K.batch_norm_stats(x)
+    want = x.astype(np.float64)
+    np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=1e-9)

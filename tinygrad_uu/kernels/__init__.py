@@ -114,25 +114,28 @@ def batch_norm_stats(x):
 
 
 def batch_norm_forward(x, mean, inv_std, weight, bias):
-    """(out, xhat) with xhat = (x - mean) * inv_std and out = xhat * weight + bias, each of
-    mean, inv_std, weight, bias of shape (C,); out and xhat have x's shape and dtype."""
+    """out = xhat * weight + bias with xhat = (x - mean) * inv_std, each of mean, inv_std,
+    weight, bias of shape (C,); out has x's shape and dtype."""
     x3 = _per_channel("batch_norm_forward", x)
     dtype = x3.dtype
-    out, xhat = _impl().batch_norm_forward(x3, np.asarray(mean, np.float64), as_float(inv_std, dtype),
-                                           as_float(weight, dtype), as_float(bias, dtype))
-    return out.reshape(np.shape(x)), xhat.reshape(np.shape(x))
+    out = _impl().batch_norm_forward(x3, np.asarray(mean, np.float64), as_float(inv_std, dtype),
+                                     as_float(weight, dtype), as_float(bias, dtype))
+    return out.reshape(np.shape(x))
 
 
-def batch_norm_backward(grad_out, xhat, scale, batch_stats: bool):
-    """(dx, sum(g * xhat), sum(g)), sums per channel, with ``scale`` = weight / sqrt(var + eps):
+def batch_norm_backward(grad_out, x, mean, inv_std, weight, batch_stats: bool):
+    """(dx, sum(g * xhat), sum(g)), sums per channel, for the forward's x, mean, inv_std and
+    weight, with xhat = (x - mean) * inv_std and scale = weight * inv_std:
     dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) when the batch's own statistics
     were used (m values per channel), else scale * g."""
-    g3, h3 = _per_channel("batch_norm_backward", grad_out), _per_channel("batch_norm_backward", xhat)
-    if g3.shape != h3.shape:
+    g3, x3 = _per_channel("batch_norm_backward", grad_out), _per_channel("batch_norm_backward", x)
+    if g3.shape != x3.shape:
         raise ValueError(f"batch_norm_backward: grad_out has shape {np.shape(grad_out)}, "
-                         f"expected {np.shape(xhat)}")
-    dx, sum_gx, sum_g = _impl().batch_norm_backward(g3, h3.astype(g3.dtype, copy=False),
-                                                    as_float(scale, g3.dtype), bool(batch_stats))
+                         f"expected {np.shape(x)}")
+    dtype = g3.dtype
+    dx, sum_gx, sum_g = _impl().batch_norm_backward(g3, x3.astype(dtype, copy=False),
+                                                    np.asarray(mean, np.float64), as_float(inv_std, dtype),
+                                                    as_float(weight, dtype), bool(batch_stats))
     return dx.reshape(np.shape(grad_out)), sum_gx, sum_g
 
 

@@ -8,60 +8,62 @@ from .parallel import FAST, _parallel
 
 # =========================================================================== batch norm
 # x as (N, C, L). A task is one channel: its N * L values, read in N contiguous rows.
-# Sums run in float64.
+# Sums run in float64. The forward writes only its output: the backward computes
+# xhat = (x - mean) * inv_std again from x, which costs less than writing xhat out and
+# reading it back.
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_stats(x, mean, var, start, stop):
+    """One pass: the sums of d and d * d with d = x - x[0, c, 0]. Shifted by one of the
+    channel's own values, the mean of d is of the order of the spread, so
+    var = mean(d * d) - mean(d) ** 2 loses nothing to a large mean (in float64)."""
     n, length = x.shape[0], x.shape[2]
     m = n * length
     for c in range(start, stop):
-        total = 0.0
+        shift = np.float64(x[0, c, 0])
+        total = squares = 0.0
         for b in range(n):
             row = x[b, c]
             for t in range(length):
-                total += row[t]
-        mu = total / m
-        squares = 0.0
-        for b in range(n):
-            row = x[b, c]
-            for t in range(length):
-                d = row[t] - mu
+                d = np.float64(row[t]) - shift
+                total += d
                 squares += d * d
-        mean[c], var[c] = mu, squares / m
+        mean_d = total / m
+        mean[c], var[c] = shift + mean_d, max(squares / m - mean_d * mean_d, 0.0)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _bn_forward(x, mean, inv_std, weight, bias, out, xhat, start, stop):
+def _bn_forward(x, mean, inv_std, weight, bias, out, start, stop):
     for c in range(start, stop):
         mu, s = x.dtype.type(mean[c]), inv_std[c]
         w, b0 = weight[c], bias[c]
         for b in range(x.shape[0]):
-            src, h, dst = x[b, c], xhat[b, c], out[b, c]
+            src, dst = x[b, c], out[b, c]
             for t in range(x.shape[2]):
-                v = (src[t] - mu) * s
-                h[t] = v
-                dst[t] = v * w + b0
+                dst[t] = (src[t] - mu) * s * w + b0
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _bn_backward(g, xhat, scale, batch_stats, dx, sum_gx, sum_g, start, stop):
+def _bn_backward(g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g, start, stop):
+    """xhat = (x - mean) * inv_std, computed again where it is needed (not kept from the forward)."""
     n, length = g.shape[0], g.shape[2]
     m = n * length
     for c in range(start, stop):
+        mu, s = x.dtype.type(mean[c]), inv_std[c]
         sg = sgx = 0.0
         for b in range(n):
-            gr, hr = g[b, c], xhat[b, c]
+            gr, xr = g[b, c], x[b, c]
             for t in range(length):
                 sg += gr[t]
-                sgx += gr[t] * hr[t]
+                sgx += gr[t] * ((xr[t] - mu) * s)
         sum_g[c], sum_gx[c] = sg, sgx
-        k = scale[c]
+        k = s * weight[c]
         shift = g.dtype.type(sg / m) if batch_stats else g.dtype.type(0)
         slope = g.dtype.type(sgx / m) if batch_stats else g.dtype.type(0)
         for b in range(n):
-            gr, hr, dr = g[b, c], xhat[b, c], dx[b, c]
+            gr, xr, dr = g[b, c], x[b, c], dx[b, c]
             for t in range(length):
-                dr[t] = k * (gr[t] - shift - hr[t] * slope)
+                dr[t] = k * (gr[t] - shift - ((xr[t] - mu) * s) * slope)
 
 
 def batch_norm_stats(x):
@@ -72,13 +74,13 @@ def batch_norm_stats(x):
 
 
 def batch_norm_forward(x, mean, inv_std, weight, bias):
-    out, xhat = np.empty_like(x), np.empty_like(x)
-    _parallel(_bn_forward, x.shape[1], x.size, x, mean, inv_std, weight, bias, out, xhat)
-    return out, xhat
+    out = np.empty_like(x)
+    _parallel(_bn_forward, x.shape[1], 2 * x.size, x, mean, inv_std, weight, bias, out)
+    return out
 
 
-def batch_norm_backward(g, xhat, scale, batch_stats):
+def batch_norm_backward(g, x, mean, inv_std, weight, batch_stats):
     c = g.shape[1]
     dx, sum_gx, sum_g = np.empty_like(g), np.empty(c, g.dtype), np.empty(c, g.dtype)
-    _parallel(_bn_backward, c, g.size, g, xhat, scale, batch_stats, dx, sum_gx, sum_g)
+    _parallel(_bn_backward, c, 5 * g.size, g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g)
     return dx, sum_gx, sum_g

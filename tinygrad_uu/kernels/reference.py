@@ -86,18 +86,24 @@ def batch_norm_stats(x):
     return x.mean(axis=(0, 2), dtype=np.float64), x.var(axis=(0, 2), dtype=np.float64)
 
 
+def _xhat(x, mean, inv_std):
+    shape = (1, -1, 1)
+    return (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
+
+
 def batch_norm_forward(x, mean, inv_std, weight, bias):
-    """(out, xhat): xhat = (x - mean) * inv_std, out = xhat * weight + bias, per channel."""
-    shape = (1, -1, 1)
-    xhat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
-    return xhat * weight.reshape(shape) + bias.reshape(shape), xhat
+    """out = xhat * weight + bias with xhat = (x - mean) * inv_std, per channel."""
+    return _xhat(x, mean, inv_std) * weight.reshape(1, -1, 1) + bias.reshape(1, -1, 1)
 
 
-def batch_norm_backward(g, xhat, scale, batch_stats):
-    """(dx, sum(g * xhat), sum(g)) per channel, with m = N * L values per channel:
+def batch_norm_backward(g, x, mean, inv_std, weight, batch_stats):
+    """(dx, sum(g * xhat), sum(g)) per channel, with xhat = (x - mean) * inv_std, m = N * L
+    values per channel and scale = weight * inv_std:
     dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) with the batch's statistics,
-    else scale * g (``scale`` = weight / sqrt(var + eps))."""
+    else scale * g."""
     shape = (1, -1, 1)
+    xhat = _xhat(x, mean, inv_std)
+    scale = inv_std * weight
     sum_g = g.sum(axis=(0, 2), dtype=np.float64)
     sum_gx = (g * xhat).sum(axis=(0, 2), dtype=np.float64)
     if batch_stats:

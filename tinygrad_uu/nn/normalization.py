@@ -35,14 +35,16 @@ class BatchNormFunction(Function):
         channels, self.affine = x.shape[1], weight is not None
         inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(x.dtype)
         weight = np.ones(channels, x.dtype) if weight is None else weight
-        out, self.xhat = kernels.batch_norm_forward(
-            x, mean, inv_std, weight, np.zeros(channels, x.dtype) if bias is None else bias)
-        self.scale = inv_std * weight  # dL/dx = scale * (...), see the docstring
+        out = kernels.batch_norm_forward(x, mean, inv_std, weight,
+                                         np.zeros(channels, x.dtype) if bias is None else bias)
+        # the backward computes xhat again from x: cheaper than keeping a copy of it
+        self.x, self.mean, self.inv_std, self.weight = x, mean, inv_std, weight
         self.batch_stats = batch_stats
         return out
 
     def backward(self, g):
-        dx, sum_gx, sum_g = kernels.batch_norm_backward(g, self.xhat, self.scale, self.batch_stats)
+        dx, sum_gx, sum_g = kernels.batch_norm_backward(g, self.x, self.mean, self.inv_std, self.weight,
+                                                        self.batch_stats)
         return (dx, sum_gx, sum_g) if self.affine else dx
 
 
