@@ -522,6 +522,7 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     with pytest.MonkeyPatch.context() as patch:
         if split:
             patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
         want, got = both(K.relu_forward, x)
         np.testing.assert_array_equal(got, want)
@@ -547,6 +548,7 @@ def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, 
     with pytest.MonkeyPatch.context() as patch:
         if split:
             patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
         want, got = both(K.leaky_relu_forward, x, slope)
         np.testing.assert_array_equal(got, want)
@@ -573,6 +575,7 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
     with pytest.MonkeyPatch.context() as patch:
         if split:
             patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(parallel, "STREAMING_WORK", 0)
         (mean, var), got = both(K.batch_norm_stats, x)
         assert_same(mean, got[0], 1e-6)
         assert_same(var, got[1], 1e-5)

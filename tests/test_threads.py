@@ -167,3 +167,15 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, flops_per_
     per, chunks = _chunking(n, 72, 256, 4, flops_per_image)
     assert per >= 1 and (chunks - 1) * per < n <= chunks * per
     assert chunks % 2 == 0 or per == 1  # one image per chunk: no evener split exists
+
+
+def test_streaming_kernels_stay_on_one_thread_below_their_own_threshold(restore_threads):
+    """A kernel that streams through memory (relu, batch norm) is split among threads only
+    from STREAMING_WORK elements on; another from SMALL_WORK on."""
+    from tinygrad_uu.kernels import parallel
+    tg.set_num_threads(2)
+    work = (parallel.SMALL_WORK + parallel.STREAMING_WORK) // 2
+    for streaming, want_calls in ((True, 1), (False, 8)):
+        calls = []
+        parallel._parallel(lambda start, stop: calls.append((start, stop)), 8, work, streaming=streaming)
+        assert len(calls) == want_calls and sorted(calls)[0][0] == 0 and sorted(calls)[-1][1] == 8

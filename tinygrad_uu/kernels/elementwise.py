@@ -40,7 +40,8 @@ def relu_forward(x):
     if x.size < parallel.SMALL_WORK or not x.flags.c_contiguous:
         return reference.relu_forward(x)
     out = np.empty_like(x)
-    _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK)
+    _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK,
+              streaming=True)
     return out
 
 
@@ -49,7 +50,7 @@ def relu_backward(grad_out, out):
         return reference.relu_backward(grad_out, out)
     gx = np.empty_like(grad_out)
     _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
-              RELU_BLOCK)
+              RELU_BLOCK, streaming=True)
     return gx
 
 
@@ -75,7 +76,7 @@ def leaky_relu_forward(x, slope):
         return reference.leaky_relu_forward(x, slope)
     out = np.empty_like(x)
     _parallel(_leaky_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), x.dtype.type(slope),
-              out.ravel(), RELU_BLOCK)
+              out.ravel(), RELU_BLOCK, streaming=True)
     return out
 
 
@@ -84,7 +85,7 @@ def leaky_relu_backward(grad_out, x, slope):
         return reference.leaky_relu_backward(grad_out, x, slope)
     gx = np.empty_like(grad_out)
     _parallel(_leaky_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), x.ravel(),
-              grad_out.dtype.type(slope), gx.ravel(), RELU_BLOCK)
+              grad_out.dtype.type(slope), gx.ravel(), RELU_BLOCK, streaming=True)
     return gx
 
 

@@ -69,18 +69,19 @@ def _bn_backward(g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g, st
 def batch_norm_stats(x):
     c = x.shape[1]
     mean, var = np.empty(c), np.empty(c)
-    _parallel(_bn_stats, c, x.size, x, mean, var)
+    _parallel(_bn_stats, c, x.size, x, mean, var, streaming=True)
     return mean, var
 
 
 def batch_norm_forward(x, mean, inv_std, weight, bias):
     out = np.empty_like(x)
-    _parallel(_bn_forward, x.shape[1], 2 * x.size, x, mean, inv_std, weight, bias, out)
+    _parallel(_bn_forward, x.shape[1], 2 * x.size, x, mean, inv_std, weight, bias, out, streaming=True)
     return out
 
 
 def batch_norm_backward(g, x, mean, inv_std, weight, batch_stats):
     c = g.shape[1]
     dx, sum_gx, sum_g = np.empty_like(g), np.empty(c, g.dtype), np.empty(c, g.dtype)
-    _parallel(_bn_backward, c, 5 * g.size, g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g)
+    _parallel(_bn_backward, c, 5 * g.size, g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g,
+              streaming=True)
     return dx, sum_gx, sum_g

@@ -10,9 +10,11 @@ the first run short.)
 
 How many threads: ``tinygrad_uu.set_num_threads`` (``threads.py``, which also states the
 BLAS policy). Between pieces of work the threads spin for about a millisecond before
-they sleep (``spinning.py``): waking a sleeping thread costs more than most kernels. ``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse
-multiply-adds (``contract``), which it needs to vectorise a reduction with AVX; we leave
-out the flags that assume no NaN/inf, so NaN and inf still propagate.
+they sleep (``spinning.py``): waking a sleeping thread costs more than most kernels.
+
+``fastmath=FAST`` lets LLVM reorder sums (``reassoc``) and fuse multiply-adds
+(``contract``), which it needs to vectorise a reduction with AVX; we leave out the flags
+that assume no NaN/inf, so NaN and inf still propagate.
 """
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ from .spinning import SPIN_ROUNDS, wait_until_all_equal, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
+# Kernels that stream through memory doing little per element (relu, batch norm): below
+# this many elements one thread beats two (W7's step 1.03x against SMALL_WORK, W8's 1.01x;
+# steps alternated in one process).
+STREAMING_WORK = 1 << 18
 CHUNKS_PER_THREAD = 4
 FLAG_STRIDE = 16  # int64s between two threads' flags: 128 bytes, so each has its own cache line
 _pools: dict = {}
@@ -128,17 +134,17 @@ def rest_threads() -> None:
             pool.rest()
 
 
-def _parallel(kernel, tasks: int, work: int, *args) -> None:
+def _parallel(kernel, tasks: int, work: int, *args, streaming: bool = False) -> None:
     """Run ``kernel(*args, start, stop)`` over tasks [0, tasks), split among threads.
 
     As many threads as ``tinygrad_uu.get_num_threads()``; just this one when ``work``
-    (elements touched) is small.
+    (elements touched) is under SMALL_WORK, or under STREAMING_WORK for a ``streaming`` kernel.
     The tasks are cut into CHUNKS_PER_THREAD pieces per thread, which the threads take
     in turn as they finish: on a shared machine one thread is often slowed down, and
     the others then take over its share instead of waiting for it.
     """
     threads = min(get_num_threads(), tasks)
-    if threads <= 1 or work < SMALL_WORK:
+    if threads <= 1 or work < (STREAMING_WORK if streaming else SMALL_WORK):
         kernel(*args, 0, tasks)
         return
     chunks = min(tasks, CHUNKS_PER_THREAD * threads)
