@@ -692,3 +692,26 @@ def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset):
     want = x.astype(np.float64)
     np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("x_shape, out_channels, stride", [
+    ((6, 8, 1, 1), 1, 1),    # a ResNet head: one logit from pooled features
+    ((4, 6, 5, 5), 7, 1),    # stride 1: the columns are the input itself
+    ((6, 4, 7, 6), 5, 2)])   # stride 2 on a small map: picked pixels, side by side
+def test_pointwise_convs_take_their_columns_from_the_input_and_match_numpy(x_shape, out_channels, stride):
+    from tinygrad_uu.kernels import conv_batched
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((out_channels, x_shape[1], 1, 1)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    oh, ow = (x_shape[2] - 1) // stride + 1, (x_shape[3] - 1) // stride + 1
+    side_by_side = oh * ow < conv_batched.SIDE_BY_SIDE_BELOW
+    assert conv_batched._pointwise((1, 1, stride, stride, 0, 0, 1, 1, oh, ow), side_by_side)
+    g = rng.standard_normal((x_shape[0], out_channels, oh, ow)).astype(np.float32)
+    with K.use_backend("numpy"):
+        want = K.conv2d_forward(x, w, b, stride), K.conv2d_backward(x, w, g, stride)
+    got = (conv_batched.conv2d_forward_batched(x, w, b, (stride,) * 2, (0, 0), (1, 1), 1),
+           conv_batched.conv2d_backward_batched(x, w, g, (stride,) * 2, (0, 0), (1, 1), 1, True, True))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for a, e in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)

@@ -158,15 +158,25 @@ def test_the_engines_products_equal_numpys_and_small_ones_use_one_blas_thread(a_
     assert small == (a_shape != (300, 300))
 
 
-@pytest.mark.parametrize("n, flops_per_image", [(16, 2.4e6), (16, 1e8), (64, 5e6), (64, 1e5), (3, 1e9), (1, 1e9)])
-def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, flops_per_image, restore_threads):
+@pytest.mark.parametrize("n, rows, positions, out_channels", [
+    (16, 72, 1024, 16),   # W7's 8 -> 16 stride-2 layer at 64x64
+    (16, 576, 64, 64),    # W7's 64 -> 64 at 8x8
+    (64, 288, 256, 64),   # W8's 32 -> 64 stride 2
+    (64, 128, 1, 1),      # W8's head: a 1x1 conv to one logit, 16 KFLOP per image
+    (3, 9, 4, 1), (1, 576, 64, 64)])
+def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, positions, out_channels,
+                                                                   restore_threads):
     """16 images cut 7 + 7 + 2 left one of two threads 9 of them: the chunk count is a
-    multiple of the thread count wherever the batch allows it."""
-    from tinygrad_uu.kernels.conv_batched import _chunking
+    multiple of the thread count wherever the batch allows it; a batch with too little
+    work for a second thread is one chunk."""
+    from tinygrad_uu.kernels.conv_batched import MIN_CHUNK_FLOPS, _chunking
     tg.set_num_threads(2)
-    per, chunks = _chunking(n, 72, 256, 4, flops_per_image)
+    flops = 2 * out_channels * rows * positions
+    per, chunks = _chunking(n, rows, positions, 4, flops)
     assert per >= 1 and (chunks - 1) * per < n <= chunks * per
-    assert chunks % 2 == 0 or per == 1  # one image per chunk: no evener split exists
+    assert chunks % 2 == 0 or chunks == 1 or per == 1  # one image per chunk: no evener split exists
+    if n * flops < MIN_CHUNK_FLOPS and n * rows * positions * 4 < (1 << 20):
+        assert chunks == 1
 
 
 def test_streaming_kernels_stay_on_one_thread_below_their_own_threshold(restore_threads):
