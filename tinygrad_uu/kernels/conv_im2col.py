@@ -92,28 +92,33 @@ def _col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
 
 @njit(nogil=True, cache=True)
 def _rows_to_nchw(rows, bias, out, start, stop):
-    """out[n, o] = rows[o, n*L:(n+1)*L] + bias[o] (no bias when it is empty). A task is one o."""
-    n_img, L = out.shape[0], out.shape[2] * out.shape[3]
+    """out[n, o] = rows[o, n*L:(n+1)*L] + bias[o] (no bias when it is empty). A task is one o.
+    Flat views and unsigned offsets, as in _im2col: a slice per (o, n) cost more than its
+    copy when L is 16 (191 -> 39 us for 64 images of 128 channels at 4x4)."""
+    n_img, channels, L = out.shape[0], out.shape[1], np.uint64(out.shape[2] * out.shape[3])
+    rf, of = rows.ravel(), out.ravel()
     for o in range(start, stop):
         add = bias[o] if bias.shape[0] else rows.dtype.type(0)
         for n in range(n_img):
-            src, dst = rows[o, n * L:(n + 1) * L], out[n, o].ravel()
+            src, dst = np.uint64(o * rows.shape[1] + n * L), np.uint64((n * channels + o) * L)
             for t in range(L):
-                dst[t] = src[t] + add
+                of[dst + t] = rf[src + t] + add
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _nchw_to_rows(g, rows, gb, start, stop):
     """rows[o, n*L:(n+1)*L] = g[n, o] and gb[o] = the sum of them all. A task is one o."""
-    n_img, L = g.shape[0], g.shape[2] * g.shape[3]
+    n_img, channels, L = g.shape[0], g.shape[1], np.uint64(g.shape[2] * g.shape[3])
+    gf, rf = g.ravel(), rows.ravel()
     for o in range(start, stop):
         total = 0.0  # float64: a long float32 sum would lose digits
         for n in range(n_img):
-            src, dst = g[n, o].ravel(), rows[o, n * L:(n + 1) * L]
+            src, dst = np.uint64((n * channels + o) * L), np.uint64(o * rows.shape[1] + n * L)
             s = g.dtype.type(0)
             for t in range(L):
-                dst[t] = src[t]
-                s += src[t]
+                v = gf[src + t]
+                rf[dst + t] = v
+                s += v
             total += s
         gb[o] = total
 
