@@ -29,13 +29,18 @@ The BLAS policy, and why (measured on a shared 2-core machine):
   128 (784-256) ran 1.4-1.9x faster on two BLAS threads than on one, on a quiet machine.
   A small one (under 16 MFLOP) runs on one: after a threaded product OpenBLAS's threads
   spin, holding the cores the engine's threads need next (``kernels/blas.py``).
-* Handing work to one of the engine's threads costs 25-55 us when it was busy a moment
-  ago and 125-180 us after a pause (measured on this 2-core virtual machine), so work is
-  handed out in pieces of at least about 0.2 ms (``kernels/conv_batched.py``). On a busy
-  one they lose: with one other process spinning on the 2 cores, the same products took
-  13 ms (median; 76-91 ms at the 90th percentile) on two BLAS threads against 2-3 ms
-  (6-11 ms) on one. On a machine shared with other jobs, ``--threads 1`` (or
-  ``TINYGRAD_UU_NUM_THREADS=1``) is the safe choice.
+* Waking a sleeping thread costs 25-55 us when it was busy a moment ago and 125-180 us
+  after a pause (measured on this 2-core virtual machine). So the engine's threads, like
+  OpenMP's, spin for about a millisecond after each piece of work before they sleep
+  (``kernels/spinning.py``): an empty hand-off and wait went from 79-157 us to 23-58 us,
+  and the training steps of W4, W7 and W8 ran 1.10-1.15x faster on two threads. Before a
+  product on BLAS's own threads they are sent to sleep (``kernels/parallel.rest_threads``),
+  so as not to take the cores BLAS needs. ``TINYGRAD_UU_SPIN=0`` turns the spinning off.
+  Work is still handed out in pieces of at least about 0.2 ms (``kernels/conv_batched.py``).
+* On a busy machine threads lose: with one other process spinning on the 2 cores, the
+  same products took 13 ms (median; 76-91 ms at the 90th percentile) on two BLAS threads
+  against 2-3 ms (6-11 ms) on one. On a machine shared with other jobs, ``--threads 1``
+  (or ``TINYGRAD_UU_NUM_THREADS=1``) is the safe choice.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ compiles nothing and a second run of a program starts fast.
 
 The kernels live in one module per kind; this one gathers the backend's entry points:
 
-* ``parallel.py``: the engine's threads (how a kernel's tasks are split among them);
-  ``tinygrad_uu/threads.py`` holds the thread setting and the BLAS policy;
+* ``parallel.py``: the engine's threads (how a kernel's tasks are split among them), and
+  ``spinning.py``, how they wait for work; ``tinygrad_uu/threads.py`` holds the thread
+  setting and the BLAS policy;
 * ``elementwise.py``: relu, leaky relu, zero padding;
 * ``normalization.py``: batch norm;
 * ``gemm.py``: a blocked matrix product;
