@@ -40,10 +40,13 @@ from .conv_im2col import _col2im, _im2col, _nchw_to_rows, _rows_to_nchw
 from .elementwise import _out_hw
 from .parallel import CHUNKS_PER_THREAD, FAST, _parallel
 
-# A chunk's im2col matrices: at most this, or one image. 1 MB (this machine's L2 per core)
-# against 512 KB: W7 1.03-1.05x on one and two threads, W8 1.00-1.03x, W4 the same
-# (steps alternated in one process).
-CHUNK_COLS_BYTES = 1 << 20
+# A chunk's im2col matrices (Winograd's transformed tiles): at most this, or one image.
+# On one thread, 512 KB, which leaves room in the core's L2 cache (1 MB here) for the
+# product's other operands. On more, 1 MB: fewer chunks, so fewer hand-offs between
+# threads. Measured against 512 KB on two threads, steps alternated in one process:
+# W7 1.05x, W8 1.03x, W2 32->64 fwd+bwd 1.03x, W4 1.00x; on one thread W2 lost 4%.
+CHUNK_COLS_BYTES = 512 << 10
+CHUNK_COLS_BYTES_THREADED = 1 << 20
 SIDE_BY_SIDE_BELOW = 64  # output positions per image under which a chunk's images share one product
 
 
@@ -107,13 +110,15 @@ MIN_CHUNK_FLOPS = 16e6  # a chunk's products: at least this many flops (about 0.
 
 
 def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
-    """(images per chunk, number of chunks): chunks of at most CHUNK_COLS_BYTES of cols,
-    and enough of them that every thread gets several, but each with MIN_CHUNK_FLOPS of
-    products: handing a chunk to a waiting thread takes 25-180 us here (threads.py), and
+    """(images per chunk, number of chunks): chunks of at most CHUNK_COLS_BYTES of cols
+    (CHUNK_COLS_BYTES_THREADED on more than one thread), and enough of them that every
+    thread gets several, but each with MIN_CHUNK_FLOPS of products: handing a chunk to a
+    waiting thread takes 25-180 us here when it sleeps (threads.py), and
     a 1x1 conv 64->45 at 8x8, batch 16, cut in 8 took 0.76 ms on two threads against
     0.44 ms whole on one."""
     threads = get_num_threads()
-    per = max(1, CHUNK_COLS_BYTES // max(1, rows * cols_per_image * itemsize))
+    budget = CHUNK_COLS_BYTES if threads == 1 else CHUNK_COLS_BYTES_THREADED
+    per = max(1, budget // max(1, rows * cols_per_image * itemsize))
     per = min(per, max(1, n // (CHUNKS_PER_THREAD * threads),
                        int(-(-MIN_CHUNK_FLOPS // max(1, flops_per_image)))))
     chunks = -(-n // per)
