@@ -61,11 +61,13 @@ def _max_pool_2x2_forward(x, out, arg, start, stop):
 
 @njit(nogil=True, cache=True)
 def _max_pool_backward(g, arg, gx, start, stop):
-    """gx is (N, C, H*W): each output's gradient goes to its argmax."""
+    """gx is (N, C, H*W): each output's gradient goes to its argmax. Each task zeroes its
+    own planes first (a whole-array np.zeros ran on one thread before the others started)."""
     c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
     for task in range(start, stop):
         b, ch = task // c, task % c
         dst = gx[b, ch]
+        dst[:] = 0
         for y in range(oh):
             for xx in range(ow):
                 dst[arg[b, ch, y, xx]] += g[b, ch, y, xx]
@@ -96,6 +98,7 @@ def _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, start, stop):
     for task in range(start, stop):
         b, ch = task // c, task % c
         dst = gx[b, ch]
+        dst[:, :] = 0
         for y in range(oh):
             for xx in range(ow):
                 share = g[b, ch, y, xx] * scale
@@ -118,7 +121,7 @@ def max_pool2d_forward(x, kernel, stride, padding):
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
     n, c, h, w = x_shape
-    gx = np.zeros((n, c, h * w), dtype=grad_out.dtype)
+    gx = np.empty((n, c, h * w), dtype=grad_out.dtype)
     _parallel(_max_pool_backward, n * c, grad_out.size, grad_out, argmax, gx)
     return gx.reshape(x_shape)
 
@@ -132,7 +135,7 @@ def avg_pool2d_forward(x, kernel, stride, padding):
 
 
 def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
-    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    gx = np.empty(x_shape, dtype=grad_out.dtype)
     _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], grad_out.size, grad_out, gx, *kernel, *stride, *padding)
     return gx
 
