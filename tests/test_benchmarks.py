@@ -251,3 +251,23 @@ def test_w8_resnet_step_agrees_between_tinygrad_uu_and_torch():
     assert rec["results"]["tinygrad_uu-numpy"]["max_err"] <= rec["rtol"]
     assert "batch norm" in rec["results"]["numpy"]["message"]
     assert len(PARAMS["W8"]) == len(set(PARAMS["W8"])) == 3 + 3 * 9 + 2
+
+
+def test_bench_threads_times_both_settings_and_puts_spinning_back(monkeypatch):
+    """benchmarks/bench_threads.py: a row per measurement with both settings' figures;
+    the engine's threads spin again afterwards (the setting is restored by ``use``)."""
+    from benchmarks import bench_threads
+    from tinygrad_uu.kernels import parallel
+    import tinygrad_uu as tg
+    before, tg_threads = parallel.SPIN_ROUNDS, tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        lines = bench_threads.hand_off(gaps=(0.0,), blocks=1, calls=3)
+        assert len(lines) == 1 and lines[0].count(" us") == 2 and lines[0].endswith("x |")
+        bench_threads.use("spinning")
+        assert parallel.SPIN_ROUNDS > 0
+        bench_threads.use("sleeping")
+        assert parallel.SPIN_ROUNDS == 0
+    finally:
+        parallel.SPIN_ROUNDS = before
+        tg.set_num_threads(tg_threads)
