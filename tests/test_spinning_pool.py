@@ -117,3 +117,9 @@ def test_workers_sent_to_rest_or_asleep_wake_for_the_next_job(spin_rounds, monke
         parallel.rest_threads()
         time.sleep(0.01)
     assert len(ran) == 40 and len(set(ran)) == 2
+
+
+def test_a_published_flag_is_what_the_spin_wait_returns():
+    flags = np.zeros(32, np.int64)
+    spinning.publish(flags, 16, 9)
+    assert flags[16] == 9 and spinning.wait_while_equal(flags, 16, 0, 10) == 9

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..threads import get_num_threads
-from .spinning import SPIN_ROUNDS, wait_until_all_equal, wait_while_equal
+from .spinning import SPIN_ROUNDS, publish, wait_until_all_equal, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
@@ -77,7 +77,7 @@ class SpinningPool:
                 job()
             except BaseException as error:  # handed to the thread that waits for the job
                 self._errors.append(error)
-            flags[done_at] = seen
+            publish(flags, done_at, seen)
 
     def _post(self, job) -> int:
         number = self._current[0] + 1

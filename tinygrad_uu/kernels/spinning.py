@@ -41,6 +41,20 @@ def _load_acquire(typingctx, array, index):
 
 
 @intrinsic
+def _store_release(typingctx, array, index, value):
+    """array[index] = value with an atomic store (release ordering): every write made
+    before it is seen by a thread that reads the new value with _load_acquire."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1]])
+        value = context.cast(builder, args[2], signature.args[2], array_type.dtype)
+        builder.store_atomic(value, pointer, "release", align=array_type.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
 def _pause(typingctx):
     """x86's ``pause`` instruction (a hint that this is a spin loop); nothing elsewhere."""
     def codegen(context, builder, signature, args):
@@ -50,6 +64,14 @@ def _pause(typingctx):
             builder.call(pause, [])
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+@njit(nogil=True, cache=True)
+def publish(flags, index, value):
+    """flags[index] = value, after every write this thread made (a kernel's output) is
+    visible to the thread that sees the new value (x86 keeps stores in order anyway;
+    ARM does not)."""
+    _store_release(flags, index, value)
 
 
 @njit(nogil=True, cache=True)
