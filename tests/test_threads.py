@@ -162,6 +162,7 @@ def test_the_engines_products_equal_numpys_and_small_ones_use_one_blas_thread(a_
     (16, 72, 1024, 16),   # W7's 8 -> 16 stride-2 layer at 64x64
     (16, 576, 64, 64),    # W7's 64 -> 64 at 8x8
     (64, 288, 256, 64),   # W8's 32 -> 64 stride 2
+    (64, 256, 49, 32),    # W4's Winograd 16 -> 32 at 14x14: once cut 20 + 20 + 20 + 4
     (64, 128, 1, 1),      # W8's head: a 1x1 conv to one logit, 16 KFLOP per image
     (3, 9, 4, 1), (1, 576, 64, 64)])
 def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, positions, out_channels,
@@ -169,12 +170,15 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
     """16 images cut 7 + 7 + 2 left one of two threads 9 of them: the chunk count is a
     multiple of the thread count wherever the batch allows it; a batch with too little
     work for a second thread is one chunk."""
-    from tinygrad_uu.kernels.conv_batched import MIN_CHUNK_FLOPS, _chunking
+    from tinygrad_uu.kernels.conv_batched import MIN_CHUNK_FLOPS, _chunk, _chunking
     tg.set_num_threads(2)
     flops = 2 * out_channels * rows * positions
-    per, chunks = _chunking(n, rows, positions, 4, flops)
-    assert per >= 1 and (chunks - 1) * per < n <= chunks * per
-    assert chunks % 2 == 0 or chunks == 1 or per == 1  # one image per chunk: no evener split exists
+    chunks = _chunking(n, rows, positions, 4, flops)
+    bounds = [_chunk(k, n, chunks) for k in range(chunks)]
+    sizes = [b - a for a, b in bounds]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1  # even chunks
+    assert chunks % 2 == 0 or chunks == 1 or chunks == n  # one image per chunk: no evener split exists
     if n * flops < MIN_CHUNK_FLOPS and n * rows * positions * 4 < (1 << 20):
         assert chunks == 1
 

@@ -110,12 +110,14 @@ MIN_CHUNK_FLOPS = 16e6  # a chunk's products: at least this many flops (about 0.
 
 
 def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
-    """(images per chunk, number of chunks): chunks of at most CHUNK_COLS_BYTES of cols
-    (CHUNK_COLS_BYTES_THREADED on more than one thread), and enough of them that every
-    thread gets several, but each with MIN_CHUNK_FLOPS of products: handing a chunk to a
-    waiting thread takes 25-180 us here when it sleeps (threads.py), and
-    a 1x1 conv 64->45 at 8x8, batch 16, cut in 8 took 0.76 ms on two threads against
-    0.44 ms whole on one."""
+    """The number of chunks to cut n images into: chunks of at most CHUNK_COLS_BYTES of
+    cols (CHUNK_COLS_BYTES_THREADED on more than one thread), and enough of them that
+    every thread gets several, but each with MIN_CHUNK_FLOPS of products: handing a chunk
+    to a waiting thread takes 25-180 us here when it sleeps (threads.py), and a 1x1 conv
+    64->45 at 8x8, batch 16, cut in 8 took 0.76 ms on two threads against 0.44 ms whole on
+    one. As many chunks for every thread, and (``_chunk``) of sizes that differ by one image
+    at most: 16 images cut 7 + 7 + 2 left one of two threads 9 of them, 64 cut 20 + 20 +
+    20 + 4 another 40."""
     threads = get_num_threads()
     budget = CHUNK_COLS_BYTES if threads == 1 else CHUNK_COLS_BYTES_THREADED
     per = max(1, budget // max(1, rows * cols_per_image * itemsize))
@@ -123,11 +125,13 @@ def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
                        int(-(-MIN_CHUNK_FLOPS // max(1, flops_per_image)))))
     chunks = -(-n // per)
     if 1 < chunks and chunks % threads and n >= threads:
-        # as many chunks for every thread: 16 images in 7 + 7 + 2 left one thread 9 of them
-        chunks += threads - chunks % threads
-        per = -(-n // chunks)
-        chunks = -(-n // per)
-    return per, chunks
+        chunks = min(n, chunks + threads - chunks % threads)
+    return chunks
+
+
+def _chunk(k, n, chunks):
+    """(first image, last image + 1) of chunk k of ``chunks``."""
+    return n * k // chunks, n * (k + 1) // chunks
 
 
 def _run_chunks(task, chunks, n_images):
@@ -156,13 +160,13 @@ def conv2d_forward_batched(x, w, b, stride, padding, dilation, groups):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     wg = w.reshape(groups, og, rg)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
-    per, chunks = _chunking(n, rows, L, x.itemsize, 2 * og * rows * L)
+    chunks = _chunking(n, rows, L, x.itemsize, 2 * og * rows * L)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
     side_by_side = L < SIDE_BY_SIDE_BELOW
 
     def task(start, stop):
         for k in range(start, stop):
-            n0, n1 = k * per, min(n, (k + 1) * per)
+            n0, n1 = _chunk(k, n, chunks)
             cols = _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side)
             if side_by_side:  # (groups, og, images*L) as channel rows, then to NCHW with the bias
                 _rows_to_nchw(np.matmul(wg, cols.reshape(groups, rg, -1)).reshape(co, -1), bias, out[n0:n1], 0, co)
@@ -187,7 +191,7 @@ def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, n
     og, rg = co // groups, rows // groups
     wt = np.ascontiguousarray(np.swapaxes(w.reshape(groups, og, rg), 1, 2))  # (groups, rg, og)
     gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
-    per, chunks = _chunking(n, rows, L, x.itemsize, 4 * og * rows * L)
+    chunks = _chunking(n, rows, L, x.itemsize, 4 * og * rows * L)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
     side_by_side = L < SIDE_BY_SIDE_BELOW
     partials = []  # (dw, db) of each task; list.append is atomic
@@ -196,7 +200,7 @@ def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, n
         gw_t = np.zeros((groups, rg, og), dtype=x.dtype) if need_w else None  # dw, transposed
         gb = np.zeros(co, dtype=np.float64)
         for k in range(start, stop):
-            n0, n1 = k * per, min(n, (k + 1) * per)
+            n0, n1 = _chunk(k, n, chunks)
             if side_by_side:  # g as channel rows (groups, og, images*L), db summed on the way
                 g, g_sum = np.empty((co, (n1 - n0) * L), dtype=x.dtype), np.empty(co, dtype=x.dtype)
                 _nchw_to_rows(grad_out[n0:n1], g, g_sum, 0, co)

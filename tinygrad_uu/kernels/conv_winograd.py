@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .conv_batched import _add_channel_sums, _chunking, _run_chunks
+from .conv_batched import _add_channel_sums, _chunk, _chunking, _run_chunks
 from .parallel import FAST
 
 
@@ -238,7 +238,7 @@ def _filter(w, saved):
 
 def _forward_tiles(x, u, b, padding, keep=None):
     """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one.
-    With ``keep`` (a dict), its "winograd_v" gets (images per chunk, each chunk's V)."""
+    With ``keep`` (a dict), its "winograd_v" gets each chunk's V (chunk k: images _chunk(k, n, len(V)))."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -247,12 +247,12 @@ def _forward_tiles(x, u, b, padding, keep=None):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     # chunks as conv_batched's, their transformed tiles (16 values each) in place of im2col's columns
-    per, chunks = _chunking(n, 16 * ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
+    chunks = _chunking(n, 16 * ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
     vs = [None] * chunks  # each task fills its own chunks' places
 
     def task(start, stop):
         for k in range(start, stop):
-            n0, n1 = k * per, min(n, (k + 1) * per)
+            n0, n1 = _chunk(k, n, chunks)
             t = (n1 - n0) * th * tw
             v = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
             m = np.empty((co, 16, _stride(t)), dtype=x.dtype)
@@ -264,7 +264,7 @@ def _forward_tiles(x, u, b, padding, keep=None):
 
     _run_chunks(task, chunks, n)
     if keep is not None:
-        keep["winograd_v"] = (per, vs)
+        keep["winograd_v"] = vs
     return out
 
 
@@ -293,9 +293,9 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
     th, tw = _tiles(oh, ow)
-    per, vs = (None, None) if saved is None else saved.get("winograd_v", (None, None))
+    vs = None if saved is None else saved.get("winograd_v")
     if vs is None:
-        per, chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
+        chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
     else:
         chunks = len(vs)
     partials = []  # dU of each task; list.append is atomic
@@ -303,7 +303,7 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
     def task(start, stop):
         du = np.zeros((16, co, ci), dtype=x.dtype)
         for k in range(start, stop):
-            n0, n1 = k * per, min(n, (k + 1) * per)
+            n0, n1 = _chunk(k, n, chunks)
             t = (n1 - n0) * th * tw
             z = np.empty((co, 16, _stride(t)), dtype=x.dtype)
             v = None if vs is None else vs[k]
