@@ -32,8 +32,9 @@ The BLAS policy, and why (measured on a shared 2-core machine):
 * Waking a sleeping thread costs 25-55 us when it was busy a moment ago and 125-180 us
   after a pause (measured on this 2-core virtual machine). So the engine's threads, like
   OpenMP's, spin for about a millisecond after each piece of work before they sleep
-  (``kernels/spinning.py``): an empty hand-off and wait went from 79-157 us to 23-58 us,
-  and the training steps of W4, W7 and W8 ran 1.10-1.15x faster on two threads. Before a
+  (``kernels/spinning.py``): an empty hand-off and wait took 49-67 us against 165-182 us,
+  and the training steps of W4, W7 and W8 ran 1.12-1.20x faster on two threads
+  (``python benchmarks/bench_threads.py``, README "Threads that spin"). Before a
   product on BLAS's own threads they are sent to sleep (``kernels/parallel.rest_threads``),
   so as not to take the cores BLAS needs. ``TINYGRAD_UU_SPIN=0`` turns the spinning off.
   Work is still handed out in pieces of at least about 0.2 ms (``kernels/conv_batched.py``).

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..threads import get_num_threads
 from .conv3x3 import _is_3x3, conv2d_forward_3x3, conv2d_grad_input_3x3, conv2d_grad_weight_3x3
-from .conv_batched import conv2d_backward_batched, conv2d_forward_batched
+from .conv_batched import bias_gradient, conv2d_backward_batched, conv2d_forward_batched
 from .conv_direct import conv2d_forward_direct, conv2d_grad_input_direct, conv2d_grad_weight_direct
 from .conv_winograd import (_is_winograd, conv2d_backward_winograd, conv2d_forward_winograd,
                             conv2d_grad_input_winograd, conv2d_grad_weight_winograd)
@@ -88,7 +88,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         gx = conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
         if not need_w:
-            return gx, None, grad_out.sum(axis=(0, 2, 3))
+            return gx, None, bias_gradient(grad_out)
         gb = np.empty(w.shape[0], dtype=grad_out.dtype)
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
@@ -100,7 +100,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         return conv2d_backward_im2col(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved)
     gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
     gw = conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_w else None
-    return gx, gw, grad_out.sum(axis=(0, 2, 3))
+    return gx, gw, bias_gradient(grad_out)
 
 
 def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):

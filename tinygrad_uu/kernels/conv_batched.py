@@ -77,6 +77,13 @@ def _add_channel_sums(g, sums):
             sums[c] += total
 
 
+def bias_gradient(grad_out):
+    """grad_out (N, C, H, W) summed per channel, in float64, returned in grad_out's dtype."""
+    sums = np.zeros(grad_out.shape[1], dtype=np.float64)
+    _add_channel_sums(grad_out.reshape(grad_out.shape[0], grad_out.shape[1], -1), sums)
+    return sums.astype(grad_out.dtype)
+
+
 def _pointwise(geometry, side_by_side):
     """A 1x1 kernel without padding: its im2col columns are the input's pixels, every
     stride-th one, which numpy's copies pick (im2col's loops make one short copy per

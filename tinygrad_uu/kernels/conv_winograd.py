@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .conv_batched import _add_channel_sums, _chunk, _chunking, _run_chunks
+from .conv_batched import _chunk, _chunking, _run_chunks, bias_gradient
 from .parallel import FAST
 
 
@@ -324,6 +324,4 @@ def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, saved=None
     """(dx or None, dw or None, db)."""
     gx = conv2d_grad_input_winograd(grad_out, w, padding, saved) if need_x else None
     gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding, saved) if need_w else None
-    gb = np.zeros(w.shape[0], dtype=np.float64)  # numpy's float64 sum took 0.5 ms for 64 x 64 x 14 x 14
-    _add_channel_sums(grad_out.reshape(grad_out.shape[0], grad_out.shape[1], -1), gb)
-    return gx, gw, gb.astype(x.dtype)
+    return gx, gw, bias_gradient(grad_out)

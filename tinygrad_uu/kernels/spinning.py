@@ -98,4 +98,4 @@ def wait_until_all_equal(flags, indices, value, rounds):
         if done or round_ == rounds:
             return done
         _pause()
-    return False
+    return False  # not reached: the last round returns; numba wants a return here
