@@ -176,44 +176,68 @@ def _grad_tiles(g, z, n0, th, tw, start, stop):
                     q += U(4) * step
 
 
+# The filter transforms go one output channel at a time through a small buffer, (C_in, 16)
+# values: written (or read) straight at u[xi, o, c], 16 rows C_out * C_in values apart,
+# the 16 places of one (o, c) share the L1 cache's sets (as in _stride) and evict each
+# other. 128 x 128 channels took 0.66 ms one (o, c) at a time, against 0.1 ms through the
+# buffer (measured).
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _g_times(h, k0, k1, k2):
+    """G (k0, k1, k2)^T: the four values of the filter transform along one axis."""
+    return k0, (k0 + k1 + k2) * h, (k0 - k1 + k2) * h, k2
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _g_transposed_times(h, d0, d1, d2, d3):
+    """G^T (d0, d1, d2, d3)^T: its adjoint, four values back to three."""
+    return d0 + (d1 + d2) * h, (d1 - d2) * h, (d1 + d2) * h + d3
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _filter_tiles(w, u):
     """u[:, o, c] = G w[o, c] G^T (3x3 -> 4x4, flattened), for every (o, c)."""
     co, ci = w.shape[0], w.shape[1]
-    half = w.dtype.type(0.5)
-    t = np.empty((4, 3), dtype=w.dtype)
+    h = w.dtype.type(0.5)
+    wf = w.ravel()
+    buf = np.empty((ci, 16), dtype=w.dtype)
     for o in range(co):
         for c in range(ci):
-            k = w[o, c]
-            for j in range(3):  # t = G w
-                t[0, j] = k[0, j]
-                t[1, j] = (k[0, j] + k[1, j] + k[2, j]) * half
-                t[2, j] = (k[0, j] - k[1, j] + k[2, j]) * half
-                t[3, j] = k[2, j]
-            for a in range(4):  # u = t G^T
-                u[4 * a, o, c] = t[a, 0]
-                u[4 * a + 1, o, c] = (t[a, 0] + t[a, 1] + t[a, 2]) * half
-                u[4 * a + 2, o, c] = (t[a, 0] - t[a, 1] + t[a, 2]) * half
-                u[4 * a + 3, o, c] = t[a, 2]
+            p = (o * ci + c) * 9
+            # t = G w, column by column (t's rows are a, w's columns j)
+            t00, t10, t20, t30 = _g_times(h, wf[p], wf[p + 3], wf[p + 6])
+            t01, t11, t21, t31 = _g_times(h, wf[p + 1], wf[p + 4], wf[p + 7])
+            t02, t12, t22, t32 = _g_times(h, wf[p + 2], wf[p + 5], wf[p + 8])
+            r = buf[c]  # u = t G^T, row by row
+            r[0], r[1], r[2], r[3] = _g_times(h, t00, t01, t02)
+            r[4], r[5], r[6], r[7] = _g_times(h, t10, t11, t12)
+            r[8], r[9], r[10], r[11] = _g_times(h, t20, t21, t22)
+            r[12], r[13], r[14], r[15] = _g_times(h, t30, t31, t32)
+        for xi in range(16):
+            for c in range(ci):
+                u[xi, o, c] = buf[c, xi]
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _filter_tiles_adjoint(du, dw):
     """dw[o, c] = G^T du[:, o, c] G (4x4 -> 3x3), the adjoint of _filter_tiles."""
     co, ci = dw.shape[0], dw.shape[1]
-    half = du.dtype.type(0.5)
-    t = np.empty((3, 4), dtype=du.dtype)
+    h = du.dtype.type(0.5)
+    dwf = dw.ravel()
+    buf = np.empty((ci, 16), dtype=du.dtype)
     for o in range(co):
+        for xi in range(16):
+            for c in range(ci):
+                buf[c, xi] = du[xi, o, c]
         for c in range(ci):
-            for b in range(4):  # t = G^T du
-                d0, d1, d2, d3 = du[b, o, c], du[4 + b, o, c], du[8 + b, o, c], du[12 + b, o, c]
-                t[0, b] = d0 + (d1 + d2) * half
-                t[1, b] = (d1 - d2) * half
-                t[2, b] = (d1 + d2) * half + d3
-            for a in range(3):  # dw = t G
-                dw[o, c, a, 0] = t[a, 0] + (t[a, 1] + t[a, 2]) * half
-                dw[o, c, a, 1] = (t[a, 1] - t[a, 2]) * half
-                dw[o, c, a, 2] = (t[a, 1] + t[a, 2]) * half + t[a, 3]
+            d = buf[c]  # t = G^T du, column by column (du's rows are a, columns b)
+            t00, t10, t20 = _g_transposed_times(h, d[0], d[4], d[8], d[12])
+            t01, t11, t21 = _g_transposed_times(h, d[1], d[5], d[9], d[13])
+            t02, t12, t22 = _g_transposed_times(h, d[2], d[6], d[10], d[14])
+            t03, t13, t23 = _g_transposed_times(h, d[3], d[7], d[11], d[15])
+            p = (o * ci + c) * 9  # dw = t G, row by row
+            dwf[p], dwf[p + 1], dwf[p + 2] = _g_transposed_times(h, t00, t01, t02, t03)
+            dwf[p + 3], dwf[p + 4], dwf[p + 5] = _g_transposed_times(h, t10, t11, t12, t13)
+            dwf[p + 6], dwf[p + 7], dwf[p + 8] = _g_transposed_times(h, t20, t21, t22, t23)
 
 
 def _filter_transform(w):
