@@ -562,10 +562,11 @@ def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, 
 @SETTINGS
 @given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (2, 16, 40, 40)]),
        dtype=st.sampled_from([np.float32, np.float64]), batch_stats=st.booleans(), split=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
+       negative_slope=st.sampled_from([1.0, 0.0, 0.1]), seed=st.integers(0, 2**16))
+def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negative_slope, seed):
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
-    batch's statistics and without; ``split`` sends even small arrays through the threads."""
+    batch's statistics and without, with no activation (slope 1), a ReLU and a leaky
+    ReLU; ``split`` sends even small arrays through the threads."""
     from tinygrad_uu.kernels import parallel
     rng = np.random.default_rng(seed)
     c = shape[1]
@@ -581,12 +582,14 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, seed):
         assert_same(var, got[1], 1e-5)
         assert mean.shape == var.shape == (c,) and got[0].dtype == np.float64
         inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
-        want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias)
+        want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias, negative_slope)
         assert_same(want, got)
         assert got.shape == shape and got.dtype == dtype
+        if negative_slope == 0.0:
+            assert (got >= 0).all()
         scale = inv_std * weight
         (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, x, mean, inv_std, weight,
-                                                          batch_stats)
+                                                          bias, batch_stats, negative_slope)
         assert_same(tuple(sums_want), tuple(sums_got))
         # dx = scale * (g - mean(g) - xhat * mean(g * xhat)) can cancel to rounding noise
         # (with two values per channel it is exactly 0): tolerance from the terms' size

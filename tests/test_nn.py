@@ -390,6 +390,55 @@ def test_batchnorm_gradcheck(shape, training, affine):
         assert gradcheck(lambda x: F.batch_norm(x, mean, var, None, None, training, 0.0), x)
 
 
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 2, 2), (5, 1, 3, 1)]),
+       training=st.booleans(), affine=st.booleans(), negative_slope=st.sampled_from([0.0, 0.1, 2.0]),
+       seed=st.integers(0, 2**16))
+def test_batchnorm_with_activation_gradcheck(shape, training, affine, negative_slope, seed):
+    """F.batch_norm's negative_slope: a leaky ReLU in the same op. Its values are those of
+    batch_norm then leaky_relu, and its gradients pass the finite-difference check."""
+    c = shape[1]
+    x = randn(*shape, seed=seed)
+    mean, var = Tensor(np.linspace(-1, 1, c)), Tensor(np.linspace(0.5, 2, c))
+    w, b = (randn(c, seed=seed + 1), randn(c, seed=seed + 2)) if affine else (None, None)
+    fused = F.batch_norm(x, mean, var, w, b, training, 0.0, negative_slope=negative_slope)
+    apart = F.leaky_relu(F.batch_norm(x, mean, var, w, b, training, 0.0), negative_slope)
+    np.testing.assert_allclose(fused.data, apart.data, rtol=1e-12, atol=1e-12)
+    if affine:
+        assert gradcheck(lambda x, w, b: F.batch_norm(x, mean, var, w, b, training, 0.0,
+                                                      negative_slope=negative_slope), x, w, b)
+    else:
+        assert gradcheck(lambda x: F.batch_norm(x, mean, var, None, None, training, 0.0,
+                                                negative_slope=negative_slope), x)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.LeakyReLU(0.1)])
+def test_sequential_fuses_batchnorm_and_activation(activation):
+    """nn.Sequential runs BatchNorm then ReLU/LeakyReLU as one op: the same output and
+    gradients as the two modules one after the other; not when a hook must see each."""
+    x = randn(4, 3, 5, 5, seed=4)
+    bn = nn.BatchNorm2d(3)
+    bn.weight.data[:], bn.bias.data[:] = [1.5, -0.5, 1.0], [0.2, 0.0, -0.3]
+    model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), bn, activation)
+    out = model(x)
+    assert type(out._ctx).__name__ == "BatchNormFunction"
+    (out * randn(*out.shape, seed=5)).sum().backward()
+    fused_grads = [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    apart = activation(bn(model[0](x)))
+    assert type(apart._ctx).__name__ != "BatchNormFunction"
+    np.testing.assert_allclose(out.data, apart.data, rtol=1e-6, atol=1e-7)
+    (apart * randn(*out.shape, seed=5)).sum().backward()
+    for fused_grad, p in zip(fused_grads, model.parameters()):
+        np.testing.assert_allclose(fused_grad, p.grad.data, rtol=1e-5, atol=1e-6)
+    seen = []
+    handle = activation.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    hooked = model(x)
+    assert len(seen) == 1 and type(seen[0]._ctx).__name__ == "BatchNormFunction"
+    assert type(hooked._ctx).__name__ != "BatchNormFunction"
+    handle.remove()
+
+
 def test_batchnorm_errors():
     with pytest.raises(ValueError, match=r"BatchNorm2d\(3\).*\(N, C, H, W\).*\(2, 3\)"):
         nn.BatchNorm2d(3)(randn(2, 3))

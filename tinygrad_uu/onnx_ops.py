@@ -322,8 +322,11 @@ def _batch_norm(g, op):
                   [g.constant(np.ones(channels, np.float32)),
                    g.constant(np.zeros(channels, np.float32))])
     mean, var = g.array(o["mean"], "running_mean"), g.array(o["var"], "running_var")
-    return g.node("BatchNormalization", [op.inputs[0], *scale_bias, mean, var],
-                  epsilon=float(o["eps"]))
+    out = g.node("BatchNormalization", [op.inputs[0], *scale_bias, mean, var], epsilon=float(o["eps"]))
+    slope = o.get("negative_slope")  # an activation done in the same pass (nn.Sequential's)
+    if slope is None:
+        return out
+    return g.node("Relu", [out]) if slope == 0 else g.node("LeakyRelu", [out], alpha=float(slope))
 
 
 # ----------------------------------------------------------------------------- composites

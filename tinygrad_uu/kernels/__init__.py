@@ -120,21 +120,24 @@ def batch_norm_stats(x):
     return _impl().batch_norm_stats(_per_channel("batch_norm_stats", x))
 
 
-def batch_norm_forward(x, mean, inv_std, weight, bias):
-    """out = xhat * weight + bias with xhat = (x - mean) * inv_std, each of mean, inv_std,
-    weight, bias of shape (C,); out has x's shape and dtype."""
+def batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope=1.0):
+    """out = act(xhat * weight + bias) with xhat = (x - mean) * inv_std, each of mean,
+    inv_std, weight, bias of shape (C,), and act(y) = y if y > 0 else negative_slope * y
+    (1, the default: no activation; 0: ReLU); out has x's shape and dtype."""
     x3 = _per_channel("batch_norm_forward", x)
     dtype = x3.dtype
     out = _impl().batch_norm_forward(x3, np.asarray(mean, np.float64), as_float(inv_std, dtype),
-                                     as_float(weight, dtype), as_float(bias, dtype))
+                                     as_float(weight, dtype), as_float(bias, dtype), float(negative_slope))
     return out.reshape(np.shape(x))
 
 
-def batch_norm_backward(grad_out, x, mean, inv_std, weight, batch_stats: bool):
-    """(dx, sum(g * xhat), sum(g)), sums per channel, for the forward's x, mean, inv_std and
-    weight, with xhat = (x - mean) * inv_std and scale = weight * inv_std:
-    dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) when the batch's own statistics
-    were used (m values per channel), else scale * g."""
+def batch_norm_backward(grad_out, x, mean, inv_std, weight, bias, batch_stats: bool, negative_slope=1.0):
+    """(dx, sum(gy * xhat), sum(gy)), sums per channel, for the forward's x, mean, inv_std,
+    weight, bias and negative_slope, with xhat = (x - mean) * inv_std, scale = weight *
+    inv_std, and gy = grad_out times the activation's slope (1 where the forward's
+    xhat * weight + bias > 0, else negative_slope):
+    dx = scale * (gy - sum(gy) / m - xhat * sum(gy * xhat) / m) when the batch's own
+    statistics were used (m values per channel), else scale * gy."""
     g3, x3 = _per_channel("batch_norm_backward", grad_out), _per_channel("batch_norm_backward", x)
     if g3.shape != x3.shape:
         raise ValueError(f"batch_norm_backward: grad_out has shape {np.shape(grad_out)}, "
@@ -142,7 +145,8 @@ def batch_norm_backward(grad_out, x, mean, inv_std, weight, batch_stats: bool):
     dtype = g3.dtype
     dx, sum_gx, sum_g = _impl().batch_norm_backward(g3, x3.astype(dtype, copy=False),
                                                     np.asarray(mean, np.float64), as_float(inv_std, dtype),
-                                                    as_float(weight, dtype), bool(batch_stats))
+                                                    as_float(weight, dtype), as_float(bias, dtype),
+                                                    float(negative_slope), bool(batch_stats))
     return dx.reshape(np.shape(grad_out)), sum_gx, sum_g
 
 

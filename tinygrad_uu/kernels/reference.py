@@ -91,18 +91,27 @@ def _xhat(x, mean, inv_std):
     return (x - mean.astype(x.dtype).reshape(shape)) * inv_std.reshape(shape)
 
 
-def batch_norm_forward(x, mean, inv_std, weight, bias):
-    """out = xhat * weight + bias with xhat = (x - mean) * inv_std, per channel."""
-    return _xhat(x, mean, inv_std) * weight.reshape(1, -1, 1) + bias.reshape(1, -1, 1)
+def _leaky(y, negative_slope):
+    """y where y > 0, else negative_slope * y (1: the identity, 0: ReLU)."""
+    return np.where(y > 0, y, y * y.dtype.type(negative_slope))
 
 
-def batch_norm_backward(g, x, mean, inv_std, weight, batch_stats):
-    """(dx, sum(g * xhat), sum(g)) per channel, with xhat = (x - mean) * inv_std, m = N * L
-    values per channel and scale = weight * inv_std:
-    dx = scale * (g - sum(g) / m - xhat * sum(g * xhat) / m) with the batch's statistics,
-    else scale * g."""
+def batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope):
+    """out = act(xhat * weight + bias) with xhat = (x - mean) * inv_std, per channel, and
+    act the leaky ReLU of ``negative_slope``."""
+    return _leaky(_xhat(x, mean, inv_std) * weight.reshape(1, -1, 1) + bias.reshape(1, -1, 1), negative_slope)
+
+
+def batch_norm_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats):
+    """(dx, sum(gy * xhat), sum(gy)) per channel, with xhat = (x - mean) * inv_std, gy = g
+    times the activation's slope at y = xhat * weight + bias (1 where y > 0, else
+    negative_slope), m = N * L values per channel and scale = weight * inv_std:
+    dx = scale * (gy - sum(gy) / m - xhat * sum(gy * xhat) / m) with the batch's
+    statistics, else scale * gy."""
     shape = (1, -1, 1)
     xhat = _xhat(x, mean, inv_std)
+    y = xhat * weight.reshape(shape) + bias.reshape(shape)
+    g = np.where(y > 0, g, g * g.dtype.type(negative_slope))
     scale = inv_std * weight
     sum_g = g.sum(axis=(0, 2), dtype=np.float64)
     sum_gx = (g * xhat).sum(axis=(0, 2), dtype=np.float64)

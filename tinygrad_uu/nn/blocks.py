@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..tensor import Tensor
 from .conv import Conv2d
-from .layers import Identity, ReLU, Sequential
+from .layers import Identity, ReLU, Sequential, batch_norm_then
 from .module import Module
 from .normalization import BatchNorm2d
 
@@ -53,7 +53,7 @@ class BasicBlock(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"BasicBlock: expects (N, {self.in_channels}, H, W) input, got "
                              f"shape {x.shape}")
-        body = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        body = self.bn2(self.conv2(batch_norm_then(self.bn1, self.relu, self.conv1(x))))
         return self.relu(body + self.shortcut(x))
 
     def extra_repr(self) -> str:

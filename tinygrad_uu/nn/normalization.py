@@ -29,22 +29,28 @@ class BatchNormFunction(Function):
     Computed with the two sums the weight and bias need anyway, since
     mean(dxhat) = weight * sum(g) / m and mean(dxhat * xhat) = weight * sum(g * xhat) / m:
         dL/dx = weight / sqrt(var + eps) * (g - sum(g) / m - xhat * sum(g * xhat) / m)
+
+    With ``negative_slope`` (not None) a leaky ReLU follows in the same pass (0.0: ReLU):
+    out = y if y > 0 else negative_slope * y, y = weight * xhat + bias. Its backward
+    first takes g to dL/dy: g where y > 0, negative_slope * g elsewhere; then the above
+    with that in place of g.
     """
 
-    def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats):
+    def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats, negative_slope=None):
         channels, self.affine = x.shape[1], weight is not None
         inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(x.dtype)
         weight = np.ones(channels, x.dtype) if weight is None else weight
-        out = kernels.batch_norm_forward(x, mean, inv_std, weight,
-                                         np.zeros(channels, x.dtype) if bias is None else bias)
-        # the backward computes xhat again from x: cheaper than keeping a copy of it
-        self.x, self.mean, self.inv_std, self.weight = x, mean, inv_std, weight
+        bias = np.zeros(channels, x.dtype) if bias is None else bias
+        self.slope = 1.0 if negative_slope is None else negative_slope  # 1: y itself
+        out = kernels.batch_norm_forward(x, mean, inv_std, weight, bias, self.slope)
+        # the backward computes xhat (and y) again from x: cheaper than keeping copies
+        self.x, self.mean, self.inv_std, self.weight, self.bias = x, mean, inv_std, weight, bias
         self.batch_stats = batch_stats
         return out
 
     def backward(self, g):
         dx, sum_gx, sum_g = kernels.batch_norm_backward(g, self.x, self.mean, self.inv_std, self.weight,
-                                                        self.batch_stats)
+                                                        self.bias, self.batch_stats, self.slope)
         return (dx, sum_gx, sum_g) if self.affine else dx
 
 
@@ -54,8 +60,13 @@ def _array(t):
 
 def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None = None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5) -> Tensor:
+               eps: float = 1e-5, *, negative_slope: float | None = None) -> Tensor:
     """Normalise each channel of ``input`` (N, C, ...) (PyTorch's argument order).
+
+    ``negative_slope`` (not in PyTorch): apply a leaky ReLU to the output in the same
+    pass over memory, 0.0 for a ReLU; the same values as ``F.leaky_relu(batch_norm(...),
+    negative_slope)``, in less time (``nn.Sequential`` does this for a BatchNorm followed
+    by a ReLU or LeakyReLU).
 
     ``training``: use the batch's mean and biased variance, and update the running
     estimates (Tensors of shape (C,), or None) in place:
@@ -86,7 +97,7 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
     if len(affine) == 1:
         raise ValueError("batch_norm: pass both weight and bias, or neither")
     return BatchNormFunction.apply(input, *affine, mean=mean, var=var, eps=eps,
-                                   batch_stats=batch_stats)
+                                   batch_stats=batch_stats, negative_slope=negative_slope)
 
 
 class _BatchNorm(Module):
@@ -112,7 +123,8 @@ class _BatchNorm(Module):
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, negative_slope: float | None = None) -> Tensor:
+        """``negative_slope``: a leaky ReLU on the output, in the same pass (F.batch_norm)."""
         name = type(self).__name__
         if x.ndim not in self.expected_ndim or x.shape[1] != self.num_features:
             raise ValueError(f"{name}({self.num_features}): expects input of "
@@ -121,7 +133,7 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
         return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                          self.training, self.momentum, self.eps)
+                          self.training, self.momentum, self.eps, negative_slope=negative_slope)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
