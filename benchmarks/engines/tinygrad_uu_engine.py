@@ -215,9 +215,9 @@ def _detector(tg, nn, F):
             self.stride, self.padding = stride, k // 2
             self.bn = BatchNorm2d(cout)
 
-        def forward(self, x):
+        def forward(self, x):  # BN and LeakyReLU in one op, as nn.Sequential runs them
             h = F.conv2d(x, self.weight, None, stride=self.stride, padding=self.padding)
-            return self.bn(h).leaky_relu(0.1)
+            return self.bn(h, negative_slope=0.1)
 
     class Detector(nn.Module):
         def __init__(self):
