@@ -199,28 +199,71 @@ def _bilinear_backward(g, y0, y1, wy0, wy1, x0, x1, wx0, wx1, gx, start, stop):
                 bottom[x1[xx]] += wx1[xx] * gb
 
 
+# Upsampling by whole factors (2 in a U-Net) skips the tables: contiguous loops over flat
+# views at unsigned offsets (see conv_im2col._im2col), with the factor 2 spelled out so
+# that LLVM vectorises it. Measured on one thread, (8, 32, 64, 64) -> 128x128: forward
+# 1.9 -> 0.5 ms, backward 1.6 -> 0.45 ms.
+
+@njit(nogil=True, cache=True)
+def _nearest_blocks_forward(x, out, sy, sx, start, stop):
+    """out's sy x sx block at (y, x) = x[y, x], every value of each block."""
+    h, w = x.shape[2], x.shape[3]
+    row = U(w * sx)  # values in a row of out
+    xf, of = x.ravel(), out.ravel()
+    for task in range(start, stop):
+        src0, dst0 = U(task * h * w), U(task * h * w * sy * sx)
+        for y in range(U(h)):
+            src, top = src0 + y * U(w), dst0 + y * U(sy) * row
+            if sx == 2:
+                for t in range(U(w)):
+                    v = xf[src + t]
+                    of[top + U(2) * t] = v
+                    of[top + U(2) * t + U(1)] = v
+            else:
+                for t in range(U(w)):
+                    v = xf[src + t]
+                    for j in range(U(sx)):
+                        of[top + t * U(sx) + j] = v
+            for i in range(U(1), U(sy)):  # the block's other rows: copies of its first
+                for k in range(row):
+                    of[top + i * row + k] = of[top + k]
+
+
 def upsample_nearest2d_forward(x, iy, ix):
     out = np.empty(x.shape[:2] + (iy.size, ix.size), dtype=x.dtype)
-    _parallel(_nearest_forward, x.shape[0] * x.shape[1], out.size, x, iy, ix, out)
+    sy, sx = _whole_factor(iy, x.shape[2]), _whole_factor(ix, x.shape[3])
+    if sy and sx:
+        _parallel(_nearest_blocks_forward, x.shape[0] * x.shape[1], out.size, x, out, sy, sx)
+    else:
+        _parallel(_nearest_forward, x.shape[0] * x.shape[1], out.size, x, iy, ix, out)
     return out
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _nearest_blocks_backward(g, gx, sy, sx, start, stop):
     """The backward of an upsampling by whole factors (sy, sx): gx[y, x] = the sum of
-    its sy x sx block of g. Contiguous loops instead of the tables' scattered adds."""
+    its sy x sx block of g. g may be a view (a concatenation's gradient is sliced by
+    channel): each plane is taken C-contiguous, in the cache, for the flat loops."""
     c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    row = U(w * sx)  # values in a row of g
+    xf = gx.ravel()
     for task in range(start, stop):
-        b, ch = task // c, task % c
-        for y in range(h):
-            dst = gx[b, ch, y]
-            dst[:] = 0
-            for i in range(sy):
-                row = g[b, ch, y * sy + i]
-                for j in range(sx):
-                    src = row[j:]
-                    for x in range(w):
-                        dst[x] += src[x * sx]
+        gf = np.ascontiguousarray(g[task // c, task % c]).ravel()
+        dst0 = U(task * h * w)
+        for y in range(U(h)):
+            dst, top = dst0 + y * U(w), y * U(sy) * row
+            if sy == 2 and sx == 2:
+                bottom = top + row
+                for t in range(U(w)):
+                    j = U(2) * t
+                    xf[dst + t] = (gf[top + j] + gf[top + j + U(1)]) + (gf[bottom + j] + gf[bottom + j + U(1)])
+            else:
+                for t in range(U(w)):
+                    total = g.dtype.type(0)
+                    for i in range(U(sy)):
+                        for j in range(U(sx)):
+                            total += gf[top + i * row + t * U(sx) + j]
+                    xf[dst + t] = total
 
 
 def _whole_factor(table, size):
