@@ -331,7 +331,7 @@ def test_upsample_numba_matches_numpy(n, c, h, w, resize, mode, contiguous, seed
     assert_same(*both(K.upsample2d_backward, g, x.shape, mode=mode))
 
 
-@pytest.mark.parametrize("shape, factor", [((2, 3, 4, 3), (2, 2)), ((2, 3, 4, 3), (3, 1)), ((1, 2, 5, 5), (1, 3))])
+@pytest.mark.parametrize("shape, factor", [((2, 3, 4, 3), (2, 2)), ((2, 3, 4, 3), (3, 1)), ((2, 2, 5, 5), (1, 3))])
 def test_nearest_upsample_backward_of_a_channel_slice(shape, factor):
     """A concatenation's gradient reaches the upsampling as a channel slice (a view, not
     C-contiguous); the numba kernel's flat loops must read it as numpy does."""
