@@ -183,6 +183,9 @@ STAND_INS = {
                                             nn.Linear(12, 4, bias=False),
                                             nn.BatchNorm1d(4, affine=False), nn.Linear(4, 2)),
                       (3, 4)),
+    "batch_norm_then_activations": (lambda: nn.Sequential(   # each pair one op in the engine
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4), nn.LeakyReLU(0.1)), (3, 6, 6)),
     "functional": (Functional, (4, 6, 6)),
     "indexing": (Indexing, (3, 4, 5)),
 }
@@ -216,6 +219,14 @@ def test_composites_are_one_node_each(tmp_path):
                                       tmp_path / "m.onnx"))
     assert types.count("Softmax") == 1 and types.count("ReduceMean") == 3
     assert "ReduceSum" not in types and "Exp" not in types
+
+
+def test_batch_norm_with_its_activation_exports_as_two_nodes(tmp_path):
+    """nn.Sequential runs BatchNorm -> ReLU / LeakyReLU as one op; ONNX gets the two nodes."""
+    build, shape = STAND_INS["batch_norm_then_activations"]
+    model = randomize_batch_norm(build(), seed=1)
+    types = node_types(tg_onnx.export(model, np.zeros((2,) + shape, np.float32), tmp_path / "b.onnx"))
+    assert types == ["Conv", "BatchNormalization", "Relu", "Conv", "BatchNormalization", "LeakyRelu"]
 
 
 def test_two_inputs_and_static_shapes(tmp_path):
