@@ -69,16 +69,6 @@ def conv_cases(draw):
                 contiguous=draw(st.booleans()), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-@st.composite
-def pool_cases(draw):
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
-    padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
-    h, w = draw(st.integers(max(1, kh - 2 * padding[0]), 9)), draw(st.integers(max(1, kw - 2 * padding[1]), 9))
-    return dict(x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), kernel=(kh, kw),
-                stride=stride, padding=padding, contiguous=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
-
-
 # --------------------------------------------------------------------------- numba == numpy
 @SETTINGS
 @given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), batch=st.sampled_from([(), (1,), (3,), (2, 1)]),
@@ -292,57 +282,6 @@ def test_conv2d_keeps_cols_only_up_to_the_limit(monkeypatch):
         assert_same(want, K.conv2d_backward(x, w, g, padding=1, saved=not_kept))
 
 
-@SETTINGS
-@given(case=pool_cases())
-def test_max_pool2d_numba_matches_numpy(case):
-    rng = np.random.default_rng(case["seed"])
-    x = array(rng, case["x_shape"], case["contiguous"])
-    if case["seed"] % 3 == 0:
-        x = np.round(x)  # ties: both must pick the first maximum
-    want, got = both(K.max_pool2d_forward, x, case["kernel"], case["stride"], case["padding"])
-    assert_same(want, got)
-    g = rng.standard_normal(want[0].shape).astype(np.float32)
-    assert_same(*both(K.max_pool2d_backward, g, want[1], x.shape))
-
-
-@SETTINGS
-@given(case=pool_cases())
-def test_avg_pool2d_numba_matches_numpy(case):
-    rng = np.random.default_rng(case["seed"])
-    x = array(rng, case["x_shape"], case["contiguous"])
-    want, got = both(K.avg_pool2d_forward, x, case["kernel"], case["stride"], case["padding"])
-    assert_same(want, got)
-    g = rng.standard_normal(want.shape).astype(np.float32)
-    assert_same(*both(K.avg_pool2d_backward, g, x.shape, case["kernel"], case["stride"], case["padding"]))
-
-
-@SETTINGS
-@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
-       resize=st.one_of(st.tuples(st.integers(1, 3), st.integers(1, 3)).map(lambda s: {"scale_factor": s}),
-                        st.just({"scale_factor": 2}),
-                        st.tuples(st.integers(1, 15), st.integers(1, 15)).map(lambda s: {"size": s})),
-       mode=st.sampled_from(["nearest", "bilinear"]), contiguous=st.booleans(), seed=st.integers(0, 2**16))
-def test_upsample_numba_matches_numpy(n, c, h, w, resize, mode, contiguous, seed):
-    rng = np.random.default_rng(seed)
-    x = array(rng, (n, c, h, w), contiguous)
-    want, got = both(K.upsample2d_forward, x, mode=mode, **resize)
-    assert_same(want, got)
-    g = rng.standard_normal(want.shape).astype(np.float32)
-    assert_same(*both(K.upsample2d_backward, g, x.shape, mode=mode))
-
-
-@pytest.mark.parametrize("shape, factor", [((2, 3, 4, 3), (2, 2)), ((2, 3, 4, 3), (3, 1)), ((2, 2, 5, 5), (1, 3))])
-def test_nearest_upsample_backward_of_a_channel_slice(shape, factor):
-    """A concatenation's gradient reaches the upsampling as a channel slice (a view, not
-    C-contiguous); the numba kernel's flat loops must read it as numpy does."""
-    rng = np.random.default_rng(0)
-    n, c, h, w = shape
-    whole = rng.standard_normal((n, c + 2, h * factor[0], w * factor[1])).astype(np.float32)
-    g = whole[:, 1:1 + c]
-    assert not g.flags.c_contiguous
-    assert_same(*both(K.upsample2d_backward, g, shape, mode="nearest"))
-
-
 # --------------------------------------------------------------------------- by hand
 @pytest.fixture(params=sorted(K.BACKENDS))
 def backend(request):
@@ -518,98 +457,6 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
         tg.set_num_threads(threads)
 
 
-@SETTINGS
-@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
-       contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
-def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
-    """relu forward and backward, with NaN, +-0 and inf among the values; ``split`` makes
-    even small arrays go through the threads' blocks."""
-    from tinygrad_uu.kernels import elementwise, parallel
-    rng = np.random.default_rng(seed)
-    x = array(rng, shape, contiguous, dtype)
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
-    if flat is not None and flat.size >= 4:
-        flat[:4] = [np.nan, 0.0, -0.0, np.inf]
-    g = array(rng, shape, True, dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
-            patch.setattr(elementwise, "RELU_BLOCK", 7)
-        want, got = both(K.relu_forward, x)
-        np.testing.assert_array_equal(got, want)
-        assert got.dtype == x.dtype
-        want, got = both(K.relu_backward, g, want)
-        np.testing.assert_array_equal(got, want)
-
-
-@SETTINGS
-@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
-       contiguous=st.booleans(), split=st.booleans(), slope=st.sampled_from([0.01, 0.1, 0.0, 1.5]),
-       seed=st.integers(0, 2**16))
-def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, seed):
-    """leaky relu forward and backward, with NaN, +-0 and inf among the values; ``split``
-    sends even small arrays through the threads' blocks."""
-    from tinygrad_uu.kernels import elementwise, parallel
-    rng = np.random.default_rng(seed)
-    x = array(rng, shape, contiguous, dtype)
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
-    if flat is not None and flat.size >= 4:
-        flat[:4] = [np.nan, 0.0, -np.inf, np.inf]
-    g = array(rng, shape, True, dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
-            patch.setattr(elementwise, "RELU_BLOCK", 7)
-        want, got = both(K.leaky_relu_forward, x, slope)
-        np.testing.assert_array_equal(got, want)
-        assert got.dtype == x.dtype
-        if slope == 0.01:  # by hand: -2 -> -0.02, 3 -> 3
-            np.testing.assert_allclose(K.leaky_relu_forward(np.array([-2.0, 3.0], dtype), slope), [-0.02, 3.0], rtol=1e-6)
-        want, got = both(K.leaky_relu_backward, g, x, slope)
-        np.testing.assert_array_equal(got, want)
-
-
-@SETTINGS
-@given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (2, 16, 40, 40)]),
-       dtype=st.sampled_from([np.float32, np.float64]), batch_stats=st.booleans(), split=st.booleans(),
-       negative_slope=st.sampled_from([1.0, 0.0, 0.1]), seed=st.integers(0, 2**16))
-def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negative_slope, seed):
-    """The batch-norm kernels: per-channel statistics, the forward, the backward with the
-    batch's statistics and without, with no activation (slope 1), a ReLU and a leaky
-    ReLU; ``split`` sends even small arrays through the threads."""
-    from tinygrad_uu.kernels import parallel
-    rng = np.random.default_rng(seed)
-    c = shape[1]
-    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
-    g = rng.standard_normal(shape).astype(dtype)
-    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
-        (mean, var), got = both(K.batch_norm_stats, x)
-        assert_same(mean, got[0], 1e-6)
-        assert_same(var, got[1], 1e-5)
-        assert mean.shape == var.shape == (c,) and got[0].dtype == np.float64
-        inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
-        want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias, negative_slope)
-        assert_same(want, got)
-        assert got.shape == shape and got.dtype == dtype
-        if negative_slope == 0.0:
-            assert (got >= 0).all()
-        scale = inv_std * weight
-        (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, x, mean, inv_std, weight,
-                                                          bias, batch_stats, negative_slope)
-        assert_same(tuple(sums_want), tuple(sums_got))
-        # dx = scale * (g - mean(g) - xhat * mean(g * xhat)) can cancel to rounding noise
-        # (with two values per channel it is exactly 0): tolerance from the terms' size
-        terms = float(np.abs(g * scale.reshape((1, c) + (1,) * (g.ndim - 2))).max())
-        assert dx_got.shape == dx_want.shape and dx_got.dtype == dx_want.dtype
-        np.testing.assert_allclose(dx_got, dx_want, rtol=1e-4, atol=1e-5 * terms)
-
-
 # --------------------------------------------------------------------------- small feature maps
 @st.composite
 def small_map_cases(draw):
@@ -682,31 +529,6 @@ def test_conv2d_on_small_maps_passes_gradcheck(shape, stride, threads):
             assert gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=k // 2), x, wt, b)
     finally:
         tg.set_num_threads(before)
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 2, 2)])
-def test_max_pool_2x2_picks_the_first_of_ties_and_nan(shape):
-    """The branch-free 2x2 max pool on windows full of ties and NaNs: the same values and
-    argmax as the reference (first of equal values in row-major order; a NaN wins)."""
-    rng = np.random.default_rng(len(shape) + shape[-1])
-    x = rng.integers(0, 3, size=shape).astype(np.float32)  # many ties
-    x[rng.random(shape) < 0.15] = np.nan
-    want, got = both(K.max_pool2d_forward, x, 2)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
-
-
-@pytest.mark.parametrize("offset", [0.0, 1e3, -1e4])
-def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset):
-    """The numba statistics take one pass (sums of x - x[0, c, 0]); float32 values around a
-    large mean must give the variance of their spread, as numpy's two passes do."""
-    rng = np.random.default_rng(3)
-    x = (offset + rng.standard_normal((8, 4, 16, 16))).astype(np.float32)
-    with K.use_backend("numba"):
-        mean, var = K.batch_norm_stats(x)
-    want = x.astype(np.float64)
-    np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=1e-9)
 
 
 @pytest.mark.parametrize("x_shape, out_channels, stride", [
