@@ -151,8 +151,8 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negati
         want, got = both(K.batch_norm_forward, x, mean, inv_std, weight, bias, negative_slope)
         assert_same(want, got)
         assert got.shape == shape and got.dtype == dtype
-        if negative_slope == 0.0:
-            assert (got >= 0).all()
+        if negative_slope == 0.0:  # a ReLU: no -0.0 (np.signbit is True for -0.0)
+            assert (got >= 0).all() and not np.signbit(got).any()
         scale = inv_std * weight
         (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, x, mean, inv_std, weight,
                                                           bias, batch_stats, negative_slope)

@@ -422,6 +422,7 @@ def test_sequential_fuses_batchnorm_and_activation(activation):
     model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), bn, activation)
     out = model(x)
     assert type(out._ctx).__name__ == "BatchNormFunction"
+    assert out._ctx.op_name == "BatchNormFunction+" + type(activation).__name__  # in draw_graph
     (out * randn(*out.shape, seed=5)).sum().backward()
     fused_grads = [p.grad.data.copy() for p in model.parameters()]
     model.zero_grad()

@@ -44,16 +44,24 @@ def _bn_stats(x, mean, var, start, stop):
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_forward(x, mean, inv_std, weight, bias, negative_slope, out, start, stop):
+    """out = y if y > 0 else negative_slope * y, y = (x - mean) * inv_std * weight + bias;
+    a ReLU (slope 0) writes 0 for y <= 0, as relu_forward does (not y * 0, which is -0)."""
     n, channels, length = x.shape[0], x.shape[1], np.uint64(x.shape[2])
     xf, of = x.ravel(), out.ravel()
+    zero = x.dtype.type(0)
     for c in range(start, stop):
         mu, s = x.dtype.type(mean[c]), inv_std[c]
         w, b0 = weight[c], bias[c]
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
-            for t in range(length):
-                y = (xf[row + t] - mu) * s * w + b0
-                of[row + t] = y if y > 0 else y * negative_slope
+            if negative_slope == 0:
+                for t in range(length):
+                    y = (xf[row + t] - mu) * s * w + b0
+                    of[row + t] = zero if y <= 0 else y  # a NaN stays NaN
+            else:
+                for t in range(length):
+                    y = (xf[row + t] - mu) * s * w + b0
+                    of[row + t] = y if y > 0 else y * negative_slope
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)

@@ -92,7 +92,9 @@ def _xhat(x, mean, inv_std):
 
 
 def _leaky(y, negative_slope):
-    """y where y > 0, else negative_slope * y (1: the identity, 0: ReLU)."""
+    """y where y > 0, else negative_slope * y (1: the identity); 0: ReLU, max(y, 0)."""
+    if negative_slope == 0:
+        return np.maximum(y, 0)
     return np.where(y > 0, y, y * y.dtype.type(negative_slope))
 
 

@@ -42,6 +42,8 @@ class BatchNormFunction(Function):
         weight = np.ones(channels, x.dtype) if weight is None else weight
         bias = np.zeros(channels, x.dtype) if bias is None else bias
         self.slope = 1.0 if negative_slope is None else negative_slope  # 1: y itself
+        if negative_slope is not None:  # what graph drawings and grad_fn show
+            self.op_name = f"{type(self).op_name}+{'ReLU' if negative_slope == 0 else 'LeakyReLU'}"
         out = kernels.batch_norm_forward(x, mean, inv_std, weight, bias, self.slope)
         # the backward computes xhat (and y) again from x: cheaper than keeping copies
         self.x, self.mean, self.inv_std, self.weight, self.bias = x, mean, inv_std, weight, bias
