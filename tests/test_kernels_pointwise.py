@@ -2,6 +2,8 @@
 on hypothesis-drawn shapes and values (NaN, +-0 and inf among them), with small arrays
 also sent through the threads; ties and NaNs in the 2x2 max pool; the batch-norm
 statistics far from zero. The helpers are test_kernels.py's."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,6 +11,27 @@ from hypothesis import strategies as st
 
 from tinygrad_uu import kernels as K
 from tests.test_kernels import SETTINGS, array, assert_same, both
+
+
+@contextlib.contextmanager
+def through_the_threads(split):
+    """With ``split``, even small arrays go through the threads, in blocks of 7 values."""
+    from tinygrad_uu.kernels import elementwise, parallel
+    with pytest.MonkeyPatch.context() as patch:
+        if split:
+            patch.setattr(parallel, "SMALL_WORK", 0)
+            patch.setattr(parallel, "STREAMING_WORK", 0)
+            patch.setattr(elementwise, "RELU_BLOCK", 7)
+        yield
+
+
+def with_specials(x, specials):
+    """x with its first values set to ``specials`` (NaN, +-0, inf) where it is C-contiguous
+    and long enough (a transposed view is left as drawn)."""
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None and flat.size >= len(specials):
+        flat[:len(specials)] = specials
+    return x
 
 
 @st.composite
@@ -78,18 +101,10 @@ def test_nearest_upsample_backward_of_a_channel_slice(shape, factor):
 def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     """relu forward and backward, with NaN, +-0 and inf among the values; ``split`` makes
     even small arrays go through the threads' blocks."""
-    from tinygrad_uu.kernels import elementwise, parallel
     rng = np.random.default_rng(seed)
-    x = array(rng, shape, contiguous, dtype)
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
-    if flat is not None and flat.size >= 4:
-        flat[:4] = [np.nan, 0.0, -0.0, np.inf]
+    x = with_specials(array(rng, shape, contiguous, dtype), [np.nan, 0.0, -0.0, np.inf])
     g = array(rng, shape, True, dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
-            patch.setattr(elementwise, "RELU_BLOCK", 7)
+    with through_the_threads(split):
         want, got = both(K.relu_forward, x)
         np.testing.assert_array_equal(got, want)
         assert got.dtype == x.dtype
@@ -104,18 +119,10 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, seed):
     """leaky relu forward and backward, with NaN, +-0 and inf among the values; ``split``
     sends even small arrays through the threads' blocks."""
-    from tinygrad_uu.kernels import elementwise, parallel
     rng = np.random.default_rng(seed)
-    x = array(rng, shape, contiguous, dtype)
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
-    if flat is not None and flat.size >= 4:
-        flat[:4] = [np.nan, 0.0, -np.inf, np.inf]
+    x = with_specials(array(rng, shape, contiguous, dtype), [np.nan, 0.0, -np.inf, np.inf])
     g = array(rng, shape, True, dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
-            patch.setattr(elementwise, "RELU_BLOCK", 7)
+    with through_the_threads(split):
         want, got = both(K.leaky_relu_forward, x, slope)
         np.testing.assert_array_equal(got, want)
         assert got.dtype == x.dtype
@@ -133,16 +140,12 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negati
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
     batch's statistics and without, with no activation (slope 1), a ReLU and a leaky
     ReLU; ``split`` sends even small arrays through the threads."""
-    from tinygrad_uu.kernels import parallel
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        if split:
-            patch.setattr(parallel, "SMALL_WORK", 0)
-            patch.setattr(parallel, "STREAMING_WORK", 0)
+    with through_the_threads(split):
         (mean, var), got = both(K.batch_norm_stats, x)
         assert_same(mean, got[0], 1e-6)
         assert_same(var, got[1], 1e-5)
