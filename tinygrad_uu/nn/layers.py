@@ -54,7 +54,7 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             if i + 1 < len(layers) and _fusable(layers[i], layers[i + 1]):
-                x = batch_norm_then(layers[i], layers[i + 1], x)
+                x = _fused(layers[i], layers[i + 1], x)
                 i += 2
             else:
                 x = layers[i](x)
@@ -205,12 +205,15 @@ def _fusable(norm, activation) -> bool:
             and not (_hooked(norm) or _hooked(activation)))
 
 
-def batch_norm_then(norm, activation, x):
-    """activation(norm(x)) for a BatchNorm layer and a ReLU or LeakyReLU: as one op
-    (``F.batch_norm``'s negative_slope) when ``_fusable``, else one after the other."""
-    if not _fusable(norm, activation):
-        return activation(norm(x))
+def _fused(norm, activation, x):
+    """activation(norm(x)) as one op: ``F.batch_norm``'s negative_slope."""
     return norm(x, negative_slope=0.0 if type(activation) is ReLU else activation.negative_slope)
+
+
+def batch_norm_then(norm, activation, x):
+    """activation(norm(x)) for a BatchNorm layer and a ReLU or LeakyReLU: as one op when
+    ``_fusable``, else one after the other."""
+    return _fused(norm, activation, x) if _fusable(norm, activation) else activation(norm(x))
 
 
 class Softmax(Module):
