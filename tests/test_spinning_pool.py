@@ -61,6 +61,23 @@ def test_every_task_runs_once_and_more_than_one_thread_works(monkeypatch, two_th
     assert len(threads_seen) == 2
 
 
+def test_per_thread_accumulators_one_per_thread_and_every_task_counted(monkeypatch, two_threads):
+    """The tasks' pieces add into their thread's own accumulator: two accumulators, not
+    one per piece, and together they hold every task once."""
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    made = []
+    sums = parallel.PerThread(lambda: made.append(1) or np.zeros(1000, np.int64))
+
+    def kernel(start, stop):
+        sums.mine()[start:stop] += 1
+        time.sleep(0.002)
+
+    parallel._parallel(kernel, 1000, 10**9)
+    assert len(made) == len(sums.values()) == 2
+    assert (sum(sums.values()) == 1).all()
+    assert sums.mine() is sums.mine()
+
+
 def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(monkeypatch, two_threads):
     monkeypatch.setattr(parallel, "SMALL_WORK", 0)
     main = threading.get_ident()

@@ -38,7 +38,7 @@ from numba import njit
 from ..threads import get_num_threads, single_threaded_blas
 from .conv_im2col import _col2im, _im2col, _nchw_to_rows, _rows_to_nchw
 from .elementwise import _out_hw
-from .parallel import CHUNKS_PER_THREAD, FAST, _parallel
+from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _parallel
 
 # A chunk's im2col matrices (Winograd's transformed tiles): at most this, or one image.
 # On one thread, 512 KB, which leaves room in the core's L2 cache (1 MB here) for the
@@ -201,11 +201,11 @@ def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, n
     chunks = _chunking(n, rows, L, x.itemsize, 4 * og * rows * L)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
     side_by_side = L < SIDE_BY_SIDE_BELOW
-    partials = []  # (dw, db) of each task; list.append is atomic
+    partials = PerThread(lambda: (np.zeros((groups, rg, og), dtype=x.dtype) if need_w else None,
+                                  np.zeros(co, dtype=np.float64)))  # (dw transposed, db) per thread
 
     def task(start, stop):
-        gw_t = np.zeros((groups, rg, og), dtype=x.dtype) if need_w else None  # dw, transposed
-        gb = np.zeros(co, dtype=np.float64)
+        gw_t, gb = partials.mine()
         for k in range(start, stop):
             n0, n1 = _chunk(k, n, chunks)
             if side_by_side:  # g as channel rows (groups, og, images*L), db summed on the way
@@ -236,9 +236,9 @@ def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, n
                     _col2im(gcols.reshape(rows, -1), gx[n0:n1], *geometry, 0, c * (n1 - n0))
                 else:
                     _col2im_each(gcols.reshape(n1 - n0, rows, L), gx, n0, *geometry)
-        partials.append((gw_t, gb))
 
     _run_chunks(task, chunks, n)
-    gb = sum(p[1] for p in partials).astype(x.dtype)
-    gw = np.ascontiguousarray(np.swapaxes(sum(p[0] for p in partials), 1, 2)).reshape(w.shape) if need_w else None
+    gb = sum(p[1] for p in partials.values()).astype(x.dtype)
+    gw = np.ascontiguousarray(np.swapaxes(sum(p[0] for p in partials.values()), 1, 2)).reshape(w.shape) \
+        if need_w else None
     return gx, gw, gb

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from .conv_batched import _chunk, _chunking, _run_chunks, bias_gradient
-from .parallel import FAST
+from .parallel import FAST, PerThread
 
 
 def _is_winograd(w_shape, stride, padding, dilation, groups):
@@ -322,10 +322,10 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
         chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
     else:
         chunks = len(vs)
-    partials = []  # dU of each task; list.append is atomic
+    partials = PerThread(lambda: np.zeros((16, co, ci), dtype=x.dtype))  # dU, a sum per thread
 
     def task(start, stop):
-        du = np.zeros((16, co, ci), dtype=x.dtype)
+        du = partials.mine()
         for k in range(start, stop):
             n0, n1 = _chunk(k, n, chunks)
             t = (n1 - n0) * th * tw
@@ -336,11 +336,10 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
                 _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
             _grad_tiles(grad_out, z, n0, th, tw, 0, (n1 - n0) * co)
             du += np.matmul(z[:, :, :t].transpose(1, 0, 2), v[:, :, :t].transpose(1, 2, 0))
-        partials.append(du)
 
     _run_chunks(task, chunks, n)
     gw = np.empty(w_shape, dtype=x.dtype)
-    _filter_tiles_adjoint(sum(partials), gw)
+    _filter_tiles_adjoint(sum(partials.values()), gw)
     return gw
 
 
