@@ -260,9 +260,8 @@ def _filter(w, saved):
     return _filter_transform(w) if u is None else u
 
 
-def _forward_tiles(x, u, b, padding, keep=None):
-    """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one.
-    With ``keep`` (a dict), its "winograd_v" gets each chunk's V (chunk k: images _chunk(k, n, len(V)))."""
+def _forward_tiles(x, u, b, padding):
+    """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -272,7 +271,6 @@ def _forward_tiles(x, u, b, padding, keep=None):
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     # chunks as conv_batched's, their transformed tiles (16 values each) in place of im2col's columns
     chunks = _chunking(n, 16 * ci, th * tw, x.itemsize, 32 * co * ci * th * tw)
-    vs = [None] * chunks  # each task fills its own chunks' places
 
     def task(start, stop):
         for k in range(start, stop):
@@ -283,24 +281,21 @@ def _forward_tiles(x, u, b, padding, keep=None):
             _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
             np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
             _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
-            if keep is not None:
-                vs[k] = v
 
     _run_chunks(task, chunks, n)
-    if keep is not None:
-        keep["winograd_v"] = vs
     return out
 
 
 def conv2d_forward_winograd(x, w, b, padding, saved=None):
-    """The forward; keeps U and x's V in ``saved`` (when given a dict) for the backward:
-    dx needs U, dw the V of every tile (4x the size of x). Reusing V saves a third of
-    the input transforms and the filter transform: 64 x 128->128 at 4x4, fwd + bwd,
-    12.7 -> 11.0 ms on one thread and 10.4 -> 9.2 on two; 0.97-1.08x at 8x8 to 16x16."""
+    """The forward; keeps U in ``saved`` (when given a dict) for dx. The backward
+    transforms x's tiles again for dw rather than keep the forward's V (4x the size of
+    x): V written to memory in the forward and read back in the backward cost more than
+    the transform in cache. Training steps alternated in one process, without against
+    with: W8 1.005-1.08x on two threads and 1.05x on one, W7 0.98-1.05x (two) and 1.01x."""
     u = _filter_transform(w)
     if saved is not None:
         saved["winograd_u"] = u
-    return _forward_tiles(x, u, b, padding, saved)
+    return _forward_tiles(x, u, b, padding)
 
 
 def conv2d_grad_input_winograd(grad_out, w, padding, saved=None):
@@ -310,18 +305,13 @@ def conv2d_grad_input_winograd(grad_out, w, padding, saved=None):
     return _forward_tiles(grad_out, u_turned, None, (2 - padding[0], 2 - padding[1]))
 
 
-def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
-    """dw = G^T dU G, dU[xi] = sum over the batch's tiles of (A dY A^T)[xi] @ V[xi]^T,
-    with the forward's V when ``saved`` holds them."""
+def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
+    """dw = G^T dU G, dU[xi] = sum over the batch's tiles of (A dY A^T)[xi] @ V[xi]^T."""
     n, ci = x.shape[:2]
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
     th, tw = _tiles(oh, ow)
-    vs = None if saved is None else saved.get("winograd_v")
-    if vs is None:
-        chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
-    else:
-        chunks = len(vs)
+    chunks = _chunking(n, 16 * (ci + co), th * tw, x.itemsize, 32 * co * ci * th * tw)
     partials = PerThread(lambda: np.zeros((16, co, ci), dtype=x.dtype))  # dU, a sum per thread
 
     def task(start, stop):
@@ -330,10 +320,8 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
             n0, n1 = _chunk(k, n, chunks)
             t = (n1 - n0) * th * tw
             z = np.empty((co, 16, _stride(t)), dtype=x.dtype)
-            v = None if vs is None else vs[k]
-            if v is None:
-                v = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
-                _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+            v = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
+            _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
             _grad_tiles(grad_out, z, n0, th, tw, 0, (n1 - n0) * co)
             du += np.matmul(z[:, :, :t].transpose(1, 0, 2), v[:, :, :t].transpose(1, 2, 0))
 
@@ -346,5 +334,5 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding, saved=None):
 def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, saved=None):
     """(dx or None, dw or None, db)."""
     gx = conv2d_grad_input_winograd(grad_out, w, padding, saved) if need_x else None
-    gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding, saved) if need_w else None
+    gw = conv2d_grad_weight_winograd(x, grad_out, w.shape, padding) if need_w else None
     return gx, gw, bias_gradient(grad_out)
