@@ -488,10 +488,11 @@ def test_conv2d_batched_kernels_match_numpy(case):
     x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
     b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
     opts = tuple(case[k] for k in ("stride", "padding", "dilation", "groups"))
-    threads, below = tg.get_num_threads(), conv_batched.SIDE_BY_SIDE_BELOW
+    threads, below = tg.get_num_threads(), (conv_batched.SIDE_BY_SIDE_BELOW, conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD)
     try:
         tg.set_num_threads(case["threads"])
-        conv_batched.SIDE_BY_SIDE_BELOW = 1 << 30 if case["side_by_side"] else 0
+        conv_batched.SIDE_BY_SIDE_BELOW = conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD = \
+            1 << 30 if case["side_by_side"] else 0
         out = conv_batched.conv2d_forward_batched(x, w, b, *opts)
         assert_same(reference.conv2d_forward(x, w, b, *opts), out)
         g = array(rng, out.shape)
@@ -502,7 +503,7 @@ def test_conv2d_batched_kernels_match_numpy(case):
             assert_same((want[0] if need_x else None, want[1] if need_w else None, want[2]), got)
     finally:
         tg.set_num_threads(threads)
-        conv_batched.SIDE_BY_SIDE_BELOW = below
+        conv_batched.SIDE_BY_SIDE_BELOW, conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD = below
 
 
 @pytest.mark.parametrize("threads", [1, 2])
