@@ -156,6 +156,15 @@ def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negati
         assert got.shape == shape and got.dtype == dtype
         if negative_slope == 0.0:  # a ReLU: no -0.0 (np.signbit is True for -0.0)
             assert (got >= 0).all() and not np.signbit(got).any()
+        # training's one call: the statistics, inv_std and the output, each as above
+        trained, one_call = both(K.batch_norm_train_forward, x, weight, bias, 1e-5, negative_slope)
+        for one in (trained, one_call):
+            assert_same(mean, one[1], 1e-6)
+            assert_same(var, one[2], 1e-5)
+            assert one[3].dtype == dtype and one[1].dtype == np.float64
+        assert_same(want, trained[0])
+        assert_same(trained[0], one_call[0])
+        np.testing.assert_array_equal(one_call[3], (1 / np.sqrt(one_call[2] + 1e-5)).astype(dtype))
         scale = inv_std * weight
         (dx_want, *sums_want), (dx_got, *sums_got) = both(K.batch_norm_backward, g, x, mean, inv_std, weight,
                                                           bias, batch_stats, negative_slope)
@@ -185,8 +194,10 @@ def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset):
     large mean must give the variance of their spread, as numpy's two passes do."""
     rng = np.random.default_rng(3)
     x = (offset + rng.standard_normal((8, 4, 16, 16))).astype(np.float32)
+    ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
     with K.use_backend("numba"):
-        mean, var = K.batch_norm_stats(x)
+        stats = K.batch_norm_stats(x), K.batch_norm_train_forward(x, ones, zeros, 1e-5)[1:3]
     want = x.astype(np.float64)
-    np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=1e-9)
+    for mean, var in stats:
+        np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=1e-9)

@@ -314,7 +314,7 @@ def _interpolate(g, op):
 @register(BatchNormFunction)
 def _batch_norm(g, op):
     o = op.options
-    if o.get("batch_stats"):
+    if o.get("mean") is None:  # the batch's own statistics, computed in the forward
         raise _error(op, "batch norm with the batch's own statistics in eval mode (a BatchNorm "
                          "with track_running_stats=False) has no ONNX inference node")
     channels = op.parents[0].shape[1]

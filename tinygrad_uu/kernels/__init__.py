@@ -31,7 +31,7 @@ BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
            "leaky_relu_forward", "leaky_relu_backward",
-           "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "matmul",
+           "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "upsample2d_forward", "upsample2d_backward"]
@@ -129,6 +129,19 @@ def batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope=1.0):
     out = _impl().batch_norm_forward(x3, np.asarray(mean, np.float64), as_float(inv_std, dtype),
                                      as_float(weight, dtype), as_float(bias, dtype), float(negative_slope))
     return out.reshape(np.shape(x))
+
+
+def batch_norm_train_forward(x, weight, bias, eps, negative_slope=1.0):
+    """Training's forward in one call: ``(out, mean, var, inv_std)``, with mean and the
+    biased variance var of each channel over all but axis 1 (float64), inv_std = 1 /
+    sqrt(var + eps) (x's dtype) and out = batch_norm_forward(x, mean, inv_std, weight,
+    bias, negative_slope). The same values as batch_norm_stats, then batch_norm_forward;
+    a backend may make them in fewer passes over x."""
+    x3 = _per_channel("batch_norm_train_forward", x)
+    dtype = x3.dtype
+    out, mean, var, inv_std = _impl().batch_norm_train_forward(x3, as_float(weight, dtype), as_float(bias, dtype),
+                                                               float(eps), float(negative_slope))
+    return out.reshape(np.shape(x)), mean, var, inv_std
 
 
 def batch_norm_backward(grad_out, x, mean, inv_std, weight, bias, batch_stats: bool, negative_slope=1.0):

@@ -24,7 +24,8 @@ from .conv import (SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_inpu
                    conv2d_grad_weight)
 from .elementwise import leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward  # noqa: F401
 from .gemm import matmul  # noqa: F401
-from .normalization import batch_norm_backward, batch_norm_forward, batch_norm_stats  # noqa: F401
+from .normalization import (batch_norm_backward, batch_norm_forward, batch_norm_stats,  # noqa: F401
+                            batch_norm_train_forward)
 from .pooling import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,  # noqa: F401
                       max_pool2d_forward, upsample_bilinear2d_backward, upsample_bilinear2d_forward,
                       upsample_nearest2d_backward, upsample_nearest2d_forward)

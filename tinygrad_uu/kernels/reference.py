@@ -104,6 +104,14 @@ def batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope):
     return _leaky(_xhat(x, mean, inv_std) * weight.reshape(1, -1, 1) + bias.reshape(1, -1, 1), negative_slope)
 
 
+def batch_norm_train_forward(x, weight, bias, eps, negative_slope):
+    """(out, mean, var, inv_std): the batch's statistics, inv_std = 1 / sqrt(var + eps)
+    (in float64, then x's dtype), and the forward with them."""
+    mean, var = batch_norm_stats(x)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    return batch_norm_forward(x, mean, inv_std, weight, bias, negative_slope), mean, var, inv_std
+
+
 def batch_norm_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats):
     """(dx, sum(gy * xhat), sum(gy)) per channel, with xhat = (x - mean) * inv_std, gy = g
     times the activation's slope at y = xhat * weight + bias (1 where y > 0, else

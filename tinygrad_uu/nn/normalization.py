@@ -36,18 +36,28 @@ class BatchNormFunction(Function):
     with that in place of g.
     """
 
-    def forward(self, x, weight=None, bias=None, *, mean, var, eps, batch_stats, negative_slope=None):
+    def forward(self, x, weight=None, bias=None, *, mean=None, var=None, eps, running=None,
+                negative_slope=None):
+        """With ``mean`` and ``var`` (the running estimates, in evaluation) they are used as
+        given. Without them (training) the batch's own statistics are used, computed in
+        the same call as the output (kernels.batch_norm_train_forward), and ``running``
+        = (running_mean, running_var, momentum), when given, is updated in place."""
         channels, self.affine = x.shape[1], weight is not None
-        inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(x.dtype)
         weight = np.ones(channels, x.dtype) if weight is None else weight
         bias = np.zeros(channels, x.dtype) if bias is None else bias
         self.slope = 1.0 if negative_slope is None else negative_slope  # 1: y itself
         if negative_slope is not None:  # what graph drawings and grad_fn show
             self.op_name = f"{type(self).op_name}+{'ReLU' if negative_slope == 0 else 'LeakyReLU'}"
-        out = kernels.batch_norm_forward(x, mean, inv_std, weight, bias, self.slope)
+        self.batch_stats = mean is None
+        if self.batch_stats:
+            out, mean, var, inv_std = kernels.batch_norm_train_forward(x, weight, bias, eps, self.slope)
+            if running is not None:
+                _update_running(*running, mean, var, x.size // channels)
+        else:
+            inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(x.dtype)
+            out = kernels.batch_norm_forward(x, mean, inv_std, weight, bias, self.slope)
         # the backward computes xhat (and y) again from x: cheaper than keeping copies
         self.x, self.mean, self.inv_std, self.weight, self.bias = x, mean, inv_std, weight, bias
-        self.batch_stats = batch_stats
         return out
 
     def backward(self, g):
@@ -80,26 +90,26 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
     if input.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C, ...), got shape {input.shape}")
     input._need_float("batch_norm")
-    if training or running_mean is None:
-        count = x.size // x.shape[1]
-        if count < 2:
-            raise ValueError(f"batch_norm: needs more than one value per channel in training, "
-                             f"got input of shape {input.shape}")
-        mean, var = kernels.batch_norm_stats(x)  # float64, per channel
-        if training and running_mean is not None:
-            r_mean, r_var = _array(running_mean), _array(running_var)
-            r_mean *= 1 - momentum
-            r_mean += momentum * mean
-            r_var *= 1 - momentum
-            r_var += (momentum * count / (count - 1)) * var
-    else:
-        mean, var = _array(running_mean), _array(running_var)
-    batch_stats = training or running_mean is None
     affine = [t for t in (weight, bias) if t is not None]
     if len(affine) == 1:
         raise ValueError("batch_norm: pass both weight and bias, or neither")
-    return BatchNormFunction.apply(input, *affine, mean=mean, var=var, eps=eps,
-                                   batch_stats=batch_stats, negative_slope=negative_slope)
+    if training or running_mean is None:
+        if x.size // x.shape[1] < 2:
+            raise ValueError(f"batch_norm: needs more than one value per channel in training, "
+                             f"got input of shape {input.shape}")
+        running = (_array(running_mean), _array(running_var), momentum) \
+            if training and running_mean is not None else None
+        return BatchNormFunction.apply(input, *affine, eps=eps, running=running, negative_slope=negative_slope)
+    return BatchNormFunction.apply(input, *affine, mean=_array(running_mean), var=_array(running_var),
+                                   eps=eps, negative_slope=negative_slope)
+
+
+def _update_running(r_mean, r_var, momentum, mean, var, count):
+    """The running estimates, in place: the batch's mean, and its unbiased variance."""
+    r_mean *= 1 - momentum
+    r_mean += momentum * mean
+    r_var *= 1 - momentum
+    r_var += (momentum * count / (count - 1)) * var
 
 
 class _BatchNorm(Module):
