@@ -136,6 +136,19 @@ def test_workers_sent_to_rest_or_asleep_wake_for_the_next_job(spin_rounds, monke
     assert len(ran) == 40 and len(set(ran)) == 2
 
 
+def test_publish_then_wait_publishes_and_then_waits_for_the_next_job():
+    """A worker's done flag, then its spin for the next job number, in one call."""
+    flags = np.zeros(32, np.int64)
+    flags[0] = 5  # job 5 is the latest
+    assert spinning.publish_then_wait(flags, 16, 5, 0, 10) == 5  # no new job: ran out of rounds
+    assert flags[16] == 5
+    writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
+    writer.start()
+    seen = spinning.publish_then_wait(flags, 16, 5, 0, 10**9)
+    writer.join()
+    assert seen == 6
+
+
 def test_a_published_flag_is_what_the_spin_wait_returns():
     flags = np.zeros(32, np.int64)
     spinning.publish(flags, 16, 9)

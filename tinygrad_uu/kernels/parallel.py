@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..threads import get_num_threads
-from .spinning import SPIN_ROUNDS, publish, wait_until_all_equal, wait_while_equal
+from .spinning import SPIN_ROUNDS, publish_then_wait, wait_until_all_equal, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
@@ -46,6 +46,13 @@ class SpinningPool:
     of the last job worker i finished. A worker that has finished a job spins on
     ``flags[0]`` (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the
     next job; the thread that hands the job out spins on the workers' flags the same way.
+
+    A worker publishes its flag and starts spinning in one numba call (publish_then_wait).
+    Between two calls it would take the GIL for a moment, and the thread that had waited
+    for the flag would find the GIL taken and sleep: waking it costs microseconds on this
+    virtual machine. Measured on a parallel kernel of 0.3 ms of work (8 pieces, two
+    threads): 175-212 us against 200-330 us; training steps alternated in one process,
+    W7 1.00-1.05x, W8 1.01-1.02x.
     """
 
     def __init__(self, workers: int):
@@ -61,23 +68,25 @@ class SpinningPool:
                              name=f"tinygrad_uu-{i}").start()
 
     def _work(self, i: int) -> None:
-        flags, seen, done_at, spin = self.flags, 0, FLAG_STRIDE * (i + 1), True
+        flags, seen, done_at = self.flags, 0, FLAG_STRIDE * (i + 1)
+        latest = wait_while_equal(flags, 0, seen, SPIN_ROUNDS)  # the job number last seen
         while True:
-            if not spin or wait_while_equal(flags, 0, seen, SPIN_ROUNDS) == seen:
+            if latest == seen:  # no new job came while spinning: sleep until one does
                 with self._wake:
                     self._sleepers += 1
                     while flags[0] == seen:
                         self._wake.wait()
                     self._sleepers -= 1
             seen, job = self._current  # set before flags[0]; it may be newer than the flag seen
-            spin = job is not None
-            if job is None:
+            if job is None:  # sent to rest: sleep
+                latest = seen
                 continue
             try:
                 job()
             except BaseException as error:  # handed to the thread that waits for the job
                 self._errors.append(error)
-            publish(flags, done_at, seen)
+            # done, and spin for the next job, without taking the GIL in between
+            latest = publish_then_wait(flags, done_at, seen, 0, SPIN_ROUNDS)
 
     def _post(self, job) -> int:
         number = self._current[0] + 1

@@ -86,6 +86,16 @@ def wait_while_equal(flags, index, value, rounds):
 
 
 @njit(nogil=True, cache=True)
+def publish_then_wait(flags, index, value, wait_index, rounds):
+    """publish(flags, index, value), then wait_while_equal(flags, wait_index, value, rounds),
+    in one call: the thread does not take the GIL in between, so the thread that waits
+    for the published value gets it at once (a thread that finds the GIL taken sleeps,
+    and waking it takes microseconds)."""
+    _store_release(flags, index, value)
+    return wait_while_equal(flags, wait_index, value, rounds)
+
+
+@njit(nogil=True, cache=True)
 def wait_until_all_equal(flags, indices, value, rounds):
     """Spin until flags[i] == value for every i in ``indices``, or for ``rounds`` rounds;
     return whether they all are."""
