@@ -457,6 +457,25 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
         tg.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2)])
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 1)])
+@pytest.mark.parametrize("dilation", [(1, 1), (1, 2)])
+@pytest.mark.parametrize("width", [7, 8])
+def test_im2col_with_stride_2_across_matches_the_windows(stride, padding, dilation, width):
+    """Stride 2 across takes its own copy loop (the plane split into even and odd columns):
+    every column of its matrix is the window the reference conv multiplies, zero padded."""
+    from tinygrad_uu.kernels import conv_im2col, reference
+    rng = np.random.default_rng(width + padding[0])
+    x = rng.standard_normal((2, 3, 6, width)).astype(np.float32)
+    (kh, kw), (oh, ow) = (3, 3), K.shapes.conv2d_args("im2col", x.shape, (1, 3, 3, 3), stride, padding,
+                                                      dilation, 1)[3]
+    cols = np.full((3 * kh * kw, 2 * oh * ow), np.nan, np.float32)
+    conv_im2col._im2col(x, cols, kh, kw, *stride, *padding, *dilation, oh, ow, 0, 6)
+    windows = reference._windows(reference._pad(x, padding), (kh, kw), stride, dilation)  # (n, c, oh, ow, kh, kw)
+    want = windows.transpose(1, 4, 5, 0, 2, 3).reshape(cols.shape)
+    np.testing.assert_array_equal(cols, want)
+
+
 # --------------------------------------------------------------------------- small feature maps
 @st.composite
 def small_map_cases(draw):
