@@ -461,9 +461,10 @@ def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
 @pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 1)])
 @pytest.mark.parametrize("dilation", [(1, 1), (1, 2)])
 @pytest.mark.parametrize("width", [7, 8])
-def test_im2col_with_stride_2_across_matches_the_windows(stride, padding, dilation, width):
-    """Stride 2 across takes its own copy loop (the plane split into even and odd columns):
-    every column of its matrix is the window the reference conv multiplies, zero padded."""
+def test_im2col_and_col2im_with_stride_2_across_match_the_windows(stride, padding, dilation, width):
+    """Stride 2 across takes its own copy loops (the plane split into even and odd columns):
+    every column of im2col's matrix is the window the reference conv multiplies, zero
+    padded, and col2im adds each entry back to the pixel it came from."""
     from tinygrad_uu.kernels import conv_im2col, reference
     rng = np.random.default_rng(width + padding[0])
     x = rng.standard_normal((2, 3, 6, width)).astype(np.float32)
@@ -474,6 +475,13 @@ def test_im2col_with_stride_2_across_matches_the_windows(stride, padding, dilati
     windows = reference._windows(reference._pad(x, padding), (kh, kw), stride, dilation)  # (n, c, oh, ow, kh, kw)
     want = windows.transpose(1, 4, 5, 0, 2, 3).reshape(cols.shape)
     np.testing.assert_array_equal(cols, want)
+    # and its adjoint, col2im: every entry added back where it came from
+    g = rng.standard_normal(cols.shape).astype(np.float32)
+    gx = np.full(x.shape, np.nan, np.float32)
+    conv_im2col._col2im(g, gx, kh, kw, *stride, *padding, *dilation, oh, ow, 0, 6)
+    gxp = np.zeros(reference._pad(x, padding).shape, np.float32)
+    reference._add_windows(gxp, g.reshape(3, kh, kw, 2, oh, ow).transpose(3, 0, 4, 5, 1, 2), stride, dilation)
+    np.testing.assert_allclose(gx, reference._unpad(gxp, padding), rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- small feature maps
