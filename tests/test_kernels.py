@@ -559,6 +559,31 @@ def test_conv2d_on_small_maps_passes_gradcheck(shape, stride, threads):
         tg.set_num_threads(before)
 
 
+@pytest.mark.parametrize("out_channels, stride, bias, need_x", [(1, 1, True, True), (5, 1, False, True),
+                                                           (3, 2, True, False)])
+def test_a_1x1_conv_of_1x1_maps_is_a_matrix_product_and_matches_numpy(out_channels, stride, bias, need_x):
+    """A classifier head after global pooling takes conv.py's matrix-product path: the
+    same output and gradients as the reference, with dx only when asked for."""
+    from tinygrad_uu import gradcheck
+    from tinygrad_uu.kernels import conv
+    import tinygrad_uu.nn.functional as F
+    rng = np.random.default_rng(out_channels)
+    x = rng.standard_normal((6, 8, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((out_channels, 8, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32) if bias else None
+    assert conv._on_pixels(x.shape, w.shape, (0, 0), 1)
+    out = both(K.conv2d_forward, x, w, b, stride)
+    assert_same(*out)
+    g = rng.standard_normal(out[0].shape).astype(np.float32)
+    want, got = both(K.conv2d_backward, x, w, g, stride, need_grad_x=need_x)
+    assert_same(want, got)
+    assert (got[0] is None) != need_x
+    with K.use_backend("numba"):
+        xt = tg.tensor(x.astype(np.float64), requires_grad=True)
+        wt = tg.tensor(w.astype(np.float64), requires_grad=True)
+        assert gradcheck(lambda a, c: F.conv2d(a, c, stride=stride), xt, wt)
+
+
 @pytest.mark.parametrize("x_shape, out_channels, stride", [
     ((6, 8, 1, 1), 1, 1),    # a ResNet head: one logit from pooled features
     ((4, 6, 5, 5), 7, 1),    # stride 1: the columns are the input itself

@@ -7,6 +7,10 @@
   ``conv_direct.py``);
 * Winograd's F(2x2, 3x3) for the other 3x3 stride-1 convs, small maps with 16 channels
   or more on both sides (``conv_winograd.py``): 2.25x fewer multiplications;
+* a 1x1 conv on 1x1 maps (a classifier's head after global pooling) is a matrix
+  product, (N, C_in) @ (C_in, C_out), done as one (the general paths below took 40 and
+  86 us forward and backward for a ResNet head of 64 x 128 -> 1 on two threads; now
+  13 and 30);
 * else *im2col* + BLAS: copy the receptive fields into the columns of a matrix and let
   matrix products do the arithmetic, ``conv_im2col.py`` (one product over the whole
   batch) or ``conv_batched.py`` (the batch cut among the threads).
@@ -17,6 +21,7 @@ import numpy as np
 
 from ..threads import get_num_threads
 from .conv3x3 import _is_3x3, conv2d_forward_3x3, conv2d_grad_input_3x3, conv2d_grad_weight_3x3
+from .blas import matmul
 from .conv_batched import bias_gradient, conv2d_backward_batched, conv2d_forward_batched
 from .conv_direct import conv2d_forward_direct, conv2d_grad_input_direct, conv2d_grad_weight_direct
 from .conv_winograd import (_is_winograd, conv2d_backward_winograd, conv2d_forward_winograd,
@@ -71,7 +76,17 @@ def _batched(x_shape):
     return x_shape[0] >= get_num_threads()
 
 
+def _on_pixels(x_shape, w_shape, padding, groups):
+    """A 1x1 conv of 1x1 maps without padding: out[n, o] = sum_c w[o, c] x[n, c] (+ b[o])."""
+    return tuple(w_shape[2:]) == (1, 1) and tuple(x_shape[2:]) == (1, 1) and padding == (0, 0) and groups == 1
+
+
 def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
+    if _on_pixels(x.shape, w.shape, padding, groups):
+        out = matmul(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1).T)
+        if b is not None:
+            out += b
+        return out.reshape(x.shape[0], w.shape[0], 1, 1)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         return conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved)
     if _direct(w.shape, stride, groups):
@@ -85,6 +100,11 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
 
 def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved=None):
     """(dx or None, dw or None, db): the im2col path shares its copies among the three."""
+    if _on_pixels(x.shape, w.shape, padding, groups):  # dx = g @ w, dw = g.T @ x, as matrices
+        g2, x2, w2 = grad_out.reshape(grad_out.shape[:2]), x.reshape(x.shape[:2]), w.reshape(w.shape[:2])
+        gx = matmul(g2, w2).reshape(x.shape) if need_x else None
+        gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
+        return gx, gw, bias_gradient(grad_out)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         gx = conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
         if not need_w:
