@@ -70,6 +70,13 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
                         cf[d + t] = xf[s + t * step]
 
 
+@njit(nogil=True, inline="always")
+def _column_phase(offset):
+    """Input column 2*x + offset is in phase p (0: the even columns, 1: the odd) at x + shift."""
+    p = offset % 2
+    return p, (offset - p) // 2
+
+
 @njit(nogil=True, cache=True)
 def _im2col_stride2(x, cols, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
     """_im2col for stride 2 across, with the plane split into its even and odd columns
@@ -97,8 +104,7 @@ def _im2col_stride2(x, cols, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
             y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
                 x0, x1 = _inside(wd, ow, 2, j * dw - pw)
-                p = (j * dw - pw) % 2
-                shift = (j * dw - pw - p) // 2
+                p, shift = _column_phase(j * dw - pw)
                 row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
                 if y0 > 0 or y1 < oh or x0 > 0 or x1 < ow:
                     cf[row:row + L] = 0
@@ -154,8 +160,7 @@ def _col2im_stride2(cols, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
             y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
                 x0, x1 = _inside(wd, ow, 2, j * dw - pw)
-                p = (j * dw - pw) % 2
-                shift = (j * dw - pw - p) // 2
+                p, shift = _column_phase(j * dw - pw)
                 row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
                 for y in range(y0, y1):
                     s = np.uint64(row + y * ow + x0)
