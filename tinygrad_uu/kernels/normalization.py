@@ -25,19 +25,26 @@ from .parallel import FAST, _parallel
 def _bn_stats(x, mean, var, start, stop):
     """One pass: the sums of d and d * d with d = x - x[0, c, 0]. Shifted by one of the
     channel's own values, the mean of d is of the order of the spread, so
-    var = mean(d * d) - mean(d) ** 2 loses nothing to a large mean (in float64)."""
+    var = mean(d * d) - mean(d) ** 2 loses nothing to a large mean. Each row (one image's
+    plane) is summed in x's dtype, in vector lanes, and the rows' sums in float64: twice
+    as fast as every value in float64 (the vector holds twice as many), and a row of
+    float32 values of the order of the spread loses digits only in the seventh place."""
     n, channels, length = x.shape[0], x.shape[1], np.uint64(x.shape[2])
     m = n * x.shape[2]
     xf = x.ravel()
+    zero = x.dtype.type(0)
     for c in range(start, stop):
-        shift = np.float64(x[0, c, 0])
+        shift = x[0, c, 0]
         total = squares = 0.0
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
+            row_total = row_squares = zero
             for t in range(length):
-                d = np.float64(xf[row + t]) - shift
-                total += d
-                squares += d * d
+                d = xf[row + t] - shift
+                row_total += d
+                row_squares += d * d
+            total += row_total
+            squares += row_squares
         mean_d = total / m
         mean[c], var[c] = shift + mean_d, max(squares / m - mean_d * mean_d, 0.0)
 
@@ -88,14 +95,17 @@ def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats,
     for c in range(start, stop):
         mu, s = x.dtype.type(mean[c]), inv_std[c]
         w, b0 = weight[c], bias[c]
-        sg = sgx = 0.0
+        sg = sgx = 0.0  # float64 over the rows; each row in g's dtype, as in _bn_stats
         for b in range(n):
             row = np.uint64((b * channels + c) * length)
+            row_g = row_gx = g.dtype.type(0)
             for t in range(length):
                 xhat = (xf[row + t] - mu) * s
                 gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
-                sg += gy
-                sgx += gy * xhat
+                row_g += gy
+                row_gx += gy * xhat
+            sg += row_g
+            sgx += row_gx
         sum_g[c], sum_gx[c] = sg, sgx
         k = s * w
         shift = g.dtype.type(sg / m) if batch_stats else g.dtype.type(0)
