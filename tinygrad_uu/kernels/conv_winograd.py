@@ -260,6 +260,17 @@ def _filter(w, saved):
     return _filter_transform(w) if u is None else u
 
 
+def _chunk_forward(x, u, bias, out, n0, n1, ph, pw, th, tw):
+    """Images n0..n1 of out = A^T [U (.) V] A: their input tiles V, the 16 products
+    U[xi] @ V[xi], and the output tiles (+ bias) into out."""
+    ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * th * tw
+    v = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
+    m = np.empty((co, 16, _stride(t)), dtype=x.dtype)
+    _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+    np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
+    _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
+
+
 def _forward_tiles(x, u, b, padding):
     """out = A^T [U (.) V] A per output tile; u is (16, C_out, C_in), or a view of one."""
     n, ci, h, wd = x.shape
@@ -274,13 +285,7 @@ def _forward_tiles(x, u, b, padding):
 
     def task(start, stop):
         for k in range(start, stop):
-            n0, n1 = _chunk(k, n, chunks)
-            t = (n1 - n0) * th * tw
-            v = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
-            m = np.empty((co, 16, _stride(t)), dtype=x.dtype)
-            _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
-            np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
-            _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
+            _chunk_forward(x, u, bias, out, *_chunk(k, n, chunks), ph, pw, th, tw)
 
     _run_chunks(task, chunks, n)
     return out
@@ -318,13 +323,8 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
     def task(start, stop):
         for k in range(start, stop):
             n0, n1 = _chunk(k, n, chunks)
-            if need_x:  # dx: grad_out's tiles (padding 2 - p), U turned, A^T [.] A into gx
-                t = (n1 - n0) * xth * xtw
-                vg = np.empty((co, 16, _stride(t)), dtype=x.dtype)
-                m = np.empty((ci, 16, _stride(t)), dtype=x.dtype)
-                _input_tiles(grad_out, vg, n0, 2 - ph, 2 - pw, xth, xtw, 0, (n1 - n0) * co)
-                np.matmul(u_turned, vg[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
-                _output_tiles(m, no_bias, gx, n0, xth, xtw, 0, (n1 - n0) * ci)
+            if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
+                _chunk_forward(grad_out, u_turned, no_bias, gx, n0, n1, 2 - ph, 2 - pw, xth, xtw)
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T
                 t = (n1 - n0) * th * tw
                 z = np.empty((co, 16, _stride(t)), dtype=x.dtype)

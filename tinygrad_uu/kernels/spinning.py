@@ -91,7 +91,7 @@ def publish_then_wait(flags, index, value, wait_index, rounds):
     in one call: the thread does not take the GIL in between, so the thread that waits
     for the published value gets it at once (a thread that finds the GIL taken sleeps,
     and waking it takes microseconds)."""
-    _store_release(flags, index, value)
+    publish(flags, index, value)
     return wait_while_equal(flags, wait_index, value, rounds)
 
 
