@@ -84,6 +84,28 @@ def test_filter_transform_and_its_adjoint():
                                conv_winograd._filter_transform(turned), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n, ci, h, w, p", [
+    (1, 3, 5, 7, 1),    # odd sizes
+    (2, 4, 8, 8, 0),    # tiles * C_in = 36 * 2: the 16 matrices unpadded
+    (3, 8, 6, 6, 2),    # 3 * 16 tiles * 8 channels = 384, a multiple of 64: padded apart
+    (2, 32, 14, 14, 1),  # W2's conv, 98 tiles
+])
+def test_channel_minor_input_transform_is_the_transposed_v(n, ci, h, w, p):
+    """dU's V (_input_tiles_channel_minor) holds the forward's V (_input_tiles): each of
+    the 16 positions' (tiles, C_in) matrix is V[:, xi, :] transposed, and the padding
+    between the matrices is not written over by the tiles."""
+    x = np.random.default_rng(n).standard_normal((n, ci, h, w))
+    th, tw = conv_winograd._tiles(h + 2 * p - 2, w + 2 * p - 2)
+    t = n * th * tw
+    v = np.empty((ci, 16, conv_winograd._stride(t)))
+    conv_winograd._input_tiles(x, v, 0, p, p, th, tw, 0, n * ci)
+    block = conv_winograd._stride(t * ci)
+    vt = np.full((16, block), np.nan)
+    conv_winograd._input_tiles_channel_minor(x, vt.ravel(), block, 0, p, p, th, tw, n)
+    np.testing.assert_array_equal(vt[:, :t * ci].reshape(16, t, ci), v[:, :, :t].transpose(1, 2, 0))
+    assert np.isnan(vt[:, t * ci:]).all() and (block > t * ci) == ((t * ci) % 64 == 0)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, expected", [
     ((64, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, True),     # W2's conv, the MNIST CNN's size
     ((64, 128, 4, 4), (128, 128, 3, 3), 1, 1, 1, True),    # a ResNet's last stage
