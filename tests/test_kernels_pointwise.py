@@ -22,6 +22,7 @@ def through_the_threads(split):
             patch.setattr(parallel, "SMALL_WORK", 0)
             patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
+            patch.setattr(elementwise, "BCE_BLOCK", 7)
         yield
 
 
@@ -130,6 +131,26 @@ def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, 
             np.testing.assert_allclose(K.leaky_relu_forward(np.array([-2.0, 3.0], dtype), slope), [-0.02, 3.0], rtol=1e-6)
         want, got = both(K.leaky_relu_backward, g, x, slope)
         np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(7,), (3, 4), (2, 3, 40, 50), (16, 45, 8, 8)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), one_value=st.booleans(), seed=st.integers(0, 2**16))
+def test_bce_with_logits_numba_matches_numpy(shape, dtype, contiguous, split, one_value, seed):
+    """Binary cross-entropy on logits, forward (loss and e = exp(-|x|)) and backward, for
+    logits up to +-100 (e underflows to 0) with NaN and +-inf among them, and a gradient
+    that is one value broadcast (a mean's) or an array of its own."""
+    rng = np.random.default_rng(seed)
+    x = with_specials(array(rng, shape, contiguous, dtype) * 30, [np.nan, 0.0, -np.inf, np.inf, 100.0, -100.0])
+    y = rng.random(shape).astype(dtype)
+    g = np.broadcast_to(dtype(0.37), shape) if one_value else array(rng, shape, True, dtype)
+    with through_the_threads(split), np.errstate(invalid="ignore"):
+        (want_loss, want_e), (loss, e) = both(K.bce_with_logits_forward, x, y)
+        assert loss.dtype == e.dtype == x.dtype
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        np.testing.assert_array_equal(e, want_e)
+        want, got = both(K.bce_with_logits_backward, g, x, want_e, y)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
 
 
 @SETTINGS

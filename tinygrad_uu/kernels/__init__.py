@@ -30,7 +30,7 @@ from .shapes import as_float, check_4d, float_dtype
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
-           "leaky_relu_forward", "leaky_relu_backward",
+           "leaky_relu_forward", "leaky_relu_backward", "bce_with_logits_forward", "bce_with_logits_backward",
            "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
@@ -104,6 +104,23 @@ def leaky_relu_backward(grad_out: np.ndarray, x: np.ndarray, negative_slope: flo
     if grad_out.shape != x.shape:
         raise ValueError(f"leaky_relu_backward: grad_out has shape {grad_out.shape}, expected {x.shape}")
     return _impl().leaky_relu_backward(grad_out, x, float(negative_slope))
+
+
+# --------------------------------------------------------------------------- binary cross-entropy
+def bce_with_logits_forward(x: np.ndarray, y: np.ndarray):
+    """(loss, e), elementwise for logits x and targets y of x's shape:
+    loss = max(x, 0) - x * y + log(1 + e), with e = exp(-|x|) kept for the backward."""
+    if np.shape(y) != np.shape(x):
+        raise ValueError(f"bce_with_logits_forward: x has shape {np.shape(x)}, y {np.shape(y)}")
+    return _impl().bce_with_logits_forward(x, y)
+
+
+def bce_with_logits_backward(grad_out: np.ndarray, x: np.ndarray, e: np.ndarray, y: np.ndarray):
+    """dL/dx = grad_out * (sigmoid(x) - y), sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below."""
+    if np.shape(grad_out) != np.shape(x):
+        raise ValueError(f"bce_with_logits_backward: grad_out has shape {np.shape(grad_out)}, "
+                         f"expected {np.shape(x)}")
+    return _impl().bce_with_logits_backward(grad_out, x, e, y)
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -1,4 +1,5 @@
-"""Elementwise kernels: relu and leaky relu with their gradients, and the zero padding of image planes.
+"""Elementwise kernels: relu and leaky relu with their gradients, binary cross-entropy on
+logits, and the zero padding of image planes.
 
 Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
 ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last element);
@@ -86,6 +87,71 @@ def leaky_relu_backward(grad_out, x, slope):
     gx = np.empty_like(grad_out)
     _parallel(_leaky_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), x.ravel(),
               grad_out.dtype.type(slope), gx.ravel(), RELU_BLOCK, streaming=True)
+    return gx
+
+
+# =========================================================================== binary cross-entropy
+# exp and log1p come from numpy, whose loops use the CPU's vector units (numba's call the
+# C library once per value: there is no SVML here); numba fuses the rest. A task is a
+# block of BCE_BLOCK values, whose arrays stay in the core's cache through the passes.
+# Measured against the numpy reference, forward and backward of W7's 16 x 45 x 16 x 16
+# logits: 506 -> 261 us on one thread, 514 -> 220 on two.
+BCE_BLOCK = 1 << 14
+
+
+@njit(nogil=True, cache=True)
+def _bce_loss_rest(x, y, loss):
+    """loss += max(x, 0) - x * y (loss holds log(1 + exp(-|x|)) on entry)."""
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        v = x[i]
+        loss[i] += (v if v > zero else zero) - v * y[i]
+
+
+# error_model="numpy": numba's default checks every division for a zero divisor (to raise
+# Python's ZeroDivisionError), and that branch keeps LLVM from vectorising the loop (156
+# against 34 us here). 1 + e >= 1 is never zero.
+@njit(nogil=True, cache=True, error_model="numpy")
+def _bce_backward(scale, x, e, y, gx, block, start, stop):
+    """gx = scale * (sigmoid(x) - y), sigmoid(x) from e = exp(-|x|)."""
+    lo, hi = start * block, min(stop * block, x.size)
+    xs, es, ys, dst = x[lo:hi], e[lo:hi], y[lo:hi], gx[lo:hi]
+    one = x.dtype.type(1)
+    for i in range(hi - lo):
+        ei = es[i]
+        dst[i] = scale * ((one if xs[i] >= 0 else ei) / (one + ei) - ys[i])
+
+
+def bce_with_logits_forward(x, y):
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y, dtype=x.dtype)
+    n, xf, yf = x.size, x.ravel(), y.ravel()
+    loss, e = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    lf, ef = loss.ravel(), e.ravel()
+
+    def blocks(start, stop):
+        lo, hi = start * BCE_BLOCK, min(stop * BCE_BLOCK, n)
+        xs, es, ls = xf[lo:hi], ef[lo:hi], lf[lo:hi]
+        np.abs(xs, out=es)
+        np.negative(es, out=es)
+        np.exp(es, out=es)
+        np.log1p(es, out=ls)
+        _bce_loss_rest(xs, yf[lo:hi], ls)
+
+    _parallel(blocks, -(-n // BCE_BLOCK), n)
+    return loss, e
+
+
+def bce_with_logits_backward(grad_out, x, e, y):
+    """One value of grad_out broadcast over x (a mean's or a sum's gradient) is a scale in
+    the loop; any other grad_out multiplies the result."""
+    x, e, y = np.ascontiguousarray(x), np.ascontiguousarray(e), np.ascontiguousarray(y, dtype=x.dtype)
+    one_value = grad_out.size > 0 and not any(grad_out.strides)
+    scale = x.dtype.type(grad_out.flat[0] if one_value else 1)
+    gx = np.empty(x.shape, x.dtype)
+    _parallel(_bce_backward, -(-x.size // BCE_BLOCK), x.size, scale, x.ravel(), e.ravel(), y.ravel(),
+              gx.ravel(), BCE_BLOCK, streaming=True)
+    if not one_value:
+        gx *= grad_out
     return gx
 
 

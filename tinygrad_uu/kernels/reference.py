@@ -56,6 +56,18 @@ def _unpad(xp, padding):
     return np.ascontiguousarray(xp[:, :, ph: xp.shape[2] - ph, pw: xp.shape[3] - pw])
 
 
+# --------------------------------------------------------------------------- binary cross-entropy
+def bce_with_logits_forward(x, y):
+    """(loss, e): loss = max(x, 0) - x * y + log(1 + e), e = exp(-|x|) <= 1 (no overflow)."""
+    e = np.exp(-np.abs(x))
+    return np.maximum(x, 0) - x * y + np.log1p(e), e
+
+
+def bce_with_logits_backward(grad_out, x, e, y):
+    """dL/dx = g * (sigmoid(x) - y), sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below."""
+    return grad_out * (np.where(x >= 0, 1, e) / (1 + e) - y)
+
+
 # --------------------------------------------------------------------------- relu
 def relu_forward(x):
     """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""
