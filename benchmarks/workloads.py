@@ -216,8 +216,14 @@ DETECTOR_LAYERS = (("b1", 3, 8, 3, 2, "cbl"), ("b2", 8, 16, 3, 2, "cbl"),
                    ("reduce", 64, 16, 1, 1, "cbl"), ("fuse", 48, 32, 3, 1, "cbl"),
                    ("head8", 32, DETECTOR_OUTPUTS, 1, 1, "head"))
 # Batch norm over a batch of 2 at 2x2 (the tiny case) amplifies rounding; and the
-# stride-2 convs of two engines may sum in different orders.
-DETECTOR_RTOL = 1e-2
+# stride-2 convs of two engines may sum in different orders. As in W8 (RESNET_RTOL), one
+# LeakyReLU whose input is within float32 rounding of 0 can take the other slope in one
+# engine: measured at b6 (64 -> 64 at 8x8, Winograd's F(4x4, 3x3), whose rounding is
+# about 6e-6 of the largest output), one of its 65,536 inputs was -1.4e-8 in one engine
+# and +2.8e-7 in the other, and that one value moved b6's weight gradient by 3.7% of its
+# largest value while every other output agreed to 1e-5. A wrong backward is off by tens
+# of percent.
+DETECTOR_RTOL = 5e-2
 
 
 def _resnet_params(width: int = 16, stages: int = 3) -> tuple:

@@ -1,4 +1,4 @@
-"""Winograd's F(2x2, 3x3) convolution (kernels/conv_winograd.py): every output and
+"""Winograd's F(4x4, 3x3) convolution (kernels/conv_winograd.py): every output and
 gradient against the plain-numpy reference on hypothesis-drawn shapes (odd and even
 sizes, padding 0-2, batch 1, one and two threads, float32 and float64), the dispatch that
 sends 3x3 stride-1 convs on small maps there, and gradcheck through the Tensor API."""
@@ -37,8 +37,7 @@ def cases(draw):
 @SETTINGS
 @given(case=cases())
 def test_winograd_matches_the_reference(case):
-    """Forward, dx, dw and db, each gradient asked for alone and together, with and
-    without the forward's filter transform kept for the backward."""
+    """Forward, dx, dw and db, each gradient asked for alone and together."""
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     x = rng.standard_normal((case["n"], case["ci"], case["h"], case["w"])).astype(dt)
@@ -49,60 +48,84 @@ def test_winograd_matches_the_reference(case):
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(case["threads"])
-        saved = {}
-        out = conv_winograd.conv2d_forward_winograd(x, w, b, p, saved)
+        out = conv_winograd.conv2d_forward_winograd(x, w, b, p)
         assert_close(reference.conv2d_forward(x, w, b, *opts), out, dt)
         g = rng.standard_normal(out.shape).astype(dt)
         want_x = reference.conv2d_grad_input(g, w, x.shape, *opts)
         want_w = reference.conv2d_grad_weight(x, g, w.shape, *opts)
-        for keep in (saved, None):
-            for need_x, need_w in ((True, True), (True, False), (False, True)):
-                gx, gw, gb = conv_winograd.conv2d_backward_winograd(x, w, g, p, need_x, need_w, keep)
-                assert (gx is None) != need_x and (gw is None) != need_w
-                if need_x:
-                    assert_close(want_x, gx, dt)
-                if need_w:
-                    assert_close(want_w, gw, dt)
-                assert_close(g.sum(axis=(0, 2, 3)), gb, dt)
+        for need_x, need_w in ((True, True), (True, False), (False, True)):
+            gx, gw, gb = conv_winograd.conv2d_backward_winograd(x, w, g, p, need_x, need_w)
+            assert (gx is None) != need_x and (gw is None) != need_w
+            if need_x:
+                assert_close(want_x, gx, dt)
+            if need_w:
+                assert_close(want_w, gw, dt)
+            assert_close(g.sum(axis=(0, 2, 3)), gb, dt)
     finally:
         tg.set_num_threads(before)
 
 
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=float)
+
+
+def test_tile_transforms_against_the_matrices():
+    """One tile through each transform, against F(4x4, 3x3)'s matrices written out:
+    V = B^T d B (input), Y = A^T M A (output, + bias), Z = A dY A^T (output gradient)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 4, 4))  # padding 1: the tile's 6x6 patch is x with a zero border
+    v = np.empty((1, 36, 1))
+    conv_winograd._input_tiles(x, v, 0, 1, 1, 1, 1, 0, 1)
+    np.testing.assert_allclose(v.reshape(6, 6), BT @ np.pad(x[0, 0], 1) @ BT.T, rtol=1e-12, atol=1e-12)
+    m = rng.standard_normal((1, 36, 1))
+    out = np.empty((1, 1, 4, 4))
+    conv_winograd._output_tiles(m, np.array([0.5]), out, 0, 1, 1, 0, 1)
+    np.testing.assert_allclose(out[0, 0], AT @ m.reshape(6, 6) @ AT.T + 0.5, rtol=1e-12)
+    dy = rng.standard_normal((1, 1, 4, 4))
+    z = np.empty((1, 36, 1))
+    conv_winograd._grad_tiles(dy, z, 0, 1, 1, 0, 1)
+    np.testing.assert_allclose(z.reshape(6, 6), AT.T @ dy[0, 0] @ AT, rtol=1e-12)
+
+
 def test_filter_transform_and_its_adjoint():
-    """U = G w G^T against the matrices written out, and <U(w), d> == <w, U^T(d)>."""
+    """U = G w G^T against the matrices written out, <U(w), d> == <w, U^T(d)>, and the
+    turned kernel's U (dx's) that of w turned 180 degrees with its channel axes swapped."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 2, 3, 3))
-    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
     u = conv_winograd._filter_transform(w)
-    np.testing.assert_allclose(u.reshape(4, 4, 3, 2).transpose(2, 3, 0, 1), G @ w @ G.T, rtol=1e-12)
+    np.testing.assert_allclose(u.reshape(6, 6, 3, 2).transpose(2, 3, 0, 1), G @ w @ G.T, rtol=1e-12)
     d = rng.standard_normal(u.shape)
     back = np.empty_like(w)
-    conv_winograd._filter_tiles_adjoint(d, back)
+    conv_winograd._filter_tiles_adjoint(d, back, 0, w.shape[0])
     assert np.isclose(np.sum(u * d), np.sum(w * back), rtol=1e-12)
-    turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    np.testing.assert_allclose(u[conv_winograd.TURNED].transpose(0, 2, 1),
-                               conv_winograd._filter_transform(turned), rtol=1e-12)
+    turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(conv_winograd._turned(w).reshape(6, 6, 2, 3).transpose(2, 3, 0, 1),
+                               G @ turned @ G.T, rtol=1e-12)
 
 
 @pytest.mark.parametrize("n, ci, h, w, p", [
     (1, 3, 5, 7, 1),    # odd sizes
-    (2, 4, 8, 8, 0),    # tiles * C_in = 36 * 2: the 16 matrices unpadded
-    (3, 8, 6, 6, 2),    # 3 * 16 tiles * 8 channels = 384, a multiple of 64: padded apart
-    (2, 32, 14, 14, 1),  # W2's conv, 98 tiles
+    (2, 4, 8, 8, 0),    # 8 tiles * 4 channels: the 36 matrices unpadded
+    (4, 16, 8, 8, 1),   # 16 tiles * 16 channels = 256, a multiple of 64: padded apart
+    (3, 5, 6, 9, 2),    # padding 2, a tile past the edge
+    (2, 32, 14, 14, 1),  # W2's conv, 32 tiles
 ])
 def test_channel_minor_input_transform_is_the_transposed_v(n, ci, h, w, p):
     """dU's V (_input_tiles_channel_minor) holds the forward's V (_input_tiles): each of
-    the 16 positions' (tiles, C_in) matrix is V[:, xi, :] transposed, and the padding
+    the 36 positions' (tiles, C_in) matrix is V[:, xi, :] transposed, and the padding
     between the matrices is not written over by the tiles."""
     x = np.random.default_rng(n).standard_normal((n, ci, h, w))
     th, tw = conv_winograd._tiles(h + 2 * p - 2, w + 2 * p - 2)
     t = n * th * tw
-    v = np.empty((ci, 16, conv_winograd._stride(t)))
+    v = np.empty((ci, 36, conv_winograd._stride(t)))
     conv_winograd._input_tiles(x, v, 0, p, p, th, tw, 0, n * ci)
     block = conv_winograd._stride(t * ci)
-    vt = np.full((16, block), np.nan)
+    vt = np.full((36, block), np.nan)
     conv_winograd._input_tiles_channel_minor(x, vt.ravel(), block, 0, p, p, th, tw, n)
-    np.testing.assert_array_equal(vt[:, :t * ci].reshape(16, t, ci), v[:, :, :t].transpose(1, 2, 0))
+    np.testing.assert_array_equal(vt[:, :t * ci].reshape(36, t, ci), v[:, :, :t].transpose(1, 2, 0))
     assert np.isnan(vt[:, t * ci:]).all() and (block > t * ci) == ((t * ci) % 64 == 0)
 
 

@@ -5,8 +5,8 @@
   (``conv3x3.py``);
 * *direct* loops for other stride-1 convs with few channels (a first or last layer,
   ``conv_direct.py``);
-* Winograd's F(2x2, 3x3) for the other 3x3 stride-1 convs, small maps with 16 channels
-  or more on both sides (``conv_winograd.py``): 2.25x fewer multiplications;
+* Winograd's F(4x4, 3x3) for the other 3x3 stride-1 convs, small maps with 16 channels
+  or more on both sides (``conv_winograd.py``): 4x fewer multiplications;
 * a 1x1 conv on 1x1 maps (a classifier's head after global pooling) is a matrix
   product, (N, C_in) @ (C_in, C_out), done as one (the general paths below took 40 and
   86 us forward and backward for a ResNet head of 64 x 128 -> 1 on two threads; now
@@ -50,8 +50,9 @@ def _direct(w_shape, stride, groups):
             and min(cg, co // groups) <= DIRECT_MAX_CHANNELS)
 
 
-# Winograd against im2col + BLAS, fwd + dx + dw, batch 64 (16 for the detector's), median
-# of 15 interleaved runs, one thread (two): 16->32 at 14x14: 0.87x (1.43x); 32->64 at
+# Winograd's F(2x2, 3x3) against im2col + BLAS, fwd + dx + dw, batch 64 (16 for the
+# detector's), median of 15 interleaved runs, one thread (two); F(4x4, 3x3), which took
+# its place, is faster still (conv_winograd.py): 16->32 at 14x14: 0.87x (1.43x); 32->64 at
 # 14x14: 1.08x (1.25x); 32->32 at 16x16: 1.39x (1.83x); 64->64 at 8x8: 1.39x (1.53x);
 # 128->128 at 4x4: 1.18x (1.39x); detector 48->32 at 16x16: 1.43x (1.67x).
 WINOGRAD_MIN_CHANNELS = 16
@@ -92,7 +93,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
     if _direct(w.shape, stride, groups):
         return conv2d_forward_direct(x, w, b, stride, padding, dilation, groups)
     if _winograd(w.shape, stride, padding, dilation, groups):
-        return conv2d_forward_winograd(x, w, b, padding, saved)
+        return conv2d_forward_winograd(x, w, b, padding)
     if _batched(x.shape):
         return conv2d_forward_batched(x, w, b, stride, padding, dilation, groups)
     return conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups, saved)
@@ -113,7 +114,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
     if _winograd(w.shape, stride, padding, dilation, groups):
-        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, saved)
+        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
             return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w)
