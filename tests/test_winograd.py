@@ -171,3 +171,20 @@ def test_winograd_through_the_tensor_api_passes_gradcheck(threads, monkeypatch):
                 assert gradcheck(lambda *t: F.conv_transpose2d(*t, padding=min(p, 1)), x, wtt)
     finally:
         tg.set_num_threads(before)
+
+
+def test_chunks_hold_enough_tiles_for_the_products():
+    """At 4x4 (one tile per image) a chunk holds at least MIN_CHUNK_TILES images, so that
+    its 36 products have that many columns; at 16x16 (16 tiles per image) the threads'
+    chunking stands."""
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        rows, flops = 36 * 256, 2 * 36 * 128 * 128
+        assert conv_winograd._chunks(64, rows, 1, 4, flops) == 64 // conv_winograd.MIN_CHUNK_TILES
+        assert conv_winograd._chunks(3, rows, 1, 4, flops) == 1
+        from tinygrad_uu.kernels.conv_batched import _chunking
+        assert conv_winograd._chunks(64, 36 * 64, 16, 4, 2 * 36 * 32 * 32 * 16) == _chunking(
+            64, 36 * 64, 16, 4, 2 * 36 * 32 * 32 * 16)
+    finally:
+        tg.set_num_threads(before)
