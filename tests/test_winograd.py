@@ -188,3 +188,27 @@ def test_chunks_hold_enough_tiles_for_the_products():
             64, 36 * 64, 16, 4, 2 * 36 * 32 * 32 * 16)
     finally:
         tg.set_num_threads(before)
+
+
+@pytest.mark.parametrize("hw, backward_winograd", [(64, True), (65, False)])
+def test_big_maps_take_winograd_forward_and_the_3x3_loops_backward(hw, backward_winograd):
+    """Over 64x64 a 3x3 stride-1 conv with 16+ channels runs its forward by Winograd and its
+    backward by conv3x3.py's loops (which pad x themselves: the forward kept no padded
+    copy); at 64x64 both by Winograd. Every output against the numpy backend."""
+    x_shape, w_shape = (2, 16, hw, hw), (16, 16, 3, 3)
+    s, p = (1, 1), (1, 1)
+    assert conv._winograd(w_shape, s, p, (1, 1), 1)
+    assert conv._winograd_backward(x_shape, w_shape, s, p, (1, 1), 1) == backward_winograd
+    rng = np.random.default_rng(hw)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    g = rng.standard_normal(x_shape).astype(np.float32)
+    results = {}
+    for backend in ("numpy", "numba"):
+        with K.use_backend(backend):
+            saved = {}
+            out = K.conv2d_forward(x, w, b, padding=1, saved=saved)
+            results[backend] = (out, *K.conv2d_backward(x, w, g, padding=1, saved=saved))
+    for want, got in zip(results["numpy"], results["numba"]):
+        assert_close(want, got, np.float32)
