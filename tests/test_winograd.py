@@ -31,13 +31,15 @@ def cases(draw):
     h, w = draw(st.integers(max(1, 3 - 2 * p), 11)), draw(st.integers(max(1, 3 - 2 * p), 11))
     return dict(n=draw(st.sampled_from([1, 2, 5])), ci=draw(st.integers(1, 7)), co=draw(st.integers(1, 7)),
                 h=h, w=w, p=p, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
-                dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**16)))
+                dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**16)),
+                bands=draw(st.booleans()))
 
 
 @SETTINGS
 @given(case=cases())
 def test_winograd_matches_the_reference(case):
-    """Forward, dx, dw and db, each gradient asked for alone and together."""
+    """Forward, dx, dw and db, each gradient asked for alone and together, with the images
+    whole in chunks or cut into bands of tile rows."""
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     x = rng.standard_normal((case["n"], case["ci"], case["h"], case["w"])).astype(dt)
@@ -46,6 +48,10 @@ def test_winograd_matches_the_reference(case):
     p = (case["p"], case["p"])
     opts = ((1, 1), p, (1, 1), 1)
     before = tg.get_num_threads()
+    patch = pytest.MonkeyPatch()
+    if case["bands"]:  # a chunk budget of a byte: every image cut into bands of one tile row
+        patch.setattr(conv_winograd, "CHUNK_COLS_BYTES", 1)
+        patch.setattr(conv_winograd, "CHUNK_COLS_BYTES_THREADED", 1)
     try:
         tg.set_num_threads(case["threads"])
         out = conv_winograd.conv2d_forward_winograd(x, w, b, p)
@@ -63,6 +69,7 @@ def test_winograd_matches_the_reference(case):
             assert_close(g.sum(axis=(0, 2, 3)), gb, dt)
     finally:
         tg.set_num_threads(before)
+        patch.undo()
 
 
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -78,15 +85,15 @@ def test_tile_transforms_against_the_matrices():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 1, 4, 4))  # padding 1: the tile's 6x6 patch is x with a zero border
     v = np.empty((1, 36, 1))
-    conv_winograd._input_tiles(x, v, 0, 1, 1, 1, 1, 0, 1)
+    conv_winograd._input_tiles(x, v, 0, 1, 1, 0, 1, 1, 0, 1)
     np.testing.assert_allclose(v.reshape(6, 6), BT @ np.pad(x[0, 0], 1) @ BT.T, rtol=1e-12, atol=1e-12)
     m = rng.standard_normal((1, 36, 1))
     out = np.empty((1, 1, 4, 4))
-    conv_winograd._output_tiles(m, np.array([0.5]), out, 0, 1, 1, 0, 1)
+    conv_winograd._output_tiles(m, np.array([0.5]), out, 0, 0, 1, 1, 0, 1)
     np.testing.assert_allclose(out[0, 0], AT @ m.reshape(6, 6) @ AT.T + 0.5, rtol=1e-12)
     dy = rng.standard_normal((1, 1, 4, 4))
     z = np.empty((1, 36, 1))
-    conv_winograd._grad_tiles(dy, z, 0, 1, 1, 0, 1)
+    conv_winograd._grad_tiles(dy, z, 0, 0, 1, 1, 0, 1)
     np.testing.assert_allclose(z.reshape(6, 6), AT.T @ dy[0, 0] @ AT, rtol=1e-12)
 
 
@@ -121,10 +128,10 @@ def test_channel_minor_input_transform_is_the_transposed_v(n, ci, h, w, p):
     th, tw = conv_winograd._tiles(h + 2 * p - 2, w + 2 * p - 2)
     t = n * th * tw
     v = np.empty((ci, 36, conv_winograd._stride(t)))
-    conv_winograd._input_tiles(x, v, 0, p, p, th, tw, 0, n * ci)
+    conv_winograd._input_tiles(x, v, 0, p, p, 0, th, tw, 0, n * ci)
     block = conv_winograd._stride(t * ci)
     vt = np.full((36, block), np.nan)
-    conv_winograd._input_tiles_channel_minor(x, vt.ravel(), block, 0, p, p, th, tw, n)
+    conv_winograd._input_tiles_channel_minor(x, vt.ravel(), block, 0, p, p, 0, th, tw, n)
     np.testing.assert_array_equal(vt[:, :t * ci].reshape(36, t, ci), v[:, :, :t].transpose(1, 2, 0))
     assert np.isnan(vt[:, t * ci:]).all() and (block > t * ci) == ((t * ci) % 64 == 0)
 
@@ -176,29 +183,33 @@ def test_winograd_through_the_tensor_api_passes_gradcheck(threads, monkeypatch):
 def test_chunks_hold_enough_tiles_for_the_products():
     """At 4x4 (one tile per image) a chunk holds at least MIN_CHUNK_TILES images, so that
     its 36 products have that many columns; at 16x16 (16 tiles per image) the threads'
-    chunking stands."""
+    chunking stands; at 128x128 with 48 channels (7 MB of tiles per image) each image is
+    cut into bands of tile rows."""
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(2)
         rows, flops = 36 * 256, 2 * 36 * 128 * 128
-        assert conv_winograd._chunks(64, rows, 1, 4, flops) == 64 // conv_winograd.MIN_CHUNK_TILES
-        assert conv_winograd._chunks(3, rows, 1, 4, flops) == 1
+        assert conv_winograd._plan(64, rows, 1, 1, 4, flops) == (64 // conv_winograd.MIN_CHUNK_TILES, 1)
+        assert conv_winograd._plan(3, rows, 1, 1, 4, flops) == (1, 1)
         from tinygrad_uu.kernels.conv_batched import _chunking
-        assert conv_winograd._chunks(64, 36 * 64, 16, 4, 2 * 36 * 32 * 32 * 16) == _chunking(
-            64, 36 * 64, 16, 4, 2 * 36 * 32 * 32 * 16)
+        flops = 2 * 36 * 32 * 32 * 16
+        assert conv_winograd._plan(64, 36 * 64, 4, 4, 4, flops) == (_chunking(64, 36 * 64, 16, 4, flops), 1)
+        chunks, bands = conv_winograd._plan(8, 36 * 48, 32, 32, 4, 2 * 36 * 16 * 48 * 1024)
+        assert bands == 7 and chunks == 8 * 7
+        assert [conv_winograd._piece(k, 8, chunks, bands, 32)[2:] for k in (0, 6, 7)] == [(0, 4), (27, 32), (0, 4)]
     finally:
         tg.set_num_threads(before)
 
 
-@pytest.mark.parametrize("hw, backward_winograd", [(64, True), (65, False)])
-def test_big_maps_take_winograd_forward_and_the_3x3_loops_backward(hw, backward_winograd):
-    """Over 64x64 a 3x3 stride-1 conv with 16+ channels runs its forward by Winograd and its
-    backward by conv3x3.py's loops (which pad x themselves: the forward kept no padded
-    copy); at 64x64 both by Winograd. Every output against the numpy backend."""
+@pytest.mark.parametrize("hw", [16, 30])
+def test_big_maps_take_winograd_forward_and_dx_and_the_3x3_loops_dw(hw):
+    """A 3x3 stride-1 conv with 16+ channels: under 24x24 its forward, dx and dw run by
+    Winograd; from 24x24 up dw runs by conv3x3.py's loops (which pad x themselves: the
+    forward kept no padded copy). Every output against the numpy backend."""
     x_shape, w_shape = (2, 16, hw, hw), (16, 16, 3, 3)
     s, p = (1, 1), (1, 1)
     assert conv._winograd(w_shape, s, p, (1, 1), 1)
-    assert conv._winograd_backward(x_shape, w_shape, s, p, (1, 1), 1) == backward_winograd
+    assert conv._is_3x3(x_shape, w_shape, s, p, (1, 1)) == (hw >= 24)
     rng = np.random.default_rng(hw)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -210,5 +221,7 @@ def test_big_maps_take_winograd_forward_and_the_3x3_loops_backward(hw, backward_
             saved = {}
             out = K.conv2d_forward(x, w, b, padding=1, saved=saved)
             results[backend] = (out, *K.conv2d_backward(x, w, g, padding=1, saved=saved))
+            if backend == "numba":
+                assert "xpad" not in saved  # the forward was Winograd's
     for want, got in zip(results["numpy"], results["numba"]):
         assert_close(want, got, np.float32)

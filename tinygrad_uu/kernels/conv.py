@@ -1,10 +1,11 @@
 """conv2d: which kernel runs which convolution (measured), and the backend's entry points.
 
 * Winograd's F(4x4, 3x3) for 3x3 stride-1 convs with 16 channels or more on both sides
-  (``conv_winograd.py``): 4x fewer multiplications; on maps over 64x64 the forward only;
-* other 3x3 stride-1 convs on images of 24x24 and up (and the backward of the big maps
-  above): blocked direct loops that keep four output channels and three taps in
-  registers (``conv3x3.py``);
+  (``conv_winograd.py``): 4x fewer multiplications; on maps of 24x24 and up the forward
+  and dx only;
+* other 3x3 stride-1 convs on images of 24x24 and up (and dw of the big maps above):
+  blocked direct loops that keep four output channels and three taps in registers
+  (``conv3x3.py``);
 * *direct* loops for other stride-1 convs with few channels (a first or last layer,
   ``conv_direct.py``);
 * a 1x1 conv on 1x1 maps (a classifier's head after global pooling) is a matrix
@@ -62,21 +63,15 @@ def _winograd(w_shape, stride, padding, dilation, groups):
     return _is_winograd(w_shape, stride, padding, dilation, groups) and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
 
 
-# F(4x4, 3x3) also beats the 3x3 loops on big maps, in the forward: measured on one thread
-# (two), batch 8, against conv3x3.py: 16->16 at 128x128 1.09x (1.25x), 48->16 at 128x128
-# 1.74x (1.22x), 16->32 at 64x64 1.50x (1.52x), 32->32 at 64x64 1.82x (1.82x). In the
-# backward too up to 64x64: 16->32 1.32x (1.13x), 32->32 1.31x (1.38x), 32->16 1.23x
-# (1.28x), 32->32 at 32x32 1.53x (1.72x). At 128x128 a chunk (one image, 1,024 tiles)
-# leaves the cache between the transforms and the products, and the backward's loops win:
-# 16->16 0.79x (0.93x), 48->16 0.85x (0.83x). So the backward of those maps stays with
-# conv3x3.py (which then pads x itself: the forward kept no padded copy).
-WINOGRAD_MAX_BACKWARD_PIXELS = 64 * 64
-
-
-def _winograd_backward(x_shape, w_shape, stride, padding, dilation, groups):
-    return (_winograd(w_shape, stride, padding, dilation, groups)
-            and (x_shape[2] * x_shape[3] <= WINOGRAD_MAX_BACKWARD_PIXELS
-                 or not _is_3x3(x_shape, w_shape, stride, padding, dilation)))
+# F(4x4, 3x3) also beats the 3x3 loops on big maps, in the forward and for dx: measured
+# on one thread (two), batch 8, forward against conv3x3.py: 16->16 at 128x128 1.09-1.16x
+# (1.25-1.42x), 48->16 at 128x128 1.48-1.74x (1.22-1.77x), 16->32 at 64x64 1.46-1.50x
+# (1.37-1.52x), 32->32 at 64x64 1.50-1.82x (1.81x); dx: 48->16 at 128x128 1.28x (1.23x),
+# 32->32 at 64x64 1.59x (1.47x), 64 x 16->32 at 28x28 1.28x (1.14x). Not for dw: there
+# the 3x3 loops' one pass over x and g beats the transforms of both, from 28x28 up (0.98x
+# at 28x28, 0.85x at 64x64, 0.56x at 128x128, one thread), while under 24x24 (where the
+# 3x3 loops do not go) Winograd makes dx and dw in one pass. The 3x3 loops then pad x
+# themselves: the Winograd forward kept no padded copy.
 
 
 # The conv entry points. ``saved`` is a dict the caller keeps from a forward to its backward
@@ -123,15 +118,17 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gx = matmul(g2, w2).reshape(x.shape) if need_x else None
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
         return gx, gw, bias_gradient(grad_out)
-    if _winograd_backward(x.shape, w.shape, stride, padding, dilation, groups):
-        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w)
+    winograd = _winograd(w.shape, stride, padding, dilation, groups)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
-        gx = conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
+        gx = None if not need_x else (conv2d_grad_input_winograd(grad_out, w, padding) if winograd else
+                                      conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups))
         if not need_w:
             return gx, None, bias_gradient(grad_out)
         gb = np.empty(w.shape[0], dtype=grad_out.dtype)
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
+    if winograd:
+        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
             return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w)
@@ -142,7 +139,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
 
 
 def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
-    if _winograd_backward(x_shape, w.shape, stride, padding, dilation, groups):
+    if _winograd(w.shape, stride, padding, dilation, groups):
         return conv2d_grad_input_winograd(grad_out, w, padding)
     if _is_3x3(x_shape, w.shape, stride, padding, dilation):
         f = conv2d_grad_input_3x3
@@ -152,10 +149,10 @@ def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):
 
 
 def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups, saved=None):
-    if _winograd_backward(x.shape, w_shape, stride, padding, dilation, groups):
-        return conv2d_grad_weight_winograd(x, grad_out, w_shape, padding)
     if _is_3x3(x.shape, w_shape, stride, padding, dilation):
         return conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, groups)
     if _direct(w_shape, stride, groups):
         return conv2d_grad_weight_direct(x, grad_out, w_shape, stride, padding, dilation, groups)
+    if _winograd(w_shape, stride, padding, dilation, groups):
+        return conv2d_grad_weight_winograd(x, grad_out, w_shape, padding)
     return conv2d_grad_weight_im2col(x, grad_out, w_shape, stride, padding, dilation, groups, saved)

@@ -46,7 +46,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .conv_batched import _chunk, _chunking, _run_chunks, bias_gradient
+from ..threads import get_num_threads
+from .conv_batched import (CHUNK_COLS_BYTES, CHUNK_COLS_BYTES_THREADED, _chunk, _chunking, _run_chunks,
+                           bias_gradient)
 from .parallel import FAST, PerThread, _parallel
 
 TILE = 4  # outputs per side of a tile
@@ -116,24 +118,26 @@ def _a(y0, y1, y2, y3):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _input_tiles(x, v, n0, ph, pw, th, tw, start, stop):
+def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
     """v[c, :, t] = B^T d B, d the 6x6 patch of x[n0 + i, c] at (4*ty - ph, 4*tx - pw) (zero
-    outside the image), t = (i*th + ty)*tw + tx. A task is one (image i, channel c); the
-    plane is first copied into a zero-padded buffer, so that no tile needs a bounds check."""
+    outside the image), for the tile rows ty0 <= ty < ty1, t = (i*(ty1 - ty0) + ty - ty0)*tw
+    + tx. A task is one (image i, channel c); the rows under the tiles are first copied into
+    a zero-padded buffer, so that no tile needs a bounds check."""
     ch, h, w = x.shape[1], x.shape[2], x.shape[3]
-    wp = U(TILE * tw + 2)
-    xp = np.zeros((TILE * th + 2) * (TILE * tw + 2), dtype=x.dtype)  # its border stays zero
+    rows, wp = ty1 - ty0, U(TILE * tw + 2)
+    xp = np.zeros((TILE * rows + 2) * (TILE * tw + 2), dtype=x.dtype)  # its border stays zero
     xf, vf = x.ravel(), v.ravel()
     step = U(v.shape[2])  # from one of the 36 positions to the next
+    y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)  # the image rows under the tiles
     for task in range(start, stop):
         i, c = task // ch, task % ch
         src = U(((n0 + i) * ch + c) * h * w)
-        for y in range(U(h)):
-            row, d = src + y * U(w), (y + U(ph)) * wp + U(pw)
+        for y in range(y0, y1):
+            row, d = src + U(y * w), U(y + ph - TILE * ty0) * wp + U(pw)
             for k in range(U(w)):
                 xp[d + k] = xf[row + k]
-        base = U(c * POSITIONS) * step + U(i * th * tw)
-        for ty in range(U(th)):
+        base = U(c * POSITIONS) * step + U(i * rows * tw)
+        for ty in range(U(rows)):
             for tx in range(U(tw)):
                 p = U(TILE) * (ty * wp + tx)
                 # r = B^T d, column by column (r's rows are k0[a], ..., k5[a])
@@ -157,27 +161,28 @@ def _input_tiles(x, v, n0, ph, pw, th, tw, start, stop):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, th, tw, images):
+def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, ty0, ty1, tw, images):
     """The V of _input_tiles laid out for dU's products: position xi's values are the
-    (tiles, C_in) matrix at vf[xi * block:], row t holding tile t's C_in values. Each image
-    is first copied into a zero-padded buffer with its channels innermost, so that the
-    inner loop runs along the channels and stores to contiguous rows."""
+    (tiles, C_in) matrix at vf[xi * block:], row t holding tile t's C_in values. The rows
+    under an image's tiles are first copied into a zero-padded buffer with the channels
+    innermost, so that the inner loop runs along the channels and stores to contiguous rows."""
     ch, h, w = x.shape[1], x.shape[2], x.shape[3]
-    wp, C = TILE * tw + 2, U(ch)
-    xp = np.zeros((TILE * th + 2) * wp * ch, dtype=x.dtype)  # (rows, columns, C); its border stays zero
+    rows, wp, C = ty1 - ty0, TILE * tw + 2, U(ch)
+    xp = np.zeros((TILE * rows + 2) * wp * ch, dtype=x.dtype)  # (rows, columns, C); its border stays zero
     xf = x.ravel()
     s, row = U(block), U(wp) * C
+    y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)
     for i in range(images):
         src = U((n0 + i) * ch * h * w)
-        for y in range(U(h)):
+        for y in range(y0, y1):
             for k in range(U(w)):
-                d, p = ((y + U(ph)) * U(wp) + k + U(pw)) * C, src + y * U(w) + k
+                d, p = (U(y + ph - TILE * ty0) * U(wp) + k + U(pw)) * C, src + U(y * w) + k
                 for c in range(C):
                     xp[d + c] = xf[p + c * U(h * w)]
-        for ty in range(th):
+        for ty in range(rows):
             for tx in range(tw):
                 corner = U(TILE * (ty * wp + tx)) * C
-                q0 = U((i * th + ty) * tw + tx) * C
+                q0 = U((i * rows + ty) * tw + tx) * C
                 for c in range(C):
                     p = corner + c
                     k0 = _bt(xp[p], xp[p + row], xp[p + U(2) * row], xp[p + U(3) * row], xp[p + U(4) * row], xp[p + U(5) * row])
@@ -200,9 +205,9 @@ def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, th, tw, images):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _output_tiles(m, bias, out, n0, th, tw, start, stop):
-    """out[n0 + i, o] tile (ty, tx) = A^T m[o, :, t] A (+ bias[o]), the parts inside the
-    output. A task is one (image i, output channel o)."""
+def _output_tiles(m, bias, out, n0, ty0, ty1, tw, start, stop):
+    """out[n0 + i, o] tile (ty, tx) = A^T m[o, :, t] A (+ bias[o]) for the tile rows
+    ty0 <= ty < ty1, the parts inside the output. A task is one (image i, output channel o)."""
     co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     mf, of = m.ravel(), out.ravel()
     step = U(m.shape[2])
@@ -210,13 +215,13 @@ def _output_tiles(m, bias, out, n0, th, tw, start, stop):
     for task in range(start, stop):
         i, o = task // co, task % co
         add = bias[o] if bias.shape[0] else m.dtype.type(0)
-        base = U(o * POSITIONS) * step + U(i * th * tw)
+        base = U(o * POSITIONS) * step + U(i * (ty1 - ty0) * tw)
         plane = ((n0 + i) * co + o) * oh * ow
-        for ty in range(th):
+        for ty in range(ty0, ty1):
             rows = min(TILE, oh - TILE * ty)
             for tx in range(tw):
                 cols = min(TILE, ow - TILE * tx)
-                p = base + U(ty * tw + tx)
+                p = base + U((ty - ty0) * tw + tx)
                 # r = A^T m, column by column
                 k0 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
                 p += step
@@ -241,22 +246,23 @@ def _output_tiles(m, bias, out, n0, th, tw, start, stop):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _grad_tiles(g, z, n0, th, tw, start, stop):
-    """z[o, :, t] = A dY A^T, dY the 4x4 tile (ty, tx) of g[n0 + i, o] (zero past its edge).
-    A task is one (image i, output channel o)."""
+def _grad_tiles(g, z, n0, ty0, ty1, tw, start, stop):
+    """z[o, :, t] = A dY A^T, dY the 4x4 tile (ty, tx) of g[n0 + i, o] (zero past its edge),
+    for the tile rows ty0 <= ty < ty1. A task is one (image i, output channel o)."""
     co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    wp = U(TILE * tw)
-    gp = np.zeros(TILE * th * TILE * tw, dtype=g.dtype)  # zero past the edge: only the plane is copied in
+    rows, wp = ty1 - ty0, U(TILE * tw)
+    gp = np.zeros(TILE * rows * TILE * tw, dtype=g.dtype)  # zero past the edge: only the plane is copied in
     gf, zf = g.ravel(), z.ravel()
     step = U(z.shape[2])
+    y0, y1 = TILE * ty0, min(oh, TILE * ty1)
     for task in range(start, stop):
         i, o = task // co, task % co
         src = U(((n0 + i) * co + o) * oh * ow)
-        for y in range(U(oh)):
+        for y in range(y0, y1):
             for k in range(U(ow)):
-                gp[y * wp + k] = gf[src + y * U(ow) + k]
-        base = U(o * POSITIONS) * step + U(i * th * tw)
-        for ty in range(U(th)):
+                gp[U(y - y0) * wp + k] = gf[src + U(y * ow) + k]
+        base = U(o * POSITIONS) * step + U(i * rows * tw)
+        for ty in range(U(rows)):
             for tx in range(U(tw)):
                 p = U(TILE) * (ty * wp + tx)
                 # r = A dY, column by column (6 rows of 4)
@@ -356,25 +362,44 @@ def _turned(w):
     return _filter_transform(np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
 
 
-def _chunk_forward(x, u, bias, out, n0, n1, ph, pw, th, tw):
-    """Images n0..n1 of out = A^T [U (.) V] A: their input tiles V, the 36 products
-    U[xi] @ V[xi], and the output tiles (+ bias) into out."""
-    ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * th * tw
+def _chunk_forward(x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
+    """Images n0..n1, tile rows ty0..ty1, of out = A^T [U (.) V] A: their input tiles V, the
+    36 products U[xi] @ V[xi], and the output tiles (+ bias) into out."""
+    ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
     v = np.empty((ci, POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
-    _input_tiles(x, v, n0, ph, pw, th, tw, 0, (n1 - n0) * ci)
+    _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
     np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
-    _output_tiles(m, bias, out, n0, th, tw, 0, (n1 - n0) * co)
+    _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
-MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _chunks)
+MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
 
 
-def _chunks(n, rows, tiles, itemsize, flops_per_image):
-    """conv_batched's chunking, with at least MIN_CHUNK_TILES tiles per chunk where the batch
-    has them: a product of 8 columns ran at 61 GFLOP/s (128 x 128 channels, one thread),
-    of 16 at 81, of 32 at 93 (measured); at 4x4 an image is one tile."""
-    return max(1, min(_chunking(n, rows, tiles, itemsize, flops_per_image), n * tiles // MIN_CHUNK_TILES))
+def _plan(n, rows, th, tw, itemsize, flops_per_image):
+    """(chunks, bands): the batch cut into chunks of whole images (bands 1) as
+    conv_batched's, with at least MIN_CHUNK_TILES tiles per chunk where the batch has them
+    (a product of 8 columns ran at 61 GFLOP/s, 128 x 128 channels, one thread; of 16 at
+    81, of 32 at 93: measured); or, when one image's transformed tiles (``rows`` values
+    each) outgrow conv_batched's chunk budget, each image cut into ``bands`` bands of tile
+    rows, a chunk each. At 128x128 with 16 + 48 channels an image's tiles take 9 MB: whole,
+    they left the cache between the transforms and the products."""
+    per_image = rows * th * tw * itemsize
+    budget = CHUNK_COLS_BYTES if get_num_threads() == 1 else CHUNK_COLS_BYTES_THREADED
+    if per_image > budget and th > 1:
+        bands = min(th, -(-per_image // budget))
+        return n * bands, bands
+    chunks = _chunking(n, rows, th * tw, itemsize, flops_per_image)
+    return max(1, min(chunks, n * th * tw // MIN_CHUNK_TILES)), 1
+
+
+def _piece(k, n, chunks, bands, th):
+    """(first image, last image + 1, first tile row, last tile row + 1) of chunk k, for a
+    grid of th tile rows."""
+    if bands == 1:
+        return (*_chunk(k, n, chunks), 0, th)
+    image, band = divmod(k, bands)
+    return image, image + 1, th * band // bands, th * (band + 1) // bands
 
 
 def _forward_tiles(x, u, b, padding):
@@ -387,13 +412,13 @@ def _forward_tiles(x, u, b, padding):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
-    chunks = _chunks(n, POSITIONS * ci, th * tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw)
+    chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw)
 
     def task(start, stop):
         for k in range(start, stop):
-            _chunk_forward(x, u, bias, out, *_chunk(k, n, chunks), ph, pw, th, tw)
+            _chunk_forward(x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
 
-    _run_chunks(task, chunks, n)
+    _run_chunks(task, chunks, n * bands)
     return out
 
 
@@ -407,11 +432,11 @@ def conv2d_forward_winograd(x, w, b, padding):
 
 
 def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
-    """(dx or None, dU or None) in one pass over chunks of images: a chunk's dx is the
-    forward's three steps on its grad_out (padding 2 - p, U turned), and its share of dU
-    the products of its (A dY A^T) and x's V, summed per thread. One pass instead of one
-    for each: a hand-off to the threads fewer, and each chunk of grad_out read while in
-    cache."""
+    """(dx or None, dU or None) in one pass over chunks: a chunk's dx is the forward's
+    three steps on its grad_out (padding 2 - p, U turned), and its share of dU the
+    products of its (A dY A^T) and x's V, summed per thread. One pass instead of one for
+    each: a hand-off to the threads fewer, and each chunk of grad_out read while in cache.
+    Cut in bands, band j of an image is band j of both tile grids (dx's and dY's)."""
     n, ci, h, wd = x.shape
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
@@ -419,25 +444,26 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
     xth, xtw = _tiles(h, wd)
     gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
     no_bias = np.zeros(0, dtype=x.dtype)
-    chunks = _chunks(n, POSITIONS * (ci + co), max(th * tw, xth * xtw), x.itemsize,
-                       2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
+    chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
+                          2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     partials = PerThread(lambda: np.zeros((POSITIONS, co, ci), dtype=x.dtype))  # dU, a sum per thread
 
     def task(start, stop):
         for k in range(start, stop):
-            n0, n1 = _chunk(k, n, chunks)
             if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
-                _chunk_forward(grad_out, u_turned, no_bias, gx, n0, n1, 2 - ph, 2 - pw, xth, xtw)
+                _chunk_forward(grad_out, u_turned, no_bias, gx, *_piece(k, n, chunks, bands, xth),
+                               2 - ph, 2 - pw, xtw)
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
-                t = (n1 - n0) * th * tw
+                n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
+                t = (n1 - n0) * (ty1 - ty0) * tw
                 z = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
                 v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
-                _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, th, tw, n1 - n0)
-                _grad_tiles(grad_out, z, n0, th, tw, 0, (n1 - n0) * co)
+                _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, ty0, ty1, tw, n1 - n0)
+                _grad_tiles(grad_out, z, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
                 partials.mine()[...] += np.matmul(z[:, :, :t].transpose(1, 0, 2),
                                                   v[:, :t * ci].reshape(POSITIONS, t, ci))
 
-    _run_chunks(task, chunks, n)
+    _run_chunks(task, chunks, n * bands)
     return gx, (sum(partials.values()) if need_w else None)
 
 
