@@ -52,10 +52,10 @@ def _direct(w_shape, stride, groups):
 
 
 # Winograd's F(2x2, 3x3) against im2col + BLAS, fwd + dx + dw, batch 64 (16 for the
-# detector's), median of 15 interleaved runs, one thread (two); F(4x4, 3x3), which took
-# its place, is faster still (conv_winograd.py): 16->32 at 14x14: 0.87x (1.43x); 32->64 at
-# 14x14: 1.08x (1.25x); 32->32 at 16x16: 1.39x (1.83x); 64->64 at 8x8: 1.39x (1.53x);
-# 128->128 at 4x4: 1.18x (1.39x); detector 48->32 at 16x16: 1.43x (1.67x).
+# detector's), median of 15 interleaved runs, one thread (two): 16->32 at 14x14: 0.87x
+# (1.43x); 32->64 at 14x14: 1.08x (1.25x); 32->32 at 16x16: 1.39x (1.83x); 64->64 at 8x8:
+# 1.39x (1.53x); 128->128 at 4x4: 1.18x (1.39x); detector 48->32 at 16x16: 1.43x (1.67x).
+# F(4x4, 3x3), which took its place, is faster still (conv_winograd.py).
 WINOGRAD_MIN_CHANNELS = 16
 
 
