@@ -283,9 +283,9 @@ def _grad_tiles(g, z, n0, ty0, ty1, tw, start, stop):
 # other. 128 x 128 channels took 0.66 ms one (o, c) at a time, against 0.1 ms through the
 # buffer (measured with F(2x2, 3x3)'s 16 rows; with 36, 2.2 ms against 0.4). They compute
 # in float64 (G's sixths are not exact in float32) and round once, on the store. The
-# output channels are split among the threads from 128 x 128 up (the streaming
-# threshold): there 0.4 -> 0.28 ms on two threads, W8's step 1.02x; for 32 x 32 the
-# hand-off cost more than the work (0.028 -> 0.038 ms).
+# output channels are split among the threads from 64 x 64 up (twice U's size against
+# the streaming threshold): 128 x 128 0.40 -> 0.28 ms and 64 x 64 0.105 -> 0.077 ms on
+# two threads; for 32 x 32 the hand-off cost more than the work (0.028 -> 0.038 ms).
 @njit(fastmath=FAST, nogil=True, inline="always")
 def _g(k0, k1, k2):
     """G (k0, k1, k2)^T: the six values of the filter transform along one axis."""
@@ -302,24 +302,29 @@ def _gt(d0, d1, d2, d3, d4, d5):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _filter_tiles(w, u, start, stop):
-    """u[:, o, c] = G w[o, c] G^T (3x3 -> 6x6, flattened), for every (o, c). A task is one o."""
+def _filter_tiles(w, turned, u, start, stop):
+    """u[:, o, c] = G w[o, c] G^T (3x3 -> 6x6, flattened), for every (o, c); or, ``turned``,
+    of the kernel turned 180 degrees with its channel axes swapped (dx's): u[:, c, o] from
+    w[o, c] read backwards. A task is one of u's rows (o; c when turned)."""
+    cols = w.shape[0] if turned else w.shape[1]
     ci = w.shape[1]
     wf = w.ravel()
-    buf = np.empty((ci, POSITIONS), dtype=np.float64)
-    for o in range(start, stop):
-        for c in range(ci):
-            p = (o * ci + c) * 9
+    buf = np.empty((cols, POSITIONS), dtype=np.float64)
+    for r in range(start, stop):
+        for q in range(cols):
+            # tap (i, j) is wf[p + s * (3i + j)]: forwards from w[r, q], or backwards from w[q, r]'s last
+            p, s = ((q * ci + r) * 9 + 8, -1) if turned else ((r * ci + q) * 9, 1)
             # t = G w, column by column (t's rows are a, w's columns j)
-            t0 = _g(np.float64(wf[p]), np.float64(wf[p + 3]), np.float64(wf[p + 6]))
-            t1 = _g(np.float64(wf[p + 1]), np.float64(wf[p + 4]), np.float64(wf[p + 7]))
-            t2 = _g(np.float64(wf[p + 2]), np.float64(wf[p + 5]), np.float64(wf[p + 8]))
-            r = buf[c]  # u = t G^T, row by row
+            t0 = _g(np.float64(wf[p]), np.float64(wf[p + 3 * s]), np.float64(wf[p + 6 * s]))
+            t1 = _g(np.float64(wf[p + s]), np.float64(wf[p + 4 * s]), np.float64(wf[p + 7 * s]))
+            t2 = _g(np.float64(wf[p + 2 * s]), np.float64(wf[p + 5 * s]), np.float64(wf[p + 8 * s]))
+            row = buf[q]  # u = t G^T, row by row
             for a in range(6):
-                r[6 * a], r[6 * a + 1], r[6 * a + 2], r[6 * a + 3], r[6 * a + 4], r[6 * a + 5] = _g(t0[a], t1[a], t2[a])
+                row[6 * a], row[6 * a + 1], row[6 * a + 2], row[6 * a + 3], row[6 * a + 4], row[6 * a + 5] = _g(
+                    t0[a], t1[a], t2[a])
         for xi in range(POSITIONS):
-            for c in range(ci):
-                u[xi, o, c] = buf[c, xi]
+            for q in range(cols):
+                u[xi, r, q] = buf[q, xi]
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
@@ -345,17 +350,19 @@ def _filter_tiles_adjoint(du, dw, start, stop):
                 dwf[p + 3 * a], dwf[p + 3 * a + 1], dwf[p + 3 * a + 2] = _gt(t0[a], t1[a], t2[a], t3[a], t4[a], t5[a])
 
 
-def _filter_transform(w):
-    """U = G w G^T for every (o, c), as (36, C_out, C_in)."""
-    u = np.empty((POSITIONS, w.shape[0], w.shape[1]), dtype=w.dtype)
-    _parallel(_filter_tiles, w.shape[0], u.size, np.ascontiguousarray(w), u, streaming=True)
+def _filter_transform(w, turned=False):
+    """U = G w G^T for every (o, c), as (36, C_out, C_in); ``turned``: for the kernel turned
+    180 degrees with its channel axes swapped, (36, C_in, C_out), without copying it."""
+    rows, cols = (w.shape[1], w.shape[0]) if turned else w.shape[:2]
+    u = np.empty((POSITIONS, rows, cols), dtype=w.dtype)
+    _parallel(_filter_tiles, rows, 2 * u.size, np.ascontiguousarray(w), turned, u, streaming=True)
     return u
 
 
 def _turned(w):
     """U of the kernel turned 180 degrees with its channel axes swapped: dx's forward.
     (F(2x2, 3x3) could permute U's rows instead; F(4x4, 3x3)'s G has no such symmetry.)"""
-    return _filter_transform(np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
+    return _filter_transform(w, turned=True)
 
 
 def _chunk_forward(x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
@@ -472,7 +479,7 @@ def conv2d_grad_input_winograd(grad_out, w, padding):
 def _weight_gradient(du, w_shape, dtype):
     """dw = G^T dU G."""
     gw = np.empty(w_shape, dtype=dtype)
-    _parallel(_filter_tiles_adjoint, w_shape[0], du.size, du, gw, streaming=True)
+    _parallel(_filter_tiles_adjoint, w_shape[0], 2 * du.size, du, gw, streaming=True)
     return gw
 
 
