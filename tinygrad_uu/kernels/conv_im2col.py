@@ -71,10 +71,15 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
 
 
 @njit(nogil=True, inline="always")
-def _column_phase(offset):
-    """Input column 2*x + offset is in phase p (0: the even columns, 1: the odd) at x + shift."""
-    p = offset % 2
-    return p, (offset - p) // 2
+def _stride2_tap(h, wd, oh, ow, sh, row_offset, column_offset):
+    """For a tap at stride 2 across whose input is at (y*sh + row_offset, 2*x + column_offset):
+    the output rows [y0, y1) and columns [x0, x1) whose input lies inside the image, and
+    where input column 2*x + column_offset is: phase p (0: the even columns, 1: the odd)
+    at x + shift."""
+    y0, y1 = _inside(h, oh, sh, row_offset)
+    x0, x1 = _inside(wd, ow, 2, column_offset)
+    p = column_offset % 2
+    return y0, y1, x0, x1, p, (column_offset - p) // 2
 
 
 @njit(nogil=True, cache=True)
@@ -101,10 +106,8 @@ def _im2col_stride2(x, cols, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
             if wd % 2:
                 phases[dst + np.uint64(half - 1)] = xf[src + np.uint64(wd - 1)]
         for i in range(kh):
-            y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
-                x0, x1 = _inside(wd, ow, 2, j * dw - pw)
-                p, shift = _column_phase(j * dw - pw)
+                y0, y1, x0, x1, p, shift = _stride2_tap(h, wd, oh, ow, sh, i * dh - ph, j * dw - pw)
                 row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
                 if y0 > 0 or y1 < oh or x0 > 0 or x1 < ow:
                     cf[row:row + L] = 0
@@ -157,10 +160,8 @@ def _col2im_stride2(cols, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
         c, n = task // n_img, task % n_img
         phases[:] = 0
         for i in range(kh):
-            y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
-                x0, x1 = _inside(wd, ow, 2, j * dw - pw)
-                p, shift = _column_phase(j * dw - pw)
+                y0, y1, x0, x1, p, shift = _stride2_tap(h, wd, oh, ow, sh, i * dh - ph, j * dw - pw)
                 row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
                 for y in range(y0, y1):
                     s = np.uint64(row + y * ow + x0)
