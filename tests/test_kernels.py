@@ -605,3 +605,28 @@ def test_pointwise_convs_take_their_columns_from_the_input_and_match_numpy(x_sha
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
     for a, e in zip(got[1], want[1]):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((2, 16, 8, 8), (16, 16, 3, 3), 1, 1),    # Winograd
+    ((2, 4, 26, 26), (8, 4, 3, 3), 1, 1),     # the 3x3 loops
+    ((2, 8, 1, 1), (3, 8, 1, 1), 1, 0),       # 1x1 on 1x1 maps: a matrix product
+    ((2, 3, 9, 9), (4, 3, 3, 3), 2, 1),       # im2col
+    ((2, 2, 9, 9), (3, 2, 3, 3), 1, 1),       # direct loops
+])
+def test_conv2d_backward_leaves_out_the_bias_gradient_when_asked(x_shape, w_shape, stride, padding):
+    """need_grad_b=False (a conv without bias) gives grad_b None and the same grad_x and
+    grad_w, on both backends; by default grad_b is grad_out summed per channel."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out = K.conv2d_forward(x, w, None, stride=stride, padding=padding)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    for backend in ("numba", "numpy"):
+        with K.use_backend(backend):
+            gx, gw, gb = K.conv2d_backward(x, w, g, stride=stride, padding=padding)
+            gx2, gw2, gb2 = K.conv2d_backward(x, w, g, stride=stride, padding=padding, need_grad_b=False)
+        assert gb2 is None
+        np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(gx, gx2)
+        np.testing.assert_array_equal(gw, gw2)

@@ -43,7 +43,8 @@ class Conv2d(Function):
 
     def backward(self, g):
         gx, gw, gb = kernels.conv2d_backward(self.x, self.w, g, **self.options, saved=self.saved,
-                                             need_grad_x=self.needs_grad(0), need_grad_w=self.needs_grad(1))
+                                             need_grad_x=self.needs_grad(0), need_grad_w=self.needs_grad(1),
+                                             need_grad_b=len(self.parents) == 3 and self.needs_grad(2))
         return _input_grads(self, gx, gw, gb)
 
 

@@ -248,7 +248,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, save
 
 
 def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,
-                    need_grad_x=True, need_grad_w=True, saved=None):
+                    need_grad_x=True, need_grad_w=True, saved=None, need_grad_b=True):
     """Gradients of conv2d: ``(grad_x, grad_w, grad_b)``; a gradient not needed is None.
 
     * ``grad_x``: the transposed convolution of grad_out with w (every output pixel
@@ -266,11 +266,12 @@ def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,
     _check_grad(op, grad_out, (x.shape[0], w.shape[0], oh, ow))
     impl = _impl()
     if getattr(impl, "SAVES_WORK", False):  # one call, which shares its work among the gradients
-        return impl.conv2d_backward(x, w, grad_out, stride, padding, dilation, groups,
-                                    need_grad_x, need_grad_w, saved)
+        gx, gw, gb = impl.conv2d_backward(x, w, grad_out, stride, padding, dilation, groups,
+                                          need_grad_x, need_grad_w, saved, need_grad_b)
+        return gx, gw, gb if need_grad_b else None
     gx = impl.conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_grad_x else None
     gw = impl.conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_grad_w else None
-    return gx, gw, grad_out.sum(axis=(0, 2, 3))
+    return gx, gw, grad_out.sum(axis=(0, 2, 3)) if need_grad_b else None
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1,

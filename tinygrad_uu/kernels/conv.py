@@ -111,31 +111,38 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
     return conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups, saved)
 
 
-def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved=None):
-    """(dx or None, dw or None, db): the im2col path shares its copies among the three."""
+def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved=None, need_b=True):
+    """(dx or None, dw or None, db): the im2col path shares its copies among the three.
+    Without ``need_b`` (a conv without bias) db is not summed where it would take a pass of
+    its own over grad_out (the paths that sum it on the way may still return it)."""
+    db = bias_gradient if need_b else _no_bias_gradient
     if _on_pixels(x.shape, w.shape, padding, groups):  # dx = g @ w, dw = g.T @ x, as matrices
         g2, x2, w2 = grad_out.reshape(grad_out.shape[:2]), x.reshape(x.shape[:2]), w.reshape(w.shape[:2])
         gx = matmul(g2, w2).reshape(x.shape) if need_x else None
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
-        return gx, gw, bias_gradient(grad_out)
+        return gx, gw, db(grad_out)
     winograd = _winograd(w.shape, stride, padding, dilation, groups)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         gx = None if not need_x else (conv2d_grad_input_winograd(grad_out, w, padding) if winograd else
                                       conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups))
         if not need_w:
-            return gx, None, bias_gradient(grad_out)
+            return gx, None, db(grad_out)
         gb = np.empty(w.shape[0], dtype=grad_out.dtype)
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
     if winograd:
-        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w)
+        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
             return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w)
         return conv2d_backward_im2col(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved)
     gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
     gw = conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_w else None
-    return gx, gw, bias_gradient(grad_out)
+    return gx, gw, db(grad_out)
+
+
+def _no_bias_gradient(grad_out):
+    return None
 
 
 def conv2d_grad_input(grad_out, w, x_shape, stride, padding, dilation, groups):

@@ -489,9 +489,9 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
     return _weight_gradient(du, w_shape, x.dtype)
 
 
-def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w):
-    """(dx or None, dw or None, db)."""
+def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b=True):
+    """(dx or None, dw or None, db or None)."""
     u_turned = _turned(w) if need_x else None
     gx, du = _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w)
     gw = _weight_gradient(du, w.shape, x.dtype) if need_w else None
-    return gx, gw, bias_gradient(grad_out)
+    return gx, gw, bias_gradient(grad_out) if need_b else None
