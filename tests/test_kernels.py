@@ -484,6 +484,33 @@ def test_im2col_and_col2im_with_stride_2_across_match_the_windows(stride, paddin
     np.testing.assert_allclose(gx, reference._unpad(gxp, padding), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("height, width, padding, kernel", [(24, 24, 1, 3), (13, 16, 2, 3), (9, 7, 0, 3),
+                                                             (11, 12, 2, 5)])
+def test_im2col_each_image_at_stride_2_matches_one_image_at_a_time(height, width, padding, kernel):
+    """conv_batched's matrix per image (images 1..3 of 4, in one call through one padded
+    buffer at stride 2) holds what im2col gives each image alone, and col2im_each puts
+    back into exactly those images what col2im puts back into each alone."""
+    from tinygrad_uu.kernels import conv_batched, conv_im2col
+    rng = np.random.default_rng(height + kernel)
+    x = rng.standard_normal((4, 3, height, width)).astype(np.float32)
+    oh, ow = (height + 2 * padding - kernel) // 2 + 1, (width + 2 * padding - kernel) // 2 + 1
+    geometry = (kernel, kernel, 2, 2, padding, padding, 1, 1, oh, ow)
+    cols = np.full((3, 3 * kernel * kernel, oh * ow), np.nan, np.float32)
+    conv_batched._im2col_each(x, cols, 1, *geometry)
+    for i in range(3):
+        alone = np.full(cols.shape[1:], np.nan, np.float32)
+        conv_im2col._im2col(x[1 + i:2 + i], alone, *geometry, 0, 3)
+        np.testing.assert_array_equal(cols[i], alone)
+    g = rng.standard_normal(cols.shape).astype(np.float32)
+    gx = np.full(x.shape, np.nan, np.float32)
+    conv_batched._col2im_each(g, gx, 1, *geometry)
+    assert np.isnan(gx[0]).all()  # image 0 is not the call's
+    for i in range(3):
+        alone = np.empty((1, *x.shape[1:]), np.float32)
+        conv_im2col._col2im(g[i], alone, *geometry, 0, 3)
+        np.testing.assert_array_equal(gx[1 + i], alone[0])
+
+
 # --------------------------------------------------------------------------- small feature maps
 @st.composite
 def small_map_cases(draw):

@@ -49,7 +49,7 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
     than through a slice per row, which also costs numba a reference count).
     """
     if sw == 2 and kw > 1:
-        _im2col_stride2(x, cols, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
+        _im2col_stride2(x, cols.ravel(), oh * ow, cols.shape[1], kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = x.shape
     L, step = oh * ow, np.uint64(sw)
@@ -71,50 +71,61 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
 
 
 @njit(nogil=True, inline="always")
-def _stride2_tap(h, wd, oh, ow, sh, row_offset, column_offset):
-    """For a tap at stride 2 across whose input is at (y*sh + row_offset, 2*x + column_offset):
-    the output rows [y0, y1) and columns [x0, x1) whose input lies inside the image, and
-    where input column 2*x + column_offset is: phase p (0: the even columns, 1: the odd)
-    at x + shift."""
-    y0, y1 = _inside(h, oh, sh, row_offset)
-    x0, x1 = _inside(wd, ow, 2, column_offset)
-    p = column_offset % 2
-    return y0, y1, x0, x1, p, (column_offset - p) // 2
+def _padded_phases(h, wd, sh, ph, pw, kh, dh, oh):
+    """The buffer of _im2col_stride2 and _col2im_stride2: the plane zero-padded, its rows
+    as far as the taps reach, split into its even and odd (padded) columns, ``half``
+    values each: (rows, half)."""
+    return max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1), (wd + 2 * pw + 1) // 2
+
+
+@njit(nogil=True, inline="always")
+def _phase_offsets(pw, odd):
+    """Where in the buffer (of _padded_phases) a row's image columns 2t and 2t + 1 go, at
+    t: padded column 2t + pw is in phase pw % 2 at t + pw // 2, and 2t + 1 + pw in the
+    other phase at t + (pw + 1) // 2 (the odd phase starts ``odd`` values in)."""
+    even_phase = pw % 2
+    return (np.uint64(even_phase * odd + pw // 2), np.uint64((1 - even_phase) * odd + (pw + 1) // 2))
 
 
 @njit(nogil=True, cache=True)
-def _im2col_stride2(x, cols, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
-    """_im2col for stride 2 across, with the plane split into its even and odd columns
-    first: input column 2*x + off is column x + (off - p) // 2 of phase p = off % 2, so
-    each tap's copy reads one phase contiguously, as at stride 1, where a copy with
-    stride 2 is a gather LLVM does not vectorise. Measured per image, one thread: W7's
-    first two convs (3 and 8 channels at 128 and 64 px) 1.8x and 1.35x, 16 channels at
-    32 px 1.14x, 64 at 8 px 1.05x (the split is a pass over the plane, vectorised)."""
+def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
+    """_im2col for stride 2 across, through a buffer of the zero-padded plane split into
+    its even and odd columns: padded column 2*x + j*dw is column x + (j*dw) // 2 of phase
+    (j*dw) % 2, so each tap's copy reads one phase contiguously, as at stride 1 (a copy
+    with stride 2 is a gather LLVM does not vectorise), and the padding's zeros come
+    from the buffer's border, so that no tap needs bounds. Image n's channel c fills
+    kH*kW rows of the flat ``cf``, ``row_step`` values apart, from n * ``image_step`` on:
+    (L, the matrix's width) for the images side by side, (C*kH*kW*L, L) for a matrix
+    per image. Measured per image, one thread, against strided copies: W7's first two
+    convs (3 and 8 channels at 128 and 64 px) 1.8x and 1.35x, 16 channels at 32 px
+    1.14x, 64 at 8 px 1.05x. The padded buffer, in place of each tap's bounds and a
+    buffer per image, against that: 64 images of 16 channels at 32 px, 32 at 16 px and 64
+    at 8 px 1.40x, 1.58x and 1.45x; 16 of 8 at 64 px 1.34x; 16 of 3 at 128 px 1.09x."""
     n_img, ch, h, wd = x.shape
-    L, half = oh * ow, (wd + 1) // 2
-    phases = np.empty(2 * h * half, dtype=x.dtype)  # [even columns; odd columns], rows of half values
-    xf, cf = x.ravel(), cols.ravel()
-    odd = np.uint64(h * half)
+    rows, half = _padded_phases(h, wd, sh, ph, pw, kh, dh, oh)
+    phases = np.zeros(2 * rows * half, dtype=x.dtype)  # its border stays zero
+    odd = rows * half
+    even_at, odd_at = _phase_offsets(pw, odd)
+    xf = x.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
         plane = np.uint64((n * ch + c) * h * wd)
-        for y in range(np.uint64(h)):
-            src, dst = plane + y * np.uint64(wd), y * np.uint64(half)
+        for y in range(h):  # image columns 2t and 2t + 1, side by side, to their phases
+            src, dst = plane + np.uint64(y * wd), np.uint64((y + ph) * half)
+            to_even, to_odd = dst + even_at, dst + odd_at
             for t in range(np.uint64(wd // 2)):
-                phases[dst + t] = xf[src + np.uint64(2) * t]
-                phases[odd + dst + t] = xf[src + np.uint64(2) * t + np.uint64(1)]
+                phases[to_even + t] = xf[src + np.uint64(2) * t]
+                phases[to_odd + t] = xf[src + np.uint64(2) * t + np.uint64(1)]
             if wd % 2:
-                phases[dst + np.uint64(half - 1)] = xf[src + np.uint64(wd - 1)]
+                phases[to_even + np.uint64(wd // 2)] = xf[src + np.uint64(wd - 1)]
         for i in range(kh):
             for j in range(kw):
-                y0, y1, x0, x1, p, shift = _stride2_tap(h, wd, oh, ow, sh, i * dh - ph, j * dw - pw)
-                row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
-                if y0 > 0 or y1 < oh or x0 > 0 or x1 < ow:
-                    cf[row:row + L] = 0
-                for y in range(y0, y1):
-                    d = np.uint64(row + y * ow + x0)
-                    s = np.uint64((p * h + y * sh + i * dh - ph) * half + x0 + shift)
-                    for t in range(np.uint64(x1 - x0)):
+                p, shift = (j * dw) % 2, (j * dw) // 2
+                row = np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step)
+                for y in range(oh):
+                    d = row + np.uint64(y * ow)
+                    s = np.uint64(p * odd + (y * sh + i * dh) * half + shift)
+                    for t in range(np.uint64(ow)):
                         cf[d + t] = phases[s + t]
 
 
@@ -123,7 +134,7 @@ def _col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
     """The adjoint of _im2col: gx[n, c] = the sum of its column entries, each added back
     where it was copied from (entries that came from the padding are dropped)."""
     if sw == 2 and kw > 1:
-        _col2im_stride2(cols, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
+        _col2im_stride2(cols.ravel(), oh * ow, cols.shape[1], gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = gx.shape
     L, step = oh * ow, np.uint64(sw)
@@ -145,37 +156,41 @@ def _col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
 
 
 @njit(nogil=True, cache=True)
-def _col2im_stride2(cols, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
+def _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
     """_col2im for stride 2 across, the adjoint of _im2col_stride2: each tap's entries are
-    added contiguously into the even or odd columns' phase, and the two phases are
-    interleaved into the plane at the end. Measured per image, one thread, against the
-    strided adds: 8 channels at 64 px 1.94x, 16 at 32 px 1.39x, 32 at 16 px 1.17x,
-    64 at 8 px 0.99x."""
+    added contiguously into the even or odd columns of the zero-padded plane's buffer,
+    and the plane, without its padding, is then read back from the two phases (``cf``,
+    ``image_step`` and ``row_step`` as in _im2col_stride2). Measured per image, one
+    thread, against the strided adds: 8 channels at 64 px 1.94x, 16 at 32 px 1.39x, 32
+    at 16 px 1.17x, 64 at 8 px 0.99x; then the padded buffer against per-tap bounds: the
+    shapes above 1.16-1.44x."""
     n_img, ch, h, wd = gx.shape
-    L, half = oh * ow, (wd + 1) // 2
-    phases = np.empty(2 * h * half, dtype=gx.dtype)
-    cf, gf = cols.ravel(), gx.ravel()
-    odd = np.uint64(h * half)
+    rows, half = _padded_phases(h, wd, sh, ph, pw, kh, dh, oh)
+    phases = np.empty(2 * rows * half, dtype=gx.dtype)
+    odd = rows * half
+    even_at, odd_at = _phase_offsets(pw, odd)
+    gf = gx.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
         phases[:] = 0
         for i in range(kh):
             for j in range(kw):
-                y0, y1, x0, x1, p, shift = _stride2_tap(h, wd, oh, ow, sh, i * dh - ph, j * dw - pw)
-                row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
-                for y in range(y0, y1):
-                    s = np.uint64(row + y * ow + x0)
-                    d = np.uint64((p * h + y * sh + i * dh - ph) * half + x0 + shift)
-                    for t in range(np.uint64(x1 - x0)):
+                p, shift = (j * dw) % 2, (j * dw) // 2
+                row = np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step)
+                for y in range(oh):
+                    s = row + np.uint64(y * ow)
+                    d = np.uint64(p * odd + (y * sh + i * dh) * half + shift)
+                    for t in range(np.uint64(ow)):
                         phases[d + t] += cf[s + t]
         plane = np.uint64((n * ch + c) * h * wd)
-        for y in range(np.uint64(h)):
-            dst, src = plane + y * np.uint64(wd), y * np.uint64(half)
+        for y in range(h):
+            dst, src = plane + np.uint64(y * wd), np.uint64((y + ph) * half)
+            from_even, from_odd = src + even_at, src + odd_at
             for t in range(np.uint64(wd // 2)):
-                gf[dst + np.uint64(2) * t] = phases[src + t]
-                gf[dst + np.uint64(2) * t + np.uint64(1)] = phases[odd + src + t]
+                gf[dst + np.uint64(2) * t] = phases[from_even + t]
+                gf[dst + np.uint64(2) * t + np.uint64(1)] = phases[from_odd + t]
             if wd % 2:
-                gf[dst + np.uint64(wd - 1)] = phases[src + np.uint64(half - 1)]
+                gf[dst + np.uint64(wd - 1)] = phases[from_even + np.uint64(wd // 2)]
 
 
 @njit(nogil=True, cache=True)
