@@ -639,6 +639,8 @@ def test_pointwise_convs_take_their_columns_from_the_input_and_match_numpy(x_sha
     ((2, 4, 26, 26), (8, 4, 3, 3), 1, 1),     # the 3x3 loops
     ((2, 8, 1, 1), (3, 8, 1, 1), 1, 0),       # 1x1 on 1x1 maps: a matrix product
     ((2, 3, 9, 9), (4, 3, 3, 3), 2, 1),       # im2col
+    ((8, 4, 24, 24), (6, 4, 3, 3), 2, 1),     # im2col, image by image in chunks (up to 8 threads)
+    ((8, 4, 16, 12), (6, 4, 1, 1), 2, 0),     # 1x1 stride 2, the same
     ((2, 2, 9, 9), (3, 2, 3, 3), 1, 1),       # direct loops
 ])
 def test_conv2d_backward_leaves_out_the_bias_gradient_when_asked(x_shape, w_shape, stride, padding):

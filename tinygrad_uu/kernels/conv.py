@@ -134,7 +134,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
-            return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w)
+            return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, need_b)
         return conv2d_backward_im2col(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved)
     gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
     gw = conv2d_grad_weight(x, grad_out, w.shape, stride, padding, dilation, groups) if need_w else None
