@@ -95,6 +95,31 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(monkey
     assert sorted(done) == [(i, i + 1) for i in range(8)]
 
 
+def test_a_job_runs_with_the_short_switch_interval_and_the_callers_comes_back(monkeypatch, two_threads):
+    """Inside a job every thread sees SWITCH_INTERVAL; after it, even when an error ends
+    it, the interval is the caller's own again. An error raised on every thread goes up
+    once: the workers' are not left over to fail the next job."""
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)
+    import sys
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.004)
+        seen = []
+        parallel._parallel(lambda start, stop: seen.append(sys.getswitchinterval()), 8, 10**9)
+        assert seen and all(abs(v - parallel.SWITCH_INTERVAL) < 1e-9 for v in seen)
+        assert abs(sys.getswitchinterval() - 0.004) < 1e-9
+
+        def failing(start, stop):
+            raise ValueError("failed")
+
+        with pytest.raises(ValueError, match="failed"):
+            parallel._parallel(failing, 8, 10**9)
+        assert abs(sys.getswitchinterval() - 0.004) < 1e-9
+        parallel._parallel(lambda start, stop: None, 8, 10**9)
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_a_second_caller_runs_alone_while_the_pool_is_in_use(monkeypatch, two_threads):
     """Two Python threads calling kernels at once: one gets the pool, the other runs its
     tasks on its own thread; every task of both runs once."""
