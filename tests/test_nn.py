@@ -440,6 +440,37 @@ def test_sequential_fuses_batchnorm_and_activation(activation):
     handle.remove()
 
 
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1), h=st.integers(3, 7),
+       w=st.integers(3, 7), seed=st.integers(0, 2**16))
+def test_sequential_pools_before_a_relu_with_the_same_values_and_gradients(kernel, stride, padding, h, w, seed):
+    """nn.Sequential runs ReLU then MaxPool2d as the pool then the ReLU: the same output
+    and the same input gradient, on values with many ties (whole numbers, many of them
+    zero or negative) and with NaNs; not when a hook must see the ReLU's output."""
+    padding = min(padding, kernel // 2)
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-2, 3, size=(2, 3, h, w)).astype(np.float64)
+    values[rng.random(values.shape) < 0.05] = np.nan
+    relu, pool = nn.ReLU(), nn.MaxPool2d(kernel, stride, padding)
+    g = rng.standard_normal((2, 3, (h + 2 * padding - kernel) // stride + 1,
+                             (w + 2 * padding - kernel) // stride + 1))
+    results = []
+    for model in (nn.Sequential(relu, pool), lambda t: pool(relu(t))):
+        x = Tensor(values.copy(), requires_grad=True)
+        out = model(x)
+        (out * Tensor(g)).sum().backward()
+        results.append((out, x.grad.data))
+    (swapped, grad), (apart, want) = results
+    assert type(swapped._ctx).__name__ == "ReLU" and type(apart._ctx).__name__ != "ReLU"
+    np.testing.assert_array_equal(swapped.data, apart.data)
+    np.testing.assert_array_equal(grad, want)
+    seen = []
+    handle = relu.register_forward_hook(lambda m, args, out: seen.append(out))
+    hooked = nn.Sequential(relu, pool)(Tensor(values))
+    handle.remove()
+    assert len(seen) == 1 and seen[0].shape == values.shape and type(hooked._ctx).__name__ != "ReLU"
+
+
 def test_batchnorm_errors():
     with pytest.raises(ValueError, match=r"BatchNorm2d\(3\).*\(N, C, H, W\).*\(2, 3\)"):
         nn.BatchNorm2d(3)(randn(2, 3))
