@@ -277,15 +277,18 @@ def _grad_tiles(g, z, n0, ty0, ty1, tw, start, stop):
                     q += U(6) * step
 
 
-# The filter transforms go one output channel at a time through a small buffer, (C_in, 36)
-# values: written (or read) straight at u[xi, o, c], 36 rows C_out * C_in values apart,
-# the places of one (o, c) share the L1 cache's sets (as in _stride) and evict each
-# other. 128 x 128 channels took 0.66 ms one (o, c) at a time, against 0.1 ms through the
-# buffer (measured with F(2x2, 3x3)'s 16 rows; with 36, 2.2 ms against 0.4). They compute
-# in float64 (G's sixths are not exact in float32) and round once, on the store. The
-# output channels are split among the threads from 64 x 64 up (twice U's size against
-# the streaming threshold): 128 x 128 0.40 -> 0.28 ms and 64 x 64 0.105 -> 0.077 ms on
-# two threads; for 32 x 32 the hand-off cost more than the work (0.028 -> 0.038 ms).
+# The filter transforms take one row of U at a time (an output channel o: its C_in
+# kernels; dx's turned U: an input channel) and run each step of the transform along that
+# row's C_in (or C_out) kernels at once, in vector lanes: the row's kernels are first
+# gathered tap by tap into a small buffer. One (o, c) at a time, the same arithmetic in
+# scalar registers took 2.1-3x as long (the adjoint 1.7-2.3x; measured for 32 to 128
+# channels a side); written straight at u[xi, o, c], one (o, c) at a time, 36 rows
+# C_out * C_in values apart share the L1 cache's sets and evict each other (as in
+# _stride). They compute in float64 (G's sixths are not exact in float32) and round
+# once, on the store. The rows are split among the threads from 64 x 64 up (twice U's
+# size against the streaming threshold): 128 x 128 0.40 -> 0.28 ms and 64 x 64 0.105 ->
+# 0.077 ms on two threads; for 32 x 32 the hand-off cost more than the work (0.028 ->
+# 0.038 ms), measured before the lanes.
 @njit(fastmath=FAST, nogil=True, inline="always")
 def _g(k0, k1, k2):
     """G (k0, k1, k2)^T: the six values of the filter transform along one axis."""
@@ -303,51 +306,66 @@ def _gt(d0, d1, d2, d3, d4, d5):
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _filter_tiles(w, turned, u, start, stop):
-    """u[:, o, c] = G w[o, c] G^T (3x3 -> 6x6, flattened), for every (o, c); or, ``turned``,
-    of the kernel turned 180 degrees with its channel axes swapped (dx's): u[:, c, o] from
-    w[o, c] read backwards. A task is one of u's rows (o; c when turned)."""
+    """u[:, r, q] = G w[r, q] G^T (3x3 -> 6x6, flattened) for the rows r of U in [start,
+    stop) and all their columns q; or, ``turned``, of the kernel turned 180 degrees with
+    its channel axes swapped (dx's): u[:, c, o] from w[o, c] read backwards."""
     cols = w.shape[0] if turned else w.shape[1]
     ci = w.shape[1]
-    wf = w.ravel()
-    buf = np.empty((cols, POSITIONS), dtype=np.float64)
+    wf, uf = w.ravel(), u.ravel()
+    n, plane = U(cols), U(u.shape[1] * u.shape[2])
+    taps = np.empty(9 * cols, dtype=np.float64)  # tap k of column q's kernel at k * cols + q
+    t = np.empty(18 * cols, dtype=np.float64)    # G w: value a of kernel column j at (6j + a) * cols + q
     for r in range(start, stop):
         for q in range(cols):
             # tap (i, j) is wf[p + s * (3i + j)]: forwards from w[r, q], or backwards from w[q, r]'s last
             p, s = ((q * ci + r) * 9 + 8, -1) if turned else ((r * ci + q) * 9, 1)
-            # t = G w, column by column (t's rows are a, w's columns j)
-            t0 = _g(np.float64(wf[p]), np.float64(wf[p + 3 * s]), np.float64(wf[p + 6 * s]))
-            t1 = _g(np.float64(wf[p + s]), np.float64(wf[p + 4 * s]), np.float64(wf[p + 7 * s]))
-            t2 = _g(np.float64(wf[p + 2 * s]), np.float64(wf[p + 5 * s]), np.float64(wf[p + 8 * s]))
-            row = buf[q]  # u = t G^T, row by row
-            for a in range(6):
-                row[6 * a], row[6 * a + 1], row[6 * a + 2], row[6 * a + 3], row[6 * a + 4], row[6 * a + 5] = _g(
-                    t0[a], t1[a], t2[a])
-        for xi in range(POSITIONS):
-            for q in range(cols):
-                u[xi, r, q] = buf[q, xi]
+            for k in range(9):
+                taps[k * cols + q] = wf[p + s * k]
+        for j in range(3):  # t = G w, column j of every kernel of the row
+            k0, k1, k2 = U(j) * n, U(3 + j) * n, U(6 + j) * n
+            for q in range(n):
+                e = _g(taps[k0 + q], taps[k1 + q], taps[k2 + q])
+                for a in range(6):
+                    t[U(6 * j + a) * n + q] = e[a]
+        row = U(r * cols)
+        for a in range(6):  # u = t G^T, row a: positions 6a .. 6a + 5
+            t0, t1, t2 = U(a) * n, U(6 + a) * n, U(12 + a) * n
+            d = U(6 * a) * plane + row
+            for q in range(n):
+                e = _g(t[t0 + q], t[t1 + q], t[t2 + q])
+                for b in range(6):
+                    uf[d + U(b) * plane + q] = e[b]
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _filter_tiles_adjoint(du, dw, start, stop):
-    """dw[o, c] = G^T du[:, o, c] G (6x6 -> 3x3), the adjoint of _filter_tiles. A task is one o."""
+    """dw[o, c] = G^T du[:, o, c] G (6x6 -> 3x3), the adjoint of _filter_tiles, along the
+    C_in kernels of each output channel o in [start, stop) at once."""
     ci = dw.shape[1]
-    dwf = dw.ravel()
-    buf = np.empty((ci, POSITIONS), dtype=np.float64)
+    dwf, df = dw.ravel(), du.ravel()
+    n, plane = U(ci), U(du.shape[1] * du.shape[2])
+    t = np.empty(18 * ci, dtype=np.float64)   # G^T du: value a of column b at (3b + a) * ci + c
+    out = np.empty(9 * ci, dtype=np.float64)  # dw[o, c] tap k at k * ci + c
     for o in range(start, stop):
-        for xi in range(POSITIONS):
-            for c in range(ci):
-                buf[c, xi] = du[xi, o, c]
+        row = U(o * ci)
+        for b in range(6):  # t = G^T du, column b
+            s0, s1, s2 = U(b) * plane + row, U(6 + b) * plane + row, U(12 + b) * plane + row
+            s3, s4, s5 = U(18 + b) * plane + row, U(24 + b) * plane + row, U(30 + b) * plane + row
+            for c in range(n):
+                e = _gt(np.float64(df[s0 + c]), np.float64(df[s1 + c]), np.float64(df[s2 + c]),
+                        np.float64(df[s3 + c]), np.float64(df[s4 + c]), np.float64(df[s5 + c]))
+                for a in range(3):
+                    t[U(3 * b + a) * n + c] = e[a]
+        for a in range(3):  # dw = t G, row a
+            for c in range(n):
+                e = _gt(t[U(a) * n + c], t[U(3 + a) * n + c], t[U(6 + a) * n + c],
+                        t[U(9 + a) * n + c], t[U(12 + a) * n + c], t[U(15 + a) * n + c])
+                for j in range(3):
+                    out[U(3 * a + j) * n + c] = e[j]
         for c in range(ci):
-            d = buf[c]  # t = G^T du, column by column (du's rows are a, columns b)
-            t0 = _gt(d[0], d[6], d[12], d[18], d[24], d[30])
-            t1 = _gt(d[1], d[7], d[13], d[19], d[25], d[31])
-            t2 = _gt(d[2], d[8], d[14], d[20], d[26], d[32])
-            t3 = _gt(d[3], d[9], d[15], d[21], d[27], d[33])
-            t4 = _gt(d[4], d[10], d[16], d[22], d[28], d[34])
-            t5 = _gt(d[5], d[11], d[17], d[23], d[29], d[35])
-            p = (o * ci + c) * 9  # dw = t G, row by row
-            for a in range(3):
-                dwf[p + 3 * a], dwf[p + 3 * a + 1], dwf[p + 3 * a + 2] = _gt(t0[a], t1[a], t2[a], t3[a], t4[a], t5[a])
+            p = (o * ci + c) * 9
+            for k in range(9):
+                dwf[p + k] = out[k * ci + c]
 
 
 def _filter_transform(w, turned=False):
