@@ -87,6 +87,15 @@ def _phase_offsets(pw, odd):
     return (np.uint64(even_phase * odd + pw // 2), np.uint64((1 - even_phase) * odd + (pw + 1) // 2))
 
 
+@njit(nogil=True, inline="always")
+def _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half):
+    """Tap (i, j) of image n's channel c, for _im2col_stride2 and _col2im_stride2: where its
+    row of the matrix starts in the flat ``cf``, and where, in the buffer, the input of its
+    output row 0 starts (padded row i*dh, column j*dw: phase (j*dw) % 2, at (j*dw) // 2)."""
+    return (np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step),
+            np.uint64((j * dw) % 2 * odd + i * dh * half + (j * dw) // 2))
+
+
 @njit(nogil=True, cache=True)
 def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop):
     """_im2col for stride 2 across, through a buffer of the zero-padded plane split into
@@ -120,11 +129,9 @@ def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh,
                 phases[to_even + np.uint64(wd // 2)] = xf[src + np.uint64(wd - 1)]
         for i in range(kh):
             for j in range(kw):
-                p, shift = (j * dw) % 2, (j * dw) // 2
-                row = np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step)
+                row, first = _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half)
                 for y in range(oh):
-                    d = row + np.uint64(y * ow)
-                    s = np.uint64(p * odd + (y * sh + i * dh) * half + shift)
+                    d, s = row + np.uint64(y * ow), first + np.uint64(y * sh * half)
                     for t in range(np.uint64(ow)):
                         cf[d + t] = phases[s + t]
 
@@ -175,11 +182,9 @@ def _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh
         phases[:] = 0
         for i in range(kh):
             for j in range(kw):
-                p, shift = (j * dw) % 2, (j * dw) // 2
-                row = np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step)
+                row, first = _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half)
                 for y in range(oh):
-                    s = row + np.uint64(y * ow)
-                    d = np.uint64(p * odd + (y * sh + i * dh) * half + shift)
+                    s, d = row + np.uint64(y * ow), first + np.uint64(y * sh * half)
                     for t in range(np.uint64(ow)):
                         phases[d + t] += cf[s + t]
         plane = np.uint64((n * ch + c) * h * wd)
