@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from ..threads import get_num_threads, single_threaded_blas
-from .conv_im2col import _col2im, _col2im_stride2, _im2col, _im2col_stride2, _nchw_to_rows, _rows_to_nchw
+from .conv_im2col import _col2im, _col2im_from, _im2col, _im2col_into, _nchw_to_rows, _rows_to_nchw
 from .elementwise import _out_hw
 from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _parallel
 
@@ -60,24 +60,19 @@ SIDE_BY_SIDE_BELOW_BACKWARD = 128
 
 @njit(nogil=True, cache=True)
 def _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """cols[i] = the im2col matrix (C*kH*kW, OH*OW) of image n0 + i."""
-    if sw == 2 and kw > 1:  # all images in one call: one buffer for them all
-        _im2col_stride2(x[n0:n0 + cols.shape[0]], cols.ravel(), cols.shape[1] * cols.shape[2], cols.shape[2],
-                        kh, kw, sh, ph, pw, dh, dw, oh, ow, 0, x.shape[1] * cols.shape[0])
-        return
-    for i in range(cols.shape[0]):
-        _im2col(x[n0 + i:n0 + i + 1], cols[i], kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, 0, x.shape[1])
+    """cols[i] = the im2col matrix (C*kH*kW, OH*OW) of image n0 + i, all in one call (at
+    stride 2, one padded buffer for them all)."""
+    images, rows, L = cols.shape
+    _im2col_into(x[n0:n0 + images], cols.ravel(), rows * L, L, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow,
+                 0, x.shape[1] * images)
 
 
 @njit(nogil=True, cache=True)
 def _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """gx[n0 + i] = col2im(gcols[i]): every column entry added back where it was copied from."""
-    if sw == 2 and kw > 1:
-        _col2im_stride2(gcols.ravel(), gcols.shape[1] * gcols.shape[2], gcols.shape[2], gx[n0:n0 + gcols.shape[0]],
-                        kh, kw, sh, ph, pw, dh, dw, oh, ow, 0, gx.shape[1] * gcols.shape[0])
-        return
-    for i in range(gcols.shape[0]):
-        _col2im(gcols[i], gx[n0 + i:n0 + i + 1], kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, 0, gx.shape[1])
+    images, rows, L = gcols.shape
+    _col2im_from(gcols.ravel(), rows * L, L, gx[n0:n0 + images], kh, kw, sh, sw, ph, pw, dh, dw, oh, ow,
+                 0, gx.shape[1] * images)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)

@@ -41,7 +41,16 @@ def _inside(size, out, stride, offset):
 
 @njit(nogil=True, cache=True)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
-    """Fill cols from x (unpadded): image n's channel c fills kH*kW rows, columns [n*L, (n+1)*L).
+    """Fill cols from x (unpadded): image n's channel c fills kH*kW rows, columns [n*L, (n+1)*L)."""
+    _im2col_into(x, cols.ravel(), oh * ow, cols.shape[1], kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop)
+
+
+@njit(nogil=True, cache=True)
+def _im2col_into(x, cf, image_step, row_step, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
+    """The im2col matrix in the flat ``cf``: image n's channel c fills kH*kW rows of L
+    values, ``row_step`` values apart, from n * ``image_step`` on: (L, the matrix's
+    width) for the images side by side (_im2col), (C*kH*kW*L, L) for a matrix per image
+    (conv_batched._im2col_each).
 
     Each output row y copies OW' <= OW values, ``cols[row, n*L + y*OW + x] = x[n, c, iy, x*sw + jx]``.
     The copies index flat views with unsigned (``np.uint64``) offsets: numba then skips
@@ -49,18 +58,18 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
     than through a slice per row, which also costs numba a reference count).
     """
     if sw == 2 and kw > 1:
-        _im2col_stride2(x, cols.ravel(), oh * ow, cols.shape[1], kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
+        _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = x.shape
     L, step = oh * ow, np.uint64(sw)
-    xf, cf = x.ravel(), cols.ravel()
+    xf = x.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
         for i in range(kh):
             y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
                 x0, x1 = _inside(wd, ow, sw, j * dw - pw)
-                row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L  # flat start of the segment
+                row = ((c * kh + i) * kw + j) * row_step + n * image_step  # flat start of the segment
                 if y0 > 0 or y1 < oh or x0 > 0 or x1 < ow:  # the window reaches into the padding
                     cf[row:row + L] = 0
                 for y in range(y0, y1):
@@ -102,10 +111,8 @@ def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh,
     its even and odd columns: padded column 2*x + j*dw is column x + (j*dw) // 2 of phase
     (j*dw) % 2, so each tap's copy reads one phase contiguously, as at stride 1 (a copy
     with stride 2 is a gather LLVM does not vectorise), and the padding's zeros come
-    from the buffer's border, so that no tap needs bounds. Image n's channel c fills
-    kH*kW rows of the flat ``cf``, ``row_step`` values apart, from n * ``image_step`` on:
-    (L, the matrix's width) for the images side by side, (C*kH*kW*L, L) for a matrix
-    per image. Measured per image, one thread, against strided copies: W7's first two
+    from the buffer's border, so that no tap needs bounds (``cf``, ``image_step`` and
+    ``row_step`` as in _im2col_into). Measured per image, one thread, against strided copies: W7's first two
     convs (3 and 8 channels at 128 and 64 px) 1.8x and 1.35x, 16 channels at 32 px
     1.14x, 64 at 8 px 1.05x. The padded buffer, in place of each tap's bounds and a
     buffer per image, against that: 64 images of 16 channels at 32 px, 32 at 16 px and 64
@@ -140,12 +147,18 @@ def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh,
 def _col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
     """The adjoint of _im2col: gx[n, c] = the sum of its column entries, each added back
     where it was copied from (entries that came from the padding are dropped)."""
+    _col2im_from(cols.ravel(), oh * ow, cols.shape[1], gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop)
+
+
+@njit(nogil=True, cache=True)
+def _col2im_from(cf, image_step, row_step, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
+    """The adjoint of _im2col_into, from the flat ``cf`` laid out as there."""
     if sw == 2 and kw > 1:
-        _col2im_stride2(cols.ravel(), oh * ow, cols.shape[1], gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
+        _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = gx.shape
-    L, step = oh * ow, np.uint64(sw)
-    cf, gf = cols.ravel(), gx.ravel()
+    step = np.uint64(sw)
+    gf = gx.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
         plane = (n * ch + c) * h * wd
@@ -154,7 +167,7 @@ def _col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, start, stop):
             y0, y1 = _inside(h, oh, sh, i * dh - ph)
             for j in range(kw):
                 x0, x1 = _inside(wd, ow, sw, j * dw - pw)
-                row = ((c * kh + i) * kw + j) * cols.shape[1] + n * L
+                row = ((c * kh + i) * kw + j) * row_step + n * image_step
                 for y in range(y0, y1):
                     s = np.uint64(row + y * ow + x0)
                     d = np.uint64(plane + (y * sh + i * dh - ph) * wd + x0 * sw + j * dw - pw)
@@ -167,7 +180,7 @@ def _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh
     """_col2im for stride 2 across, the adjoint of _im2col_stride2: each tap's entries are
     added contiguously into the even or odd columns of the zero-padded plane's buffer,
     and the plane, without its padding, is then read back from the two phases (``cf``,
-    ``image_step`` and ``row_step`` as in _im2col_stride2). Measured per image, one
+    ``image_step`` and ``row_step`` as in _im2col_into). Measured per image, one
     thread, against the strided adds: 8 channels at 64 px 1.94x, 16 at 32 px 1.39x, 32
     at 16 px 1.17x, 64 at 8 px 0.99x; then the padded buffer against per-tap bounds: the
     shapes above 1.16-1.44x."""
