@@ -121,16 +121,14 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gx = matmul(g2, w2).reshape(x.shape) if need_x else None
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
         return gx, gw, db(grad_out)
-    winograd = _winograd(w.shape, stride, padding, dilation, groups)
-    if _is_3x3(x.shape, w.shape, stride, padding, dilation):
-        gx = None if not need_x else (conv2d_grad_input_winograd(grad_out, w, padding) if winograd else
-                                      conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups))
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation):  # dx by Winograd or the 3x3 loops, dw by the loops
+        gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
         if not need_w:
             return gx, None, db(grad_out)
         gb = np.empty(w.shape[0], dtype=grad_out.dtype)
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
-    if winograd:
+    if _winograd(w.shape, stride, padding, dilation, groups):
         return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
