@@ -81,6 +81,28 @@ def test_matmul_numba_matches_numpy(m, k, n, batch, a_contiguous, b_contiguous, 
     assert_same(*both(K.matmul, a, b))
 
 
+@SETTINGS
+@given(m=st.integers(1, 70), k=st.integers(0, 300), n=st.integers(2, 16),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_products_with_few_columns_match_numpy(m, k, n, dtype, seed):
+    """x @ W.T with a weight of few rows (a classifier's last layer): the numba kernel
+    that kernels.blas.matmul takes for it, edges (an odd last column, 1-3 last rows)
+    included, against numpy's product in float64."""
+    from tinygrad_uu.kernels import blas
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    blas._rows_times_few_columns(x, w, out)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * max(1.0, np.sqrt(k)))
+    if x.size >= 4096:  # big enough: the engine's matmul takes the kernel
+        assert blas._few_columns(x, w.T)
+        got = blas.matmul(x, w.T)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.sqrt(k)))
+
+
 def test_matmul_shapes_like_numpy():
     rng = np.random.default_rng(0)
     for sa, sb in [((5,), (5,)), ((5,), (5, 3)), ((2, 5), (5,)), ((4, 1, 2, 5), (3, 5, 6)), ((130, 67), (67, 129))]:
