@@ -271,3 +271,42 @@ def test_bench_threads_times_both_settings_and_puts_spinning_back(monkeypatch):
     finally:
         parallel.SPIN_ROUNDS = before
         tg.set_num_threads(tg_threads)
+
+
+def test_bench_scaling_alternates_thread_counts_and_reports_the_ratio_of_medians():
+    """benchmarks/bench_scaling.py: every (engine, thread count) in turn, each timed step
+    after an untimed one at the same setting; the engine's thread count is the one set
+    while its step runs; the row's scaling is the one-thread median over the two-thread one."""
+    from benchmarks import bench_scaling
+    import tinygrad_uu as tg
+
+    class FakeEngine:
+        key = "tinygrad_uu-numba"
+
+        def activate(self):
+            pass
+
+    seen = []
+
+    class FakeStep:
+        def run(self):
+            seen.append(tg.get_num_threads())
+
+    ticks = iter(range(10_000))
+    fake_clock = lambda: float(next(ticks))  # noqa: E731
+    engine, before = FakeEngine(), tg.get_num_threads()
+    try:
+        times = bench_scaling.time_steps([engine], {engine.key: FakeStep()}, [1, 2], seconds=20, clock=fake_clock)
+    finally:
+        tg.set_num_threads(before)
+    assert set(times) == {(engine.key, 1), (engine.key, 2)}
+    assert len(times[(engine.key, 1)]) == len(times[(engine.key, 2)]) >= 1
+    # after the two warm-up steps: pairs of steps (untimed, timed) at one setting, 1 then 2, then 2 then 1
+    pairs = [seen[i:i + 2] for i in range(2, len(seen), 2)]
+    assert all(a == b for a, b in pairs) and [p[0] for p in pairs[:4]] == [1, 2, 2, 1]
+
+    class Case:
+        workload = "W4"
+    times = {(engine.key, 1): [0.010, 0.008, 0.012], (engine.key, 2): [0.005, 0.006, 0.004]}
+    (line,) = bench_scaling.rows(Case(), [engine], times, [1, 2])
+    assert line.startswith("| W4 | tinygrad_uu-numba | 10.00 ms | 5.00 ms | 2.00 |")
