@@ -28,8 +28,8 @@ def both(fn, *args, **kwargs):
 
 
 def assert_same(want, got, rtol=1e-4):
-    """Equal to float32 rounding: rtol 1e-4, with an atol of 1e-4 of the largest magnitude
-    for elements that are sums cancelling to near zero."""
+    """Equal to float32 rounding: rtol 1e-4, with an atol of 1e-4 of the largest finite
+    magnitude for elements that are sums cancelling to near zero (NaN where NaN)."""
     if isinstance(want, tuple):
         assert isinstance(got, tuple) and len(got) == len(want)
         for w, g in zip(want, got):
@@ -39,7 +39,8 @@ def assert_same(want, got, rtol=1e-4):
         assert got is None
         return
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
-    atol = rtol * float(np.abs(want).max()) if want.size and want.dtype.kind == "f" else 0
+    finite = np.abs(want[np.isfinite(want)]) if want.dtype.kind == "f" else np.zeros(0)
+    atol = rtol * float(finite.max()) if finite.size else 0
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
@@ -333,6 +334,15 @@ def test_pools_by_hand(backend):
     nan = x.copy()
     nan[0, 0, 1, 1] = np.nan
     assert np.isnan(K.max_pool2d_forward(nan, 2)[0][0, 0, 0, 0])
+    # with the ReLU in the same pass: a window whose max is <= 0 gives 0, and its argmax
+    # i is stored as -i - 1, whose input gets g * 0 (NaN for an infinite g); NaN stays NaN
+    x = np.array([[-1, -3, 0, 0], [-2, -1, 0, 0], [np.nan, 1, 4, 2], [0, 0, -1, 3]], np.float64)[None, None]
+    out, arg = K.max_pool2d_forward(x, 2, relu=True)
+    np.testing.assert_array_equal(out[0, 0], [[0, 0], [np.nan, 4]])
+    np.testing.assert_array_equal(arg[0, 0], [[-1, -3], [-9, 10]])
+    with np.errstate(invalid="ignore"):
+        gx = K.max_pool2d_backward(np.array([[[[1.0, np.inf], [5.0, 7.0]]]]), arg, x.shape)[0, 0]
+    np.testing.assert_array_equal(gx, [[0, 0, np.nan, 0], [0, 0, 0, 0], [0, 0, 7, 0], [0, 0, 0, 0]])
 
 
 def test_upsample_by_hand(backend):

@@ -46,16 +46,23 @@ def pool_cases(draw):
 
 
 @SETTINGS
-@given(case=pool_cases())
-def test_max_pool2d_numba_matches_numpy(case):
+@given(case=pool_cases(), relu=st.booleans())
+def test_max_pool2d_numba_matches_numpy(case, relu):
+    """Also with the ReLU in the same pass (``relu``): zeros, ties, NaNs in x and an
+    infinite gradient (which the ReLU's backward makes NaN where it passes nothing)."""
     rng = np.random.default_rng(case["seed"])
     x = array(rng, case["x_shape"], case["contiguous"])
     if case["seed"] % 3 == 0:
         x = np.round(x)  # ties: both must pick the first maximum
-    want, got = both(K.max_pool2d_forward, x, case["kernel"], case["stride"], case["padding"])
+    if relu and case["seed"] % 2 == 0:
+        x[rng.random(x.shape) < 0.1] = np.nan
+    want, got = both(K.max_pool2d_forward, x, case["kernel"], case["stride"], case["padding"], relu)
     assert_same(want, got)
     g = rng.standard_normal(want[0].shape).astype(np.float32)
-    assert_same(*both(K.max_pool2d_backward, g, want[1], x.shape))
+    if relu:
+        g[rng.random(g.shape) < 0.1] = np.inf
+    with np.errstate(invalid="ignore"):  # the reference's inf * 0
+        assert_same(*both(K.max_pool2d_backward, g, want[1], x.shape))
 
 
 @SETTINGS

@@ -444,9 +444,11 @@ def test_sequential_fuses_batchnorm_and_activation(activation):
 @given(kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1), h=st.integers(3, 7),
        w=st.integers(3, 7), seed=st.integers(0, 2**16))
 def test_sequential_pools_before_a_relu_with_the_same_values_and_gradients(kernel, stride, padding, h, w, seed):
-    """nn.Sequential runs ReLU then MaxPool2d as the pool then the ReLU: the same output
-    and the same input gradient, on values with many ties (whole numbers, many of them
-    zero or negative) and with NaNs; not when a hook must see the ReLU's output."""
+    """nn.Sequential runs ReLU then MaxPool2d as the pool with the ReLU in the same pass:
+    the same output and the same input gradient, on values with many ties (whole numbers,
+    many of them zero or negative) and with NaNs; not when a hook must see the ReLU's
+    output. With an infinite output gradient (the ReLU's backward makes it NaN where it
+    passes nothing) it equals the pool then the ReLU as two ops."""
     padding = min(padding, kernel // 2)
     rng = np.random.default_rng(seed)
     values = rng.integers(-2, 3, size=(2, 3, h, w)).astype(np.float64)
@@ -458,12 +460,21 @@ def test_sequential_pools_before_a_relu_with_the_same_values_and_gradients(kerne
     for model in (nn.Sequential(relu, pool), lambda t: pool(relu(t))):
         x = Tensor(values.copy(), requires_grad=True)
         out = model(x)
+        op = (out._ctx.op_name, out._ctx.parents[0] is x)  # (the backward frees what the op kept)
         (out * Tensor(g)).sum().backward()
-        results.append((out, x.grad.data))
-    (swapped, grad), (apart, want) = results
-    assert type(swapped._ctx).__name__ == "ReLU" and type(apart._ctx).__name__ != "ReLU"
+        results.append((out, x.grad.data, op))
+    (swapped, grad, fused_op), (apart, want, apart_op) = results
+    assert fused_op == ("MaxPool2d+ReLU", True) and apart_op == ("MaxPool2d", False)
     np.testing.assert_array_equal(swapped.data, apart.data)
     np.testing.assert_array_equal(grad, want)
+    g[rng.random(g.shape) < 0.1] = np.inf
+    grads = []
+    for model in (nn.Sequential(relu, pool), lambda t: relu(pool(t))):
+        x = Tensor(values.copy(), requires_grad=True)
+        with np.errstate(invalid="ignore"):  # inf * 0: NaN, as the ReLU's backward gives it
+            (model(x) * Tensor(g)).sum().backward()
+        grads.append(x.grad.data)
+    np.testing.assert_array_equal(*grads)
     seen = []
     handle = relu.register_forward_hook(lambda m, args, out: seen.append(out))
     hooked = nn.Sequential(relu, pool)(Tensor(values))

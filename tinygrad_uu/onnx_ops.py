@@ -283,7 +283,8 @@ def _pool(op_type, **extra):
                                                         o.get("padding", 0))
         attributes = _window_attributes(kernel, stride, padding)
         del attributes["dilations"]  # AveragePool has none in opset 17; 1 is the default
-        return g.node(op_type, op.inputs, **attributes, **extra)
+        out = g.node(op_type, op.inputs, **attributes, **extra)
+        return g.node("Relu", [out]) if o.get("relu") else out  # a ReLU in the same pass (nn.Sequential's)
     return emit
 
 

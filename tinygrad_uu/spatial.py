@@ -79,10 +79,15 @@ class MaxPool2d(Function):
 
     Backward: the max passes the gradient to the element that won and to no other,
     dL/dx[argmax[n, c, y, x]] += g[n, c, y, x]  (windows that overlap may add to one element).
+
+    ``relu=True`` (nn.Sequential's ReLU then MaxPool2d): out = relu(max) in the same pass,
+    and the backward passes g * [out > 0] (the ReLU's backward) to the element that won.
     """
 
-    def forward(self, x, *, kernel_size, stride=None, padding=0):
-        out, self.argmax = kernels.max_pool2d_forward(x, kernel_size, stride, padding)
+    def forward(self, x, *, kernel_size, stride=None, padding=0, relu=False):
+        if relu:  # what graph drawings and grad_fn show
+            self.op_name = f"{type(self).op_name}+ReLU"
+        out, self.argmax = kernels.max_pool2d_forward(x, kernel_size, stride, padding, relu)
         self.x_shape = x.shape
         return out
 
@@ -155,9 +160,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                                  dilation=dilation, groups=groups)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
-    """Max over kernel_size windows moved by stride (default: kernel_size), like PyTorch's."""
-    return MaxPool2d.apply(*_tensors(x), kernel_size=kernel_size, stride=stride, padding=padding)
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, relu: bool = False) -> Tensor:
+    """Max over kernel_size windows moved by stride (default: kernel_size), like PyTorch's;
+    ``relu=True`` takes the ReLU of each max in the same pass (nn.Sequential's ReLU, MaxPool2d)."""
+    options = {"relu": True} if relu else {}
+    return MaxPool2d.apply(*_tensors(x), kernel_size=kernel_size, stride=stride, padding=padding, **options)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:

@@ -320,17 +320,19 @@ def conv_transpose2d_backward(x, w, grad_out, stride=1, padding=0, output_paddin
 
 
 # --------------------------------------------------------------------------- pooling
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, relu=False):
     """Max over each window; returns ``(out, argmax)``.
 
     ``argmax[n, c, y, x]`` is the flat index ``iy * W + ix`` of the winning input
     element (the first on ties; NaN wins). Padding counts as -inf.
+    ``relu``: a ReLU of the max in the same pass; where it passes no gradient (max <= 0,
+    NaN) the argmax is stored as ``-index - 1``, and the backward gives that input g * 0.
     """
     op = "max_pool2d"
     check_4d(op, "input", x)
     x = as_float(x, float_dtype(op, x))
     kernel, stride, padding, _ = shapes.pool2d_args(op, x.shape, kernel_size, stride, padding)
-    return _impl().max_pool2d_forward(x, kernel, stride, padding)
+    return _impl().max_pool2d_forward(x, kernel, stride, padding, bool(relu))
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):

@@ -203,12 +203,15 @@ def conv2d_grad_weight(x, grad_out, w_shape, stride, padding, dilation, groups):
 
 
 # --------------------------------------------------------------------------- pooling
-def max_pool2d_forward(x, kernel, stride, padding):
+def max_pool2d_forward(x, kernel, stride, padding, relu=False):
     """``out = max`` over each window (padding counts as -inf, so it is never picked).
 
     Also returns ``argmax``: for each output, the flat index ``iy * W + ix`` of the
     input element that won (the first one, in row-major window order, on ties; a NaN
     wins, so NaN propagates as in PyTorch).
+
+    ``relu``: then a ReLU in the same pass, out = relu(max) (a NaN stays NaN); where the
+    ReLU passes no gradient (max <= 0, or NaN) the argmax is stored as -index - 1.
     """
     n, c, h, wd = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -219,15 +222,24 @@ def max_pool2d_forward(x, kernel, stride, padding):
     out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
     iy = np.arange(oh)[:, None] * sh - ph + k // kw
     ix = np.arange(ow)[None, :] * sw - pw + k % kw
-    return np.ascontiguousarray(out), (iy * wd + ix).astype(np.int64)
+    arg = (iy * wd + ix).astype(np.int64)
+    if relu:
+        passed = out > 0
+        out = np.where(passed | np.isnan(out), out, 0).astype(x.dtype)
+        arg = np.where(passed, arg, -arg - 1)
+    return np.ascontiguousarray(out), arg
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
-    """``dL/dx[argmax[n, c, y, x]] += grad_out[n, c, y, x]``: the gradient goes to the winner."""
+    """``dL/dx[argmax[n, c, y, x]] += grad_out[n, c, y, x]``: the gradient goes to the winner
+    (``g * 0`` to index i for an argmax stored as -i - 1: a ReLU after the pool zeroed it)."""
     n, c, h, w = x_shape
     gx = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     rows = np.arange(n * c)[:, None]
-    np.add.at(gx, (rows, argmax.reshape(n * c, -1)), grad_out.reshape(n * c, -1))
+    arg = argmax.reshape(n * c, -1)
+    passed = arg >= 0
+    g = np.where(passed, grad_out.reshape(n * c, -1), grad_out.reshape(n * c, -1) * 0)
+    np.add.at(gx, (rows, np.where(passed, arg, -arg - 1)), g)
     return gx.reshape(x_shape)
 
 

