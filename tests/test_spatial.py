@@ -53,6 +53,8 @@ def test_pool_gradcheck(backend, kernel, stride, padding):
     x = distinct(rng, 2, 3, 7, 6)
     assert gradcheck(lambda x: S.max_pool2d(x, kernel, stride, padding), x)
     assert gradcheck(lambda x: S.avg_pool2d(x, kernel, stride, padding), x)
+    x.data += 0.005  # no value at ReLU's kink: every one at least 0.005 from zero
+    assert gradcheck(lambda x: S.max_pool2d(x, kernel, stride, padding, relu=True), x)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
