@@ -243,7 +243,8 @@ def _mistake_pattern(analytic, numeric, g, name, loss_fn, arrays, eps) -> str:
                 "these elements here), yours is not")
     if not np.abs(analytic).any():
         return "your gradient is zero everywhere checked: never computed, or left at zeros"
-    ratio = np.dot(analytic, numeric) / np.dot(numeric, numeric)
+    unit = numeric / scale  # (scaled first: the dot products of big gradients overflowed)
+    ratio = np.dot(analytic / scale, unit) / np.dot(unit, unit)
     fit = np.abs(analytic - ratio * numeric).max() <= 1e-3 * scale * max(1.0, abs(ratio))
     if fit and abs(ratio + 1) < 1e-3:
         return "the sign is flipped (yours is -1 times the numeric gradient)"
