@@ -11,7 +11,7 @@ import tinygrad_uu as tg
 import tinygrad_uu.nn.functional as F
 from tinygrad_uu import gradcheck
 from tinygrad_uu import kernels as K
-from tinygrad_uu.kernels import conv, conv_winograd, reference
+from tinygrad_uu.kernels import cblas, conv, conv_winograd, reference
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -32,14 +32,15 @@ def cases(draw):
     return dict(n=draw(st.sampled_from([1, 2, 5])), ci=draw(st.integers(1, 7)), co=draw(st.integers(1, 7)),
                 h=h, w=w, p=p, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
                 dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**16)),
-                bands=draw(st.booleans()))
+                bands=draw(st.booleans()), blas_from_numba=draw(st.booleans()))
 
 
 @SETTINGS
 @given(case=cases())
 def test_winograd_matches_the_reference(case):
     """Forward, dx, dw and db, each gradient asked for alone and together, with the images
-    whole in chunks or cut into bands of tile rows."""
+    whole in chunks or cut into bands of tile rows; the products called from numba
+    (kernels/cblas.py) or, as where no BLAS function is found, from Python."""
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     x = rng.standard_normal((case["n"], case["ci"], case["h"], case["w"])).astype(dt)
@@ -52,6 +53,8 @@ def test_winograd_matches_the_reference(case):
     if case["bands"]:  # a chunk budget of a byte: every image cut into bands of one tile row
         patch.setattr(conv_winograd, "CHUNK_COLS_BYTES", 1)
         patch.setattr(conv_winograd, "CHUNK_COLS_BYTES_THREADED", 1)
+    if not case["blas_from_numba"]:
+        patch.setattr(cblas, "gemm", lambda dtype: None)
     try:
         tg.set_num_threads(case["threads"])
         out = conv_winograd.conv2d_forward_winograd(x, w, b, p)
@@ -226,3 +229,24 @@ def test_big_maps_take_winograd_forward_and_dx_and_the_3x3_loops_dw(hw):
                 assert "xpad" not in saved  # the forward was Winograd's
     for want, got in zip(results["numpy"], results["numba"]):
         assert_close(want, got, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_blas_product_numba_calls_is_numpys(dtype):
+    """kernels/cblas.py finds the C function of numpy's BLAS on x86-64 (numpy's wheels ship
+    OpenBLAS), and called as the Winograd kernels call it, with row steps wider than the
+    rows and beta = 1, it gives numpy's product; a function that computes something else
+    is turned down."""
+    if not cblas._X86_64:
+        assert cblas.gemm(dtype) is None
+        return
+    gemm = cblas.gemm(dtype)
+    assert gemm is not None
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((6, 40), (33, 20), (6, 25)))
+    want = a[:, :33] @ b[:, :17] + c[:, :17]
+    gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.NO_TRANS, 6, 17, 33, 1.0, a.ctypes.data, 40,
+         b.ctypes.data, 20, 1.0, c.ctypes.data, 25)
+    np.testing.assert_allclose(c[:, :17], want, rtol=1e-5, atol=1e-5)
+    assert not cblas._checks_out(lambda *args: None, np.dtype(dtype).char)
+    assert cblas.gemm(np.int32) is None

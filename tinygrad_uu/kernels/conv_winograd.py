@@ -49,6 +49,7 @@ from numba import njit
 from ..threads import get_num_threads
 from .conv_batched import (CHUNK_COLS_BYTES, CHUNK_COLS_BYTES_THREADED, _chunk, _chunking, _run_chunks,
                            bias_gradient)
+from . import cblas
 from .parallel import FAST, PerThread, _parallel
 
 TILE = 4  # outputs per side of a tile
@@ -385,13 +386,50 @@ def _turned(w):
 
 def _chunk_forward(x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
     """Images n0..n1, tile rows ty0..ty1, of out = A^T [U (.) V] A: their input tiles V, the
-    36 products U[xi] @ V[xi], and the output tiles (+ bias) into out."""
+    36 products U[xi] @ V[xi], and the output tiles (+ bias) into out. In one numba call
+    when the BLAS's C function is at hand (``cblas.py``: no GIL taken between the steps)."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
+    gemm = cblas.gemm(x.dtype)
+    if gemm is not None:
+        _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, _stride(t))
+        return
     v = np.empty((ci, POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
     np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
     _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
+
+
+@njit(nogil=True, cache=True)
+def _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, stride):
+    """_chunk_forward's three steps; the products through ``gemm`` (cblas.gemm): position
+    xi's matrices are V[:, xi, :t] and M[:, xi, :t], rows 36 * stride values apart."""
+    ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
+    v = np.empty((ci, POSITIONS, stride), dtype=x.dtype)
+    m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
+    _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
+    row, size = POSITIONS * stride, x.itemsize
+    for xi in range(POSITIONS):
+        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.NO_TRANS, co, t, ci, 1.0, u[xi].ctypes.data, ci,
+             v.ctypes.data + xi * stride * size, row, 0.0, m.ctypes.data + xi * stride * size, row)
+    _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
+
+
+@njit(nogil=True, cache=True)
+def _chunk_weight_products_in_numba(gemm, x, g, du, n0, n1, ty0, ty1, ph, pw, tw, z_stride, v_stride):
+    """du[xi] += (A dY A^T)[xi] @ V[xi]^T for images n0..n1, tile rows ty0..ty1 (see
+    _backward_tiles), the products through ``gemm`` with beta = 1: z's rows for xi are
+    36 * z_stride values apart, V[xi]^T is the (tiles, C_in) matrix at v[xi]."""
+    ci, co, t = x.shape[1], g.shape[1], (n1 - n0) * (ty1 - ty0) * tw
+    z = np.empty((co, POSITIONS, z_stride), dtype=x.dtype)
+    v = np.empty((POSITIONS, v_stride), dtype=x.dtype)
+    _input_tiles_channel_minor(x, v.ravel(), v_stride, n0, ph, pw, ty0, ty1, tw, n1 - n0)
+    _grad_tiles(g, z, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
+    size = x.itemsize
+    for xi in range(POSITIONS):
+        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.NO_TRANS, co, ci, t, 1.0,
+             z.ctypes.data + xi * z_stride * size, POSITIONS * z_stride, v[xi].ctypes.data, ci,
+             1.0, du[xi].ctypes.data, ci)
 
 
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
@@ -468,6 +506,7 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
     chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
                           2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     partials = PerThread(lambda: np.zeros((POSITIONS, co, ci), dtype=x.dtype))  # dU, a sum per thread
+    gemm = cblas.gemm(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
@@ -477,6 +516,10 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
                 n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
                 t = (n1 - n0) * (ty1 - ty0) * tw
+                if gemm is not None:
+                    _chunk_weight_products_in_numba(gemm, x, grad_out, partials.mine(), n0, n1, ty0, ty1,
+                                                    ph, pw, tw, _stride(t), _stride(t * ci))
+                    continue
                 z = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
                 v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
                 _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, ty0, ty1, tw, n1 - n0)
