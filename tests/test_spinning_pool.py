@@ -26,8 +26,10 @@ def test_the_spin_waits_return_at_once_when_the_flag_is_already_there():
     flags[16] = 7
     assert spinning.wait_while_equal(flags, 16, 3, 10) == 7
     assert spinning.wait_while_equal(flags, 16, 7, 10) == 7  # ran out of rounds: the value
-    assert spinning.wait_until_all_equal(flags, np.array([16]), 7, 0)
-    assert not spinning.wait_until_all_equal(flags, np.array([0, 16]), 7, 10)
+    assert spinning.wait_until_total(flags, np.array([16]), 7, 0)
+    flags[0] = 2
+    assert spinning.wait_until_total(flags, np.array([0, 16]), 9, 0)
+    assert not spinning.wait_until_total(flags, np.array([0, 16]), 7, 10)
 
 
 def test_the_spin_wait_sees_a_flag_written_by_another_thread():
@@ -42,7 +44,7 @@ def test_the_spin_wait_sees_a_flag_written_by_another_thread():
         seen = spinning.wait_while_equal(flags, 16, 0, 1_000_000)
     writer.join()
     assert seen == 5
-    assert spinning.wait_until_all_equal(flags, np.array([16]), 5, 1_000_000)
+    assert spinning.wait_until_total(flags, np.array([16]), 5, 1_000_000)
 
 
 def test_every_task_runs_once_and_more_than_one_thread_works(monkeypatch, two_threads):
@@ -93,6 +95,30 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(monkey
     done = []
     parallel._parallel(lambda start, stop: done.append((start, stop)), 8, 10**9)
     assert sorted(done) == [(i, i + 1) for i in range(8)]
+
+
+def test_a_worker_that_has_not_started_is_not_waited_for(monkeypatch, two_threads):
+    """While the worker cannot start (its core busy with other work; here it sleeps before
+    it takes a chunk) the calling thread does every chunk and the job returns without
+    waiting for it; when the worker does start it finds none left, and the pool works on."""
+    pool = parallel.SpinningPool(1)
+    real_work = parallel._Job.work
+
+    def late_start(job, slot):
+        if slot != 0:
+            time.sleep(0.5)
+        real_work(job, slot)
+
+    monkeypatch.setattr(parallel._Job, "work", late_start)
+    done = []
+    started = time.perf_counter()
+    pool.run(done.append, 8)
+    assert sorted(done) == list(range(8)) and time.perf_counter() - started < 0.25
+    time.sleep(0.6)  # the worker starts the old job, finds no chunk, and comes back
+    monkeypatch.setattr(parallel._Job, "work", real_work)
+    done.clear()
+    pool.run(lambda i: (done.append(i), time.sleep(0.002)), 8)
+    assert sorted(done) == list(range(8))
 
 
 def test_a_job_runs_with_the_short_switch_interval_and_the_callers_comes_back(monkeypatch, two_threads):

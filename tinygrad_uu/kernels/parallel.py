@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from ..threads import get_num_threads
-from .spinning import SPIN_ROUNDS, publish_then_wait, wait_until_all_equal, wait_while_equal
+from .spinning import SPIN_ROUNDS, publish, publish_then_wait, wait_until_total, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
@@ -41,13 +41,48 @@ SWITCH_INTERVAL = 1e-4  # seconds a thread waits for the GIL before it asks for 
 _pools: dict = {}
 
 
+class _Job:
+    """``do_chunk(i)`` for i in range(chunks), taken in turn by the threads that run ``work``.
+
+    ``finished[FLAG_STRIDE * slot]`` counts the chunks thread ``slot`` has finished (0 the
+    thread that handed the job out, i + 1 worker i), each on its own cache line. The job is
+    done when they add up to ``chunks``: a worker whose core was busy with someone else's
+    work, and that had taken no chunk by then, is not waited for (it finds none left).
+    Waiting for it cost a W4 step on two threads 3x its one-thread time with a busy loop
+    on the second core, and up to 1.3x in the spells when a neighbour took it (measured)."""
+
+    def __init__(self, do_chunk, chunks: int, threads: int):
+        self.do_chunk, self.chunks = do_chunk, chunks
+        self.taken = itertools.count()  # next() on it is atomic under the GIL
+        self.finished = np.zeros(FLAG_STRIDE * threads, np.int64)
+        self.slots = FLAG_STRIDE * np.arange(threads)
+        self.errors: list = []
+
+    def work(self, slot: int) -> None:
+        count, index = 0, FLAG_STRIDE * slot
+        for i in iter(self.taken.__next__, None):
+            if i >= self.chunks:
+                return
+            try:
+                self.do_chunk(i)
+            except BaseException as error:  # handed to the thread that waits for the job
+                self.errors.append(error)
+            count += 1
+            publish(self.finished, index, count)  # after the chunk's writes (release order)
+
+    def wait(self) -> None:
+        while not wait_until_total(self.finished, self.slots, self.chunks, SPIN_ROUNDS):
+            time.sleep(50e-6)  # a chunk is slow (its thread lost its core): stop spinning
+
+
 class SpinningPool:
     """``workers`` threads that run one job at a time together with the thread that hands it out.
 
     ``flags[0]`` is the number of the latest job, ``flags[FLAG_STRIDE * (i + 1)]`` the number
-    of the last job worker i finished. A worker that has finished a job spins on
+    of the last job worker i came back from. A worker that has finished a job spins on
     ``flags[0]`` (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the
-    next job; the thread that hands the job out spins on the workers' flags the same way.
+    next job; the thread that hands the job out spins until every chunk is finished
+    (``_Job.wait``).
 
     A worker publishes its flag and starts spinning in one numba call (publish_then_wait).
     Between two calls it would take the GIL for a moment, and the thread that had waited
@@ -59,9 +94,8 @@ class SpinningPool:
 
     def __init__(self, workers: int):
         self.flags = np.zeros(FLAG_STRIDE * (workers + 1), np.int64)
-        self._done_at = FLAG_STRIDE * np.arange(1, workers + 1)
+        self.threads = workers + 1
         self._current = (0, None)  # (job number, job); job None: stop spinning, sleep
-        self._errors: list = []
         self._wake = threading.Condition()
         self._sleepers = 0
         self._in_use = threading.Lock()
@@ -83,11 +117,8 @@ class SpinningPool:
             if job is None:  # sent to rest: sleep
                 latest = seen
                 continue
-            try:
-                job()
-            except BaseException as error:  # handed to the thread that waits for the job
-                self._errors.append(error)
-            # done, and spin for the next job, without taking the GIL in between
+            job.work(i + 1)
+            # back, and spin for the next job, without taking the GIL in between
             latest = publish_then_wait(flags, done_at, seen, 0, SPIN_ROUNDS)
 
     def _post(self, job) -> int:
@@ -99,9 +130,10 @@ class SpinningPool:
                 self._wake.notify_all()
         return number
 
-    def run(self, job) -> None:
-        """job() on every worker and on this thread at once; returns when all are done.
-        While another thread has the pool, job() runs on this thread alone.
+    def run(self, do_chunk, chunks: int) -> None:
+        """do_chunk(i) for every i in range(chunks), on the workers and this thread at once;
+        returns when every chunk is done. While another thread has the pool, all of them
+        run on this thread.
 
         Between two kernels each thread runs a little Python, which needs the GIL: a
         thread back from a kernel waits for it while another holds it, and asks for it
@@ -109,28 +141,27 @@ class SpinningPool:
         between two kernels, so for the job the interval is SWITCH_INTERVAL: a noop
         kernel in 8 pieces on two threads took 16-17 us against 23-28 (measured)."""
         if not self._in_use.acquire(blocking=False):
-            job()
+            for i in range(chunks):
+                do_chunk(i)
             return
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
-            number = self._post(job)
+            job = _Job(do_chunk, chunks, self.threads)
+            self._post(job)
             try:
-                job()
+                job.work(0)
             finally:
-                while not wait_until_all_equal(self.flags, self._done_at, number, SPIN_ROUNDS):
-                    time.sleep(50e-6)  # a worker is slow (the machine is busy): stop spinning
-                # taken now, so that none is left for the next job when this thread's own error goes up
-                errors, self._errors[:] = self._errors[:], []
-            if errors:
-                raise errors[0]
+                job.wait()
+            if job.errors:
+                raise job.errors[0]
         finally:
             sys.setswitchinterval(interval)
             self._in_use.release()
 
     def rest(self) -> None:
         """Send the spinning workers to sleep now (before BLAS runs on threads of its own)."""
-        if self._sleepers < len(self._done_at) and self._in_use.acquire(blocking=False):
+        if self._sleepers < self.threads - 1 and self._in_use.acquire(blocking=False):
             try:
                 self._post(None)
             finally:
@@ -193,12 +224,4 @@ def _parallel(kernel, tasks: int, work: int, *args, streaming: bool = False) -> 
         return
     chunks = min(tasks, CHUNKS_PER_THREAD * threads)
     bounds = [tasks * i // chunks for i in range(chunks + 1)]
-    taken = itertools.count()  # next() on it is atomic under the GIL
-
-    def work_through():
-        for i in iter(taken.__next__, None):
-            if i >= chunks:
-                return
-            kernel(*args, bounds[i], bounds[i + 1])
-
-    _pool().run(work_through)  # with fewer tasks than threads, the extra threads find none
+    _pool().run(lambda i: kernel(*args, bounds[i], bounds[i + 1]), chunks)  # extra threads find none

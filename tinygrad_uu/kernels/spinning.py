@@ -96,16 +96,14 @@ def publish_then_wait(flags, index, value, wait_index, rounds):
 
 
 @njit(nogil=True, cache=True)
-def wait_until_all_equal(flags, indices, value, rounds):
-    """Spin until flags[i] == value for every i in ``indices``, or for ``rounds`` rounds;
-    return whether they all are."""
+def wait_until_total(flags, indices, total, rounds):
+    """Spin until the flags[i] for i in ``indices`` add up to ``total``, or for ``rounds``
+    rounds; return whether they do."""
     for round_ in range(rounds + 1):
-        done = True
+        now = 0
         for i in indices:
-            if _load_acquire(flags, i) != value:
-                done = False
-                break
-        if done or round_ == rounds:
-            return done
+            now += _load_acquire(flags, i)
+        if now == total or round_ == rounds:
+            return now == total
         _pause()
     return False  # not reached: the last round returns; numba wants a return here
