@@ -50,7 +50,7 @@ from ..threads import get_num_threads
 from .conv_batched import (CHUNK_COLS_BYTES, CHUNK_COLS_BYTES_THREADED, _chunk, _chunking, _run_chunks,
                            bias_gradient)
 from . import cblas
-from .parallel import FAST, PerThread, _parallel
+from .parallel import FAST, U, PerThread, _parallel
 
 TILE = 4  # outputs per side of a tile
 PATCH = 6  # inputs per side of its patch: TILE + 2
@@ -75,7 +75,6 @@ def _tiles(oh, ow):
 # function of six (or four) values returning a tuple, applied to the columns and then
 # to the rows; LLVM unrolls the short loops over a tuple's entries. Through small
 # scratch arrays instead, the input and output transforms took 2-2.5x as long (measured).
-U = np.uint64
 
 
 def _stride(values):

@@ -30,6 +30,9 @@ from ..threads import get_num_threads
 from .spinning import SPIN_ROUNDS, publish, publish_then_wait, wait_until_total, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
+# Offsets into flat views as unsigned integers: numba then skips the check (and wrap) of
+# a negative index, which kept copy loops from vectorising (conv_im2col.py, measured).
+U = np.uint64
 SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to others
 # Kernels that stream through memory doing little per element (relu, batch norm): below
 # this many elements one thread beats two (W7's step 1.03x against SMALL_WORK, W8's 1.01x;

@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit
 
 from .elementwise import _out_hw
-from .parallel import FAST, _parallel
+from .parallel import FAST, U, _parallel
 
 # =========================================================================== pooling
 # A task is one (image, channel) plane. Windows are clipped to the image instead of
@@ -45,9 +45,6 @@ def _max_pool_forward(x, out, arg, kh, kw, sh, sw, ph, pw, relu, start, stop):
                 arg[b, ch, y, xx] = where
         if relu:
             _relu_after_pool(out.ravel(), arg.ravel(), task * oh * ow, oh * ow)
-
-
-U = np.uint64
 
 
 @njit(nogil=True, cache=True)
