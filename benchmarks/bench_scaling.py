@@ -10,9 +10,12 @@ over fourteen such pairs of runs here).
 
 Here each engine's training step runs at every thread count in turn, in one process: set
 the thread count, one untimed step, one timed step, next setting, and so on for
-``--seconds`` per workload. A busy spell then slows every setting alike. A setting's
-figure is the median of its steps; the scaling is the one-thread median over the
-n-thread one. Thread counts change at run time: ``tinygrad_uu.set_num_threads`` (the
+``--seconds`` per workload. A slow phase of the whole machine then slows every setting
+alike. A spell in which other work takes the second core slows only the steps that use
+it, and shows here too, as a lower scaling for every engine (W4 1.26 and 1.29 in two of
+five runs, the others 1.64-1.67; PyTorch 1.54-1.56 and 1.78-1.80 in the same runs). A
+setting's figure is the median of its steps; the scaling is the one-thread median over
+the n-thread one. Thread counts change at run time: ``tinygrad_uu.set_num_threads`` (the
 BLAS through threadpoolctl) and ``torch.set_num_threads``.
 """
 from __future__ import annotations
