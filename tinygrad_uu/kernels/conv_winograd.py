@@ -383,12 +383,12 @@ def _turned(w):
     return _filter_transform(w, turned=True)
 
 
-def _chunk_forward(x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
+def _chunk_forward(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
     """Images n0..n1, tile rows ty0..ty1, of out = A^T [U (.) V] A: their input tiles V, the
     36 products U[xi] @ V[xi], and the output tiles (+ bias) into out. In one numba call
-    when the BLAS's C function is at hand (``cblas.py``: no GIL taken between the steps)."""
+    when ``gemm``, the BLAS's C function, is at hand (``cblas.gemm``: no GIL taken between
+    the steps); else the products through np.matmul."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
-    gemm = cblas.gemm(x.dtype)
     if gemm is not None:
         _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, _stride(t))
         return
@@ -471,10 +471,11 @@ def _forward_tiles(x, u, b, padding):
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
     chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw)
+    gemm = cblas.gemm(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
-            _chunk_forward(x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
+            _chunk_forward(gemm, x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
 
     _run_chunks(task, chunks, n * bands)
     return out
@@ -510,7 +511,7 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
     def task(start, stop):
         for k in range(start, stop):
             if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
-                _chunk_forward(grad_out, u_turned, no_bias, gx, *_piece(k, n, chunks, bands, xth),
+                _chunk_forward(gemm, grad_out, u_turned, no_bias, gx, *_piece(k, n, chunks, bands, xth),
                                2 - ph, 2 - pw, xtw)
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
                 n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
