@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit
 
 from .elementwise import _out_hw
-from .parallel import FAST, _parallel
+from .parallel import FAST, U, _parallel
 
 # =========================================================================== conv2d: im2col + BLAS
 # The im2col matrix of x holds every receptive field as a column (L = OH*OW per image):
@@ -61,7 +61,7 @@ def _im2col_into(x, cf, image_step, row_step, kh, kw, sh, sw, ph, pw, dh, dw, oh
         _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = x.shape
-    L, step = oh * ow, np.uint64(sw)
+    L, step = oh * ow, U(sw)
     xf = x.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
@@ -73,27 +73,25 @@ def _im2col_into(x, cf, image_step, row_step, kh, kw, sh, sw, ph, pw, dh, dw, oh
                 if y0 > 0 or y1 < oh or x0 > 0 or x1 < ow:  # the window reaches into the padding
                     cf[row:row + L] = 0
                 for y in range(y0, y1):
-                    d = np.uint64(row + y * ow + x0)
-                    s = np.uint64(((n * ch + c) * h + y * sh + i * dh - ph) * wd + x0 * sw + j * dw - pw)
-                    for t in range(np.uint64(x1 - x0)):
+                    d = U(row + y * ow + x0)
+                    s = U(((n * ch + c) * h + y * sh + i * dh - ph) * wd + x0 * sw + j * dw - pw)
+                    for t in range(U(x1 - x0)):
                         cf[d + t] = xf[s + t * step]
 
 
 @njit(nogil=True, inline="always")
-def _padded_phases(h, wd, sh, ph, pw, kh, dh, oh):
-    """The buffer of _im2col_stride2 and _col2im_stride2: the plane zero-padded, its rows
-    as far as the taps reach, split into its even and odd (padded) columns, ``half``
-    values each: (rows, half)."""
-    return max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1), (wd + 2 * pw + 1) // 2
-
-
-@njit(nogil=True, inline="always")
-def _phase_offsets(pw, odd):
-    """Where in the buffer (of _padded_phases) a row's image columns 2t and 2t + 1 go, at
-    t: padded column 2t + pw is in phase pw % 2 at t + pw // 2, and 2t + 1 + pw in the
-    other phase at t + (pw + 1) // 2 (the odd phase starts ``odd`` values in)."""
+def _phase_buffer(h, wd, sh, ph, pw, kh, dh, oh, dtype):
+    """The buffer of _im2col_stride2 and _col2im_stride2, zeroed: the plane zero-padded,
+    its rows as far as the taps reach, split into its even and odd (padded) columns of
+    ``half`` values each, the odd ones from ``odd`` on. Returns (buffer, half, odd, even_at,
+    odd_at): a row's image columns 2t and 2t + 1 go to even_at + t and odd_at + t of the
+    row (padded column 2t + pw is in phase pw % 2 at t + pw // 2, 2t + 1 + pw in the other
+    at t + (pw + 1) // 2)."""
+    rows, half = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1), (wd + 2 * pw + 1) // 2
+    odd = rows * half
     even_phase = pw % 2
-    return (np.uint64(even_phase * odd + pw // 2), np.uint64((1 - even_phase) * odd + (pw + 1) // 2))
+    even_at, odd_at = U(even_phase * odd + pw // 2), U((1 - even_phase) * odd + (pw + 1) // 2)
+    return np.zeros(2 * odd, dtype=dtype), half, odd, even_at, odd_at
 
 
 @njit(nogil=True, inline="always")
@@ -101,8 +99,8 @@ def _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half):
     """Tap (i, j) of image n's channel c, for _im2col_stride2 and _col2im_stride2: where its
     row of the matrix starts in the flat ``cf``, and where, in the buffer, the input of its
     output row 0 starts (padded row i*dh, column j*dw: phase (j*dw) % 2, at (j*dw) // 2)."""
-    return (np.uint64(((c * kh + i) * kw + j) * row_step + n * image_step),
-            np.uint64((j * dw) % 2 * odd + i * dh * half + (j * dw) // 2))
+    return (U(((c * kh + i) * kw + j) * row_step + n * image_step),
+            U((j * dw) % 2 * odd + i * dh * half + (j * dw) // 2))
 
 
 @njit(nogil=True, cache=True)
@@ -118,28 +116,25 @@ def _im2col_stride2(x, cf, image_step, row_step, kh, kw, sh, ph, pw, dh, dw, oh,
     buffer per image, against that: 64 images of 16 channels at 32 px, 32 at 16 px and 64
     at 8 px 1.40x, 1.58x and 1.45x; 16 of 8 at 64 px 1.34x; 16 of 3 at 128 px 1.09x."""
     n_img, ch, h, wd = x.shape
-    rows, half = _padded_phases(h, wd, sh, ph, pw, kh, dh, oh)
-    phases = np.zeros(2 * rows * half, dtype=x.dtype)  # its border stays zero
-    odd = rows * half
-    even_at, odd_at = _phase_offsets(pw, odd)
+    phases, half, odd, even_at, odd_at = _phase_buffer(h, wd, sh, ph, pw, kh, dh, oh, x.dtype)  # border stays 0
     xf = x.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
-        plane = np.uint64((n * ch + c) * h * wd)
+        plane = U((n * ch + c) * h * wd)
         for y in range(h):  # image columns 2t and 2t + 1, side by side, to their phases
-            src, dst = plane + np.uint64(y * wd), np.uint64((y + ph) * half)
+            src, dst = plane + U(y * wd), U((y + ph) * half)
             to_even, to_odd = dst + even_at, dst + odd_at
-            for t in range(np.uint64(wd // 2)):
-                phases[to_even + t] = xf[src + np.uint64(2) * t]
-                phases[to_odd + t] = xf[src + np.uint64(2) * t + np.uint64(1)]
+            for t in range(U(wd // 2)):
+                phases[to_even + t] = xf[src + U(2) * t]
+                phases[to_odd + t] = xf[src + U(2) * t + U(1)]
             if wd % 2:
-                phases[to_even + np.uint64(wd // 2)] = xf[src + np.uint64(wd - 1)]
+                phases[to_even + U(wd // 2)] = xf[src + U(wd - 1)]
         for i in range(kh):
             for j in range(kw):
                 row, first = _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half)
                 for y in range(oh):
-                    d, s = row + np.uint64(y * ow), first + np.uint64(y * sh * half)
-                    for t in range(np.uint64(ow)):
+                    d, s = row + U(y * ow), first + U(y * sh * half)
+                    for t in range(U(ow)):
                         cf[d + t] = phases[s + t]
 
 
@@ -157,7 +152,7 @@ def _col2im_from(cf, image_step, row_step, gx, kh, kw, sh, sw, ph, pw, dh, dw, o
         _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh, ow, start, stop)
         return
     n_img, ch, h, wd = gx.shape
-    step = np.uint64(sw)
+    step = U(sw)
     gf = gx.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
@@ -169,9 +164,9 @@ def _col2im_from(cf, image_step, row_step, gx, kh, kw, sh, sw, ph, pw, dh, dw, o
                 x0, x1 = _inside(wd, ow, sw, j * dw - pw)
                 row = ((c * kh + i) * kw + j) * row_step + n * image_step
                 for y in range(y0, y1):
-                    s = np.uint64(row + y * ow + x0)
-                    d = np.uint64(plane + (y * sh + i * dh - ph) * wd + x0 * sw + j * dw - pw)
-                    for t in range(np.uint64(x1 - x0)):
+                    s = U(row + y * ow + x0)
+                    d = U(plane + (y * sh + i * dh - ph) * wd + x0 * sw + j * dw - pw)
+                    for t in range(U(x1 - x0)):
                         gf[d + t * step] += cf[s + t]
 
 
@@ -185,10 +180,7 @@ def _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh
     at 16 px 1.17x, 64 at 8 px 0.99x; then the padded buffer against per-tap bounds: the
     shapes above 1.16-1.44x."""
     n_img, ch, h, wd = gx.shape
-    rows, half = _padded_phases(h, wd, sh, ph, pw, kh, dh, oh)
-    phases = np.empty(2 * rows * half, dtype=gx.dtype)
-    odd = rows * half
-    even_at, odd_at = _phase_offsets(pw, odd)
+    phases, half, odd, even_at, odd_at = _phase_buffer(h, wd, sh, ph, pw, kh, dh, oh, gx.dtype)
     gf = gx.ravel()
     for task in range(start, stop):
         c, n = task // n_img, task % n_img
@@ -197,18 +189,18 @@ def _col2im_stride2(cf, image_step, row_step, gx, kh, kw, sh, ph, pw, dh, dw, oh
             for j in range(kw):
                 row, first = _tap(c, n, i, j, kh, kw, dh, dw, row_step, image_step, odd, half)
                 for y in range(oh):
-                    s, d = row + np.uint64(y * ow), first + np.uint64(y * sh * half)
-                    for t in range(np.uint64(ow)):
+                    s, d = row + U(y * ow), first + U(y * sh * half)
+                    for t in range(U(ow)):
                         phases[d + t] += cf[s + t]
-        plane = np.uint64((n * ch + c) * h * wd)
+        plane = U((n * ch + c) * h * wd)
         for y in range(h):
-            dst, src = plane + np.uint64(y * wd), np.uint64((y + ph) * half)
+            dst, src = plane + U(y * wd), U((y + ph) * half)
             from_even, from_odd = src + even_at, src + odd_at
-            for t in range(np.uint64(wd // 2)):
-                gf[dst + np.uint64(2) * t] = phases[from_even + t]
-                gf[dst + np.uint64(2) * t + np.uint64(1)] = phases[from_odd + t]
+            for t in range(U(wd // 2)):
+                gf[dst + U(2) * t] = phases[from_even + t]
+                gf[dst + U(2) * t + U(1)] = phases[from_odd + t]
             if wd % 2:
-                gf[dst + np.uint64(wd - 1)] = phases[from_even + np.uint64(wd // 2)]
+                gf[dst + U(wd - 1)] = phases[from_even + U(wd // 2)]
 
 
 @njit(nogil=True, cache=True)
@@ -216,12 +208,12 @@ def _rows_to_nchw(rows, bias, out, start, stop):
     """out[n, o] = rows[o, n*L:(n+1)*L] + bias[o] (no bias when it is empty). A task is one o.
     Flat views and unsigned offsets, as in _im2col: a slice per (o, n) cost more than its
     copy when L is 16 (191 -> 39 us for 64 images of 128 channels at 4x4)."""
-    n_img, channels, L = out.shape[0], out.shape[1], np.uint64(out.shape[2] * out.shape[3])
+    n_img, channels, L = out.shape[0], out.shape[1], U(out.shape[2] * out.shape[3])
     rf, of = rows.ravel(), out.ravel()
     for o in range(start, stop):
         add = bias[o] if bias.shape[0] else rows.dtype.type(0)
         for n in range(n_img):
-            src, dst = np.uint64(o * rows.shape[1] + n * L), np.uint64((n * channels + o) * L)
+            src, dst = U(o * rows.shape[1] + n * L), U((n * channels + o) * L)
             for t in range(L):
                 of[dst + t] = rf[src + t] + add
 
@@ -229,12 +221,12 @@ def _rows_to_nchw(rows, bias, out, start, stop):
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _nchw_to_rows(g, rows, gb, start, stop):
     """rows[o, n*L:(n+1)*L] = g[n, o] and gb[o] = the sum of them all. A task is one o."""
-    n_img, channels, L = g.shape[0], g.shape[1], np.uint64(g.shape[2] * g.shape[3])
+    n_img, channels, L = g.shape[0], g.shape[1], U(g.shape[2] * g.shape[3])
     gf, rf = g.ravel(), rows.ravel()
     for o in range(start, stop):
         total = 0.0  # float64: a long float32 sum would lose digits
         for n in range(n_img):
-            src, dst = np.uint64((n * channels + o) * L), np.uint64(o * rows.shape[1] + n * L)
+            src, dst = U((n * channels + o) * L), U(o * rows.shape[1] + n * L)
             s = g.dtype.type(0)
             for t in range(L):
                 v = gf[src + t]
