@@ -24,15 +24,14 @@ class Sequential(Module):
     A BatchNorm followed by a ReLU or LeakyReLU runs as one op (``batch_norm_then``):
     the same values, one pass over memory instead of two, forward and backward.
 
-    A ReLU followed by a MaxPool2d runs the other way round, the pool first: a window's
-    maximum of ReLU'd values is the ReLU of its maximum (ReLU never lowers a larger
-    value below a smaller one), and the gradient reaches the same input (the window's
-    first maximum, when it is positive; none otherwise). The ReLU then touches the
-    pooled map, a quarter of the values for a 2x2 pool: the MNIST CNN's training step
-    (W4) ran 1.09-1.11x as fast, on one thread and on two (steps alternated in one process).
-    And in the same op (``MaxPool2d(x, relu=True)``, drawn as "MaxPool2d+ReLU"): the pool's
-    kernel takes the ReLU of each plane while it is in cache, two ops fewer each way;
-    W4 1.00x on one thread, 1.02-1.05x on two (measured the same way).
+    A ReLU followed by a MaxPool2d runs as one op, the pool with the ReLU of its output
+    (``MaxPool2d(x, relu=True)``, drawn as "MaxPool2d+ReLU"): a window's maximum of
+    ReLU'd values is the ReLU of its maximum (ReLU never lowers a larger value below a
+    smaller one), and the gradient reaches the same input (the window's first maximum,
+    when it is positive; none otherwise). The ReLU then touches the pooled map, a quarter
+    of the values for a 2x2 pool, while it is in cache. The MNIST CNN's training step
+    (W4), steps alternated in one process: the pool first then the ReLU as two ops,
+    1.09-1.11x on one thread and on two; in one op, a further 1.00x and 1.02-1.05x.
     """
 
     def __init__(self, *modules: Module):
