@@ -205,6 +205,31 @@ def test_chunks_hold_enough_tiles_for_the_products():
         tg.set_num_threads(before)
 
 
+def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatch):
+    """The forward's chunk holds V (C_in rows per tile) and M (C_out rows): W4's 16 -> 32
+    layer at 14x14, batch 64, on two threads, in chunks whose V and M together fit
+    CHUNK_COLS_BYTES_THREADED (in chunks of 16 images they took 1.8 MB); the result is
+    the same."""
+    before = tg.get_num_threads()
+    pieces = []
+    real = conv_winograd._chunk_forward
+    monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda gemm, x, u, b, out, n0, n1, *rest: (
+        pieces.append(n1 - n0), real(gemm, x, u, b, out, n0, n1, *rest))[1])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    try:
+        tg.set_num_threads(2)
+        out = conv_winograd.conv2d_forward_winograd(x, w, None, (1, 1))
+    finally:
+        tg.set_num_threads(before)
+    per_image = 36 * (16 + 32) * 16 * 4  # 16 tiles of 4x4 cover 14x14
+    assert sum(pieces) == 64 and len(pieces) >= 8
+    assert max(pieces) * per_image <= conv_winograd.CHUNK_COLS_BYTES_THREADED
+    want = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("hw", [16, 30])
 def test_big_maps_take_winograd_forward_and_dx_and_the_3x3_loops_dw(hw):
     """A 3x3 stride-1 conv with 16+ channels: under 24x24 its forward, dx and dw run by

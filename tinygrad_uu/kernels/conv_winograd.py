@@ -434,20 +434,27 @@ def _chunk_weight_products_in_numba(gemm, x, g, du, n0, n1, ty0, ty1, ph, pw, tw
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
 
 
-def _plan(n, rows, th, tw, itemsize, flops_per_image):
+def _plan(n, rows, th, tw, itemsize, flops_per_image, out_rows=0):
     """(chunks, bands): the batch cut into chunks of whole images (bands 1) as
     conv_batched's, with at least MIN_CHUNK_TILES tiles per chunk where the batch has them
     (a product of 8 columns ran at 61 GFLOP/s, 128 x 128 channels, one thread; of 16 at
     81, of 32 at 93: measured); or, when one image's transformed tiles (``rows`` values
     each) outgrow conv_batched's chunk budget, each image cut into ``bands`` bands of tile
     rows, a chunk each. At 128x128 with 16 + 48 channels an image's tiles take 9 MB: whole,
-    they left the cache between the transforms and the products."""
+    they left the cache between the transforms and the products.
+
+    ``out_rows``: the products' outputs, per tile, that a chunk of whole images holds as
+    well (the forward's M). Counted in the chunks of whole images, not in the bands: W4's
+    16 -> 32 layer at 14x14 on two threads went from chunks of 16 images (1.8 MB of V
+    and M) to 8, and its forward from 24.5 to 20.5 us per image inside training steps;
+    in W5's 128x128 layers twice the bands cost 1-2% (measured, steps alternated in
+    one process)."""
     per_image = rows * th * tw * itemsize
     budget = CHUNK_COLS_BYTES if get_num_threads() == 1 else CHUNK_COLS_BYTES_THREADED
     if per_image > budget and th > 1:
         bands = min(th, -(-per_image // budget))
         return n * bands, bands
-    chunks = _chunking(n, rows, th * tw, itemsize, flops_per_image)
+    chunks = _chunking(n, rows + out_rows, th * tw, itemsize, flops_per_image)
     return max(1, min(chunks, n * th * tw // MIN_CHUNK_TILES)), 1
 
 
@@ -470,7 +477,8 @@ def _forward_tiles(x, u, b, padding):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
-    chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw)
+    chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
+                          out_rows=POSITIONS * co)
     gemm = cblas.gemm(x.dtype)
 
     def task(start, stop):
