@@ -104,10 +104,10 @@ def test_a_worker_that_has_not_started_is_not_waited_for(monkeypatch, two_thread
     pool = parallel.SpinningPool(1)
     real_work = parallel._Job.work
 
-    def late_start(job, slot):
-        if slot != 0:
+    def late_start(job):
+        if threading.current_thread() is not threading.main_thread():
             time.sleep(0.5)
-        real_work(job, slot)
+        return real_work(job)
 
     monkeypatch.setattr(parallel._Job, "work", late_start)
     done = []

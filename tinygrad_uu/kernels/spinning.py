@@ -107,3 +107,19 @@ def wait_until_total(flags, indices, total, rounds):
             return now == total
         _pause()
     return False  # not reached: the last round returns; numba wants a return here
+
+
+@njit(nogil=True, cache=True)
+def publish_then_wait_total(flags, index, value, indices, total, rounds):
+    """publish(flags, index, value), then wait_until_total(flags, indices, total, rounds),
+    in one call (see publish_then_wait)."""
+    publish(flags, index, value)
+    return wait_until_total(flags, indices, total, rounds)
+
+
+@njit(nogil=True, cache=True)
+def publish_two_then_wait(counts, count_index, count, flags, index, value, wait_index, rounds):
+    """publish(counts, count_index, count), then publish_then_wait(flags, index, value,
+    wait_index, rounds), in one call."""
+    publish(counts, count_index, count)
+    return publish_then_wait(flags, index, value, wait_index, rounds)
