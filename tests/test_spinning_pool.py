@@ -204,3 +204,28 @@ def test_a_published_flag_is_what_the_spin_wait_returns():
     flags = np.zeros(32, np.int64)
     spinning.publish(flags, 16, 9)
     assert flags[16] == 9 and spinning.wait_while_equal(flags, 16, 0, 10) == 9
+
+
+def test_publish_two_then_wait_publishes_the_count_and_the_flag_then_waits():
+    """A worker's chunk count in the job's counts, its done flag, then its spin for the next job."""
+    counts, flags = np.zeros(48, np.int64), np.zeros(32, np.int64)
+    flags[0] = 5
+    assert spinning.publish_two_then_wait(counts, 32, 3, flags, 16, 5, 0, 10) == 5
+    assert counts[32] == 3 and flags[16] == 5
+    writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
+    writer.start()
+    assert spinning.publish_two_then_wait(counts, 16, 4, flags, 16, 5, 0, 10**9) == 6
+    writer.join()
+    assert counts[16] == 4
+
+
+def test_publish_then_wait_total_returns_when_the_counts_add_up():
+    """The caller's count, then its wait until every thread's counts add up to the chunks:
+    false when the rounds run out first; true once another thread publishes the rest."""
+    counts, slots = np.zeros(32, np.int64), np.array([0, 16])
+    assert not spinning.publish_then_wait_total(counts, 0, 5, slots, 8, 10)
+    assert counts[0] == 5
+    writer = threading.Timer(0.05, lambda: spinning.publish(counts, 16, 3))
+    writer.start()
+    assert spinning.publish_then_wait_total(counts, 0, 5, slots, 8, 10**9)
+    writer.join()
