@@ -187,36 +187,23 @@ def test_workers_sent_to_rest_or_asleep_wake_for_the_next_job(spin_rounds, monke
     assert len(ran) == 40 and len(set(ran)) == 2
 
 
-def test_publish_then_wait_publishes_and_then_waits_for_the_next_job():
-    """A worker's done flag, then its spin for the next job number, in one call."""
-    flags = np.zeros(32, np.int64)
+def test_publish_then_wait_publishes_the_count_and_then_waits_for_the_next_job():
+    """A worker's chunk count in the job's counts, then its spin for the next job number, in one call."""
+    counts, flags = np.zeros(48, np.int64), np.zeros(1, np.int64)
     flags[0] = 5  # job 5 is the latest
-    assert spinning.publish_then_wait(flags, 16, 5, 0, 10) == 5  # no new job: ran out of rounds
-    assert flags[16] == 5
+    assert spinning.publish_then_wait(counts, 32, 3, flags, 0, 5, 10) == 5  # no new job: ran out of rounds
+    assert counts[32] == 3
     writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
     writer.start()
-    seen = spinning.publish_then_wait(flags, 16, 5, 0, 10**9)
+    seen = spinning.publish_then_wait(counts, 16, 4, flags, 0, 5, 10**9)
     writer.join()
-    assert seen == 6
+    assert seen == 6 and counts[16] == 4
 
 
 def test_a_published_flag_is_what_the_spin_wait_returns():
     flags = np.zeros(32, np.int64)
     spinning.publish(flags, 16, 9)
     assert flags[16] == 9 and spinning.wait_while_equal(flags, 16, 0, 10) == 9
-
-
-def test_publish_two_then_wait_publishes_the_count_and_the_flag_then_waits():
-    """A worker's chunk count in the job's counts, its done flag, then its spin for the next job."""
-    counts, flags = np.zeros(48, np.int64), np.zeros(32, np.int64)
-    flags[0] = 5
-    assert spinning.publish_two_then_wait(counts, 32, 3, flags, 16, 5, 0, 10) == 5
-    assert counts[32] == 3 and flags[16] == 5
-    writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
-    writer.start()
-    assert spinning.publish_two_then_wait(counts, 16, 4, flags, 16, 5, 0, 10**9) == 6
-    writer.join()
-    assert counts[16] == 4
 
 
 def test_publish_then_wait_total_returns_when_the_counts_add_up():

@@ -27,8 +27,7 @@ import time
 import numpy as np
 
 from ..threads import get_num_threads
-from .spinning import (SPIN_ROUNDS, publish_then_wait_total, publish_two_then_wait, wait_until_total,
-                       wait_while_equal)
+from .spinning import SPIN_ROUNDS, publish_then_wait, publish_then_wait_total, wait_until_total, wait_while_equal
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 # Offsets into flat views as unsigned integers: numba then skips the check (and wrap) of
@@ -93,22 +92,20 @@ class _Job:
 class SpinningPool:
     """``workers`` threads that run one job at a time together with the thread that hands it out.
 
-    ``flags[0]`` is the number of the latest job, ``flags[FLAG_STRIDE * (i + 1)]`` the number
-    of the last job worker i came back from. A worker that has finished a job spins on
-    ``flags[0]`` (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the
-    next job; the thread that hands the job out spins until every chunk is finished
-    (``_Job.wait``).
+    ``flags[0]`` is the number of the latest job. A worker that has finished a job spins on
+    it (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the next job;
+    the thread that hands the job out spins until every chunk is finished (``_Job.finish``).
 
-    A worker publishes its flag and starts spinning in one numba call (publish_then_wait).
-    Between two calls it would take the GIL for a moment, and the thread that had waited
-    for the flag would find the GIL taken and sleep: waking it costs microseconds on this
-    virtual machine. Measured on a parallel kernel of 0.3 ms of work (8 pieces, two
+    A worker publishes its count of chunks and starts spinning in one numba call
+    (publish_then_wait). Between two calls it would take the GIL for a moment, and the
+    thread that had waited for the count would find the GIL taken and sleep: waking it
+    costs microseconds on this virtual machine. Measured on a parallel kernel of 0.3 ms of work (8 pieces, two
     threads): 175-212 us against 200-330 us; training steps alternated in one process,
     W7 1.00-1.05x, W8 1.01-1.02x.
     """
 
     def __init__(self, workers: int):
-        self.flags = np.zeros(FLAG_STRIDE * (workers + 1), np.int64)
+        self.flags = np.zeros(1, np.int64)
         self.threads = workers + 1
         self._slots = FLAG_STRIDE * np.arange(self.threads)  # each thread's count in a job's ``finished``
         self._current = (0, None)  # (job number, job); job None: stop spinning, sleep
@@ -120,7 +117,7 @@ class SpinningPool:
                              name=f"tinygrad_uu-{i}").start()
 
     def _work(self, i: int) -> None:
-        flags, seen, done_at = self.flags, 0, FLAG_STRIDE * (i + 1)
+        flags, seen, slot = self.flags, 0, FLAG_STRIDE * (i + 1)
         latest = wait_while_equal(flags, 0, seen, SPIN_ROUNDS)  # the job number last seen
         while True:
             if latest == seen:  # no new job came while spinning: sleep until one does
@@ -135,8 +132,7 @@ class SpinningPool:
                 continue
             count = job.work()
             # publish the count, then spin for the next job, without taking the GIL in between
-            latest = publish_two_then_wait(job.finished, FLAG_STRIDE * (i + 1), count, flags, done_at, seen, 0,
-                                           SPIN_ROUNDS)
+            latest = publish_then_wait(job.finished, slot, count, flags, 0, seen, SPIN_ROUNDS)
 
     def _post(self, job) -> int:
         number = self._current[0] + 1

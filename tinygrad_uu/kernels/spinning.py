@@ -86,12 +86,12 @@ def wait_while_equal(flags, index, value, rounds):
 
 
 @njit(nogil=True, cache=True)
-def publish_then_wait(flags, index, value, wait_index, rounds):
-    """publish(flags, index, value), then wait_while_equal(flags, wait_index, value, rounds),
-    in one call: the thread does not take the GIL in between, so the thread that waits
-    for the published value gets it at once (a thread that finds the GIL taken sleeps,
-    and waking it takes microseconds)."""
-    publish(flags, index, value)
+def publish_then_wait(counts, index, count, flags, wait_index, value, rounds):
+    """publish(counts, index, count), then wait_while_equal(flags, wait_index, value,
+    rounds), in one call: the thread does not take the GIL in between, so the thread that
+    waits for the published count gets the GIL at once (a thread that finds it taken
+    sleeps, and waking it takes microseconds)."""
+    publish(counts, index, count)
     return wait_while_equal(flags, wait_index, value, rounds)
 
 
@@ -116,10 +116,3 @@ def publish_then_wait_total(flags, index, value, indices, total, rounds):
     publish(flags, index, value)
     return wait_until_total(flags, indices, total, rounds)
 
-
-@njit(nogil=True, cache=True)
-def publish_two_then_wait(counts, count_index, count, flags, index, value, wait_index, rounds):
-    """publish(counts, count_index, count), then publish_then_wait(flags, index, value,
-    wait_index, rounds), in one call."""
-    publish(counts, count_index, count)
-    return publish_then_wait(flags, index, value, wait_index, rounds)
