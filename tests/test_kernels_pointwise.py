@@ -216,6 +216,30 @@ def test_max_pool_2x2_picks_the_first_of_ties_and_nan(shape):
     np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_max_pool_argmax_is_int32_and_the_backward_takes_int64_too(relu):
+    """Both backends give the argmax as int32 (shapes.argmax_dtype); the backward gives
+    the same gradient from the same indices as int64 (or from the other backend's)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    want, got = both(K.max_pool2d_forward, x, 2, relu=relu)
+    assert want[1].dtype == got[1].dtype == np.int32
+    for backend in K.BACKENDS:
+        with K.use_backend(backend):
+            from_int32 = K.max_pool2d_backward(g, got[1], x.shape)
+            from_int64 = K.max_pool2d_backward(g, got[1].astype(np.int64), x.shape)
+        np.testing.assert_array_equal(from_int32, from_int64)
+        np.testing.assert_array_equal(from_int32, K.max_pool2d_backward(g, want[1], x.shape))
+
+
+def test_argmax_dtype_is_int64_only_for_planes_int32_cannot_index():
+    from tinygrad_uu.kernels.shapes import argmax_dtype
+    assert argmax_dtype(28, 28) == np.int32
+    assert argmax_dtype(46340, 46340) == np.int32  # 2_147_395_600 pixels: the largest index fits
+    assert argmax_dtype(46341, 46341) == np.int64  # 2_147_488_281 > 2**31 - 1
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e3, -1e4])
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-12)])
 def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset, dtype, rtol):

@@ -324,7 +324,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, relu=False):
     """Max over each window; returns ``(out, argmax)``.
 
     ``argmax[n, c, y, x]`` is the flat index ``iy * W + ix`` of the winning input
-    element (the first on ties; NaN wins). Padding counts as -inf.
+    element (the first on ties; NaN wins), of ``shapes.argmax_dtype`` (int32 unless the
+    plane has more pixels than int32 can index). Padding counts as -inf.
     ``relu``: a ReLU of the max in the same pass; where it passes no gradient (max <= 0,
     NaN) the argmax is stored as ``-index - 1``, and the backward gives that input g * 0.
     """
@@ -340,7 +341,9 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     op = "max_pool2d_backward"
     check_4d(op, "grad_out", grad_out)
     grad_out = as_float(grad_out, float_dtype(op, grad_out))
-    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    argmax = np.ascontiguousarray(argmax)
+    if argmax.dtype not in (np.int32, np.int64):  # the forward's are one of these
+        argmax = argmax.astype(np.int64)
     _check_grad(op, grad_out, argmax.shape)
     return _impl().max_pool2d_backward(grad_out, argmax, tuple(x_shape))
 

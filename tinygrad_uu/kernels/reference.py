@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .shapes import argmax_dtype
+
 
 # --------------------------------------------------------------------------- helpers
 def _pad(x, padding, value=0.0):
@@ -222,7 +224,7 @@ def max_pool2d_forward(x, kernel, stride, padding, relu=False):
     out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
     iy = np.arange(oh)[:, None] * sh - ph + k // kw
     ix = np.arange(ow)[None, :] * sw - pw + k % kw
-    arg = (iy * wd + ix).astype(np.int64)
+    arg = (iy * wd + ix).astype(argmax_dtype(h, wd))
     if relu:
         passed = out > 0
         out = np.where(passed | np.isnan(out), out, 0).astype(x.dtype)
