@@ -191,11 +191,11 @@ def test_publish_then_wait_publishes_the_count_and_then_waits_for_the_next_job()
     """A worker's chunk count in the job's counts, then its spin for the next job number, in one call."""
     counts, flags = np.zeros(48, np.int64), np.zeros(1, np.int64)
     flags[0] = 5  # job 5 is the latest
-    assert spinning.publish_then_wait(counts, 32, 3, flags, 0, 5, 10) == 5  # no new job: ran out of rounds
+    assert spinning.publish_then_wait(counts, 32, 3, flags, 0, 5, 10, 100) == 5  # no new job: ran out of rounds
     assert counts[32] == 3
     writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
     writer.start()
-    seen = spinning.publish_then_wait(counts, 16, 4, flags, 0, 5, 10**9)
+    seen = spinning.publish_then_wait(counts, 16, 4, flags, 0, 5, 10**9, 1000)  # 1000 pauses after it came
     writer.join()
     assert seen == 6 and counts[16] == 4
 

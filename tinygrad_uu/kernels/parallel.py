@@ -41,6 +41,13 @@ STREAMING_WORK = 1 << 18
 CHUNKS_PER_THREAD = 4
 FLAG_STRIDE = 16  # int64s between two threads' flags: 128 bytes, so each has its own cache line
 SWITCH_INTERVAL = 1e-4  # seconds a thread waits for the GIL before it asks for it, during a job (run)
+# A worker that sees a new job waits this many more spin rounds (about 5 us) before it
+# takes the GIL: the thread that posted the job holds the GIL until its own first chunk
+# is inside its kernel, a few microseconds, and a worker that asked for the GIL then
+# slept on it and woke 15-20 us later. W4 on two threads: the worker's first chunk
+# started 23 -> 10-14 us after the job was posted (medians); steps alternated in one
+# process (80 rounds), W4 1.02x, W7 1.01x, W8 1.02x, W5 1.01x.
+HANDOFF_ROUNDS = 200
 _pools: dict = {}
 
 
@@ -132,7 +139,7 @@ class SpinningPool:
                 continue
             count = job.work()
             # publish the count, then spin for the next job, without taking the GIL in between
-            latest = publish_then_wait(job.finished, slot, count, flags, 0, seen, SPIN_ROUNDS)
+            latest = publish_then_wait(job.finished, slot, count, flags, 0, seen, SPIN_ROUNDS, HANDOFF_ROUNDS)
 
     def _post(self, job) -> int:
         number = self._current[0] + 1

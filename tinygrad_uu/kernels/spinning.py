@@ -86,13 +86,18 @@ def wait_while_equal(flags, index, value, rounds):
 
 
 @njit(nogil=True, cache=True)
-def publish_then_wait(counts, index, count, flags, wait_index, value, rounds):
+def publish_then_wait(counts, index, count, flags, wait_index, value, rounds, then_rounds):
     """publish(counts, index, count), then wait_while_equal(flags, wait_index, value,
     rounds), in one call: the thread does not take the GIL in between, so the thread that
     waits for the published count gets the GIL at once (a thread that finds it taken
-    sleeps, and waking it takes microseconds)."""
+    sleeps, and waking it takes microseconds). When a new value comes, ``then_rounds``
+    more rounds of ``pause`` before returning (see parallel.HANDOFF_ROUNDS)."""
     publish(counts, index, count)
-    return wait_while_equal(flags, wait_index, value, rounds)
+    now = wait_while_equal(flags, wait_index, value, rounds)
+    if now != value:
+        for _ in range(then_rounds):
+            _pause()
+    return now
 
 
 @njit(nogil=True, cache=True)
