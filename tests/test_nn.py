@@ -553,6 +553,17 @@ def test_adaptive_avg_pool2d_matches_torch():
 
 
 # ------------------------------------------------------------ image layers (spatial.py)
+
+
+def test_functional_spatial_ops_are_spatials_own_and_kept_after_first_use():
+    """F.conv2d etc. come from spatial.py on first use, then are plain module attributes
+    (no import statement on every call of a layer's forward)."""
+    from tinygrad_uu import spatial
+    for name in ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate"):
+        assert getattr(F, name) is getattr(spatial, name)
+        assert vars(F)[name] is getattr(spatial, name)
+    with pytest.raises(AttributeError, match="no attribute 'conv3d'"):
+        F.conv3d
 # The ops themselves are checked (gradcheck, kernels) in test_spatial.py; here the modules:
 # their weights, initialisation, arguments, and agreement with torch.nn. They run on the
 # numpy kernels, which need no compiling, so this file stays fast on a cold numba cache.
