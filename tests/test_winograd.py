@@ -2,6 +2,7 @@
 gradient against the plain-numpy reference on hypothesis-drawn shapes (odd and even
 sizes, padding 0-2, batch 1, one and two threads, float32 and float64), the dispatch that
 sends 3x3 stride-1 convs on small maps there, and gradcheck through the Tensor API."""
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -274,4 +275,29 @@ def test_the_blas_product_numba_calls_is_numpys(dtype):
          b.ctypes.data, 20, 1.0, c.ctypes.data, 25)
     np.testing.assert_allclose(c[:, :17], want, rtol=1e-5, atol=1e-5)
     assert not cblas._checks_out(lambda *args: None, np.dtype(dtype).char)
-    assert cblas.gemm(np.int32) is None
+    assert cblas.gemm(np.int32) is None and cblas.gemm_address(np.int32) is None
+
+
+@numba.njit(cache=False)
+def _product_in_numba(address, a, b, c, alpha, beta):
+    """c[:, :17] = alpha a[:, :33] @ b[:, :17] + beta c[:, :17] through cblas.product, with
+    row steps wider than the rows (the matrices' addresses offset by one row)."""
+    size = a.itemsize
+    cblas.product(address, 6, 17, 33, alpha, a.ctypes.data + a.shape[1] * size, a.shape[1],
+                  b.ctypes.data + b.shape[1] * size, b.shape[1], beta, c.ctypes.data + c.shape[1] * size, c.shape[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
+    """cblas.product calls the function at gemm_address from numba, as the Winograd kernels
+    do: alpha A @ B + beta C for matrices that start a row in (rows 1..6 of each)."""
+    if not cblas._X86_64:
+        assert cblas.gemm_address(dtype) is None
+        return
+    rng = np.random.default_rng(4)
+    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (34, 20), (7, 25)))
+    alpha, beta = dtype(0.5), dtype(2.0)
+    want = c.copy()
+    want[1:, :17] = alpha * a[1:, :33] @ b[1:, :17] + beta * c[1:, :17]
+    _product_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)

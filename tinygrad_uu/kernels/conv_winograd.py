@@ -386,8 +386,8 @@ def _turned(w):
 def _chunk_forward(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
     """Images n0..n1, tile rows ty0..ty1, of out = A^T [U (.) V] A: their input tiles V, the
     36 products U[xi] @ V[xi], and the output tiles (+ bias) into out. In one numba call
-    when ``gemm``, the BLAS's C function, is at hand (``cblas.gemm``: no GIL taken between
-    the steps); else the products through np.matmul."""
+    when ``gemm``, the address of the BLAS's C function, is at hand (``cblas.gemm_address``:
+    no GIL taken between the steps); else the products through np.matmul."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
     if gemm is not None:
         _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, _stride(t))
@@ -401,16 +401,16 @@ def _chunk_forward(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
 
 @njit(nogil=True, cache=True)
 def _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, stride):
-    """_chunk_forward's three steps; the products through ``gemm`` (cblas.gemm): position
+    """_chunk_forward's three steps; the products through ``gemm`` (cblas.product): position
     xi's matrices are V[:, xi, :t] and M[:, xi, :t], rows 36 * stride values apart."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
     v = np.empty((ci, POSITIONS, stride), dtype=x.dtype)
     m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
-    row, size = POSITIONS * stride, x.itemsize
+    row, size, one, zero = POSITIONS * stride, x.itemsize, x.dtype.type(1), x.dtype.type(0)
     for xi in range(POSITIONS):
-        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.NO_TRANS, co, t, ci, 1.0, u[xi].ctypes.data, ci,
-             v.ctypes.data + xi * stride * size, row, 0.0, m.ctypes.data + xi * stride * size, row)
+        cblas.product(gemm, co, t, ci, one, u[xi].ctypes.data, ci, v.ctypes.data + xi * stride * size, row,
+                      zero, m.ctypes.data + xi * stride * size, row)
     _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
@@ -424,11 +424,10 @@ def _chunk_weight_products_in_numba(gemm, x, g, du, n0, n1, ty0, ty1, ph, pw, tw
     v = np.empty((POSITIONS, v_stride), dtype=x.dtype)
     _input_tiles_channel_minor(x, v.ravel(), v_stride, n0, ph, pw, ty0, ty1, tw, n1 - n0)
     _grad_tiles(g, z, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
-    size = x.itemsize
+    size, one = x.itemsize, x.dtype.type(1)
     for xi in range(POSITIONS):
-        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.NO_TRANS, co, ci, t, 1.0,
-             z.ctypes.data + xi * z_stride * size, POSITIONS * z_stride, v[xi].ctypes.data, ci,
-             1.0, du[xi].ctypes.data, ci)
+        cblas.product(gemm, co, ci, t, one, z.ctypes.data + xi * z_stride * size, POSITIONS * z_stride,
+                      v[xi].ctypes.data, ci, one, du[xi].ctypes.data, ci)
 
 
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
@@ -479,7 +478,7 @@ def _forward_tiles(x, u, b, padding):
     # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
     chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
                           out_rows=POSITIONS * co)
-    gemm = cblas.gemm(x.dtype)
+    gemm = cblas.gemm_address(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
@@ -514,7 +513,7 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w):
     chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
                           2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     partials = PerThread(lambda: np.zeros((POSITIONS, co, ci), dtype=x.dtype))  # dU, a sum per thread
-    gemm = cblas.gemm(x.dtype)
+    gemm = cblas.gemm_address(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
