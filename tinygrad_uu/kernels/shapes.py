@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 FLOATS = (np.float32, np.float64)
+INT32_MAX = 2**31 - 1
+_INT32, _INT64 = np.dtype(np.int32), np.dtype(np.int64)
 
 
 def pair(value, name: str, op: str) -> tuple[int, int]:
@@ -50,7 +52,7 @@ def argmax_dtype(height: int, width: int) -> np.dtype:
     -index - 1): int32, half the memory of int64 and twice the indices per vector
     (the numba 2x2 pool took 0.86 ms with int64, 0.34 with int32, one thread, 64 x 16
     planes of 28x28); int64 for planes of more pixels than int32 can index."""
-    return np.dtype(np.int32 if height * width <= np.iinfo(np.int32).max else np.int64)
+    return _INT32 if height * width <= INT32_MAX else _INT64
 
 
 def check_4d(op: str, name: str, x) -> None:
