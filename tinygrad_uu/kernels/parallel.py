@@ -106,9 +106,9 @@ class SpinningPool:
     A worker publishes its count of chunks and starts spinning in one numba call
     (publish_then_wait). Between two calls it would take the GIL for a moment, and the
     thread that had waited for the count would find the GIL taken and sleep: waking it
-    costs microseconds on this virtual machine. Measured on a parallel kernel of 0.3 ms of work (8 pieces, two
-    threads): 175-212 us against 200-330 us; training steps alternated in one process,
-    W7 1.00-1.05x, W8 1.01-1.02x.
+    costs microseconds on this virtual machine. Measured on a parallel kernel of 0.3 ms
+    of work (8 pieces, two threads): 175-212 us against 200-330 us; training steps
+    alternated in one process, W7 1.00-1.05x, W8 1.01-1.02x.
     """
 
     def __init__(self, workers: int):

@@ -11,7 +11,6 @@ from .shapes import argmax_dtype
 # =========================================================================== pooling
 # A task is one (image, channel) plane. Windows are clipped to the image instead of
 # padding it: the loops skip what would be padding.
-# A max pool's argmax is int32 (shapes.argmax_dtype); so is the 2x2 kernel's index arithmetic.
 
 @njit(nogil=True, cache=True)
 def _relu_after_pool(of, af, start, count):

@@ -49,9 +49,8 @@ def as_float(x, dtype) -> np.ndarray:
 
 def argmax_dtype(height: int, width: int) -> np.dtype:
     """The dtype of a max pool's argmax, an index iy * W + ix into an input plane (or
-    -index - 1): int32, half the memory of int64 and twice the indices per vector
-    (the numba 2x2 pool took 0.86 ms with int64, 0.34 with int32, one thread, 64 x 16
-    planes of 28x28); int64 for planes of more pixels than int32 can index."""
+    -index - 1): int32, half the memory of int64 and twice the indices per vector (see
+    pooling._max_pool_2x2_forward); int64 for planes of more pixels than int32 can index."""
     return _INT32 if height * width <= INT32_MAX else _INT64
 
 
