@@ -183,6 +183,21 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
         assert chunks == 1
 
 
+@pytest.mark.parametrize("chunks", [2, 8, 10, 24])
+def test_conv_chunks_are_handed_to_the_threads_one_by_one(chunks, restore_threads):
+    """Every chunk of images is a piece of its own: 10 chunks cut into 8 pieces left two
+    pieces of two chunks, and the thread that took the last of them held the other up."""
+    from tinygrad_uu.kernels.conv_batched import _run_chunks
+    tg.set_num_threads(2)
+    calls = []
+    _run_chunks(lambda start, stop: calls.append((start, stop)), chunks, 64)
+    assert sorted(calls) == [(k, k + 1) for k in range(chunks)]
+    tg.set_num_threads(1)
+    calls.clear()
+    _run_chunks(lambda start, stop: calls.append((start, stop)), chunks, 64)
+    assert calls == [(0, chunks)]
+
+
 def test_streaming_kernels_stay_on_one_thread_below_their_own_threshold(restore_threads):
     """A kernel that streams through memory (relu, batch norm) is split among threads only
     from STREAMING_WORK elements on; another from SMALL_WORK on."""
