@@ -183,6 +183,20 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
         assert chunks == 1
 
 
+def test_the_small_chunk_budget_wherever_its_chunks_hold_enough_images(restore_threads):
+    """One thread: always 512 KB of cols per chunk. More: 512 KB where that holds
+    SMALL_CHUNK_MIN_IMAGES images (W4's Winograd layer, 110 KB an image), else 1 MB."""
+    from tinygrad_uu.kernels import conv_batched as cb
+    small, big = cb.CHUNK_COLS_BYTES, cb.CHUNK_COLS_BYTES_THREADED
+    enough = small // cb.SMALL_CHUNK_MIN_IMAGES
+    tg.set_num_threads(1)
+    assert cb._chunk_budget(enough + 1) == cb._chunk_budget(10 * small) == small
+    tg.set_num_threads(2)
+    assert cb._chunk_budget(enough) == cb._chunk_budget(110 << 10) == small
+    assert cb._chunk_budget(enough + 1) == cb._chunk_budget(10 * small) == big
+    assert cb._chunking(64, 36 * 48, 16, 4) == 16  # W4's 16 -> 32 at 14x14: 4 images a chunk
+
+
 @pytest.mark.parametrize("chunks", [2, 8, 10, 24])
 def test_conv_chunks_are_handed_to_the_threads_one_by_one(chunks, restore_threads):
     """Every chunk of images is a piece of its own: 10 chunks cut into 8 pieces left two

@@ -12,7 +12,7 @@ import tinygrad_uu as tg
 import tinygrad_uu.nn.functional as F
 from tinygrad_uu import gradcheck
 from tinygrad_uu import kernels as K
-from tinygrad_uu.kernels import cblas, conv, conv_winograd, reference
+from tinygrad_uu.kernels import cblas, conv, conv_batched, conv_winograd, reference
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -52,8 +52,8 @@ def test_winograd_matches_the_reference(case):
     before = tg.get_num_threads()
     patch = pytest.MonkeyPatch()
     if case["bands"]:  # a chunk budget of a byte: every image cut into bands of one tile row
-        patch.setattr(conv_winograd, "CHUNK_COLS_BYTES", 1)
-        patch.setattr(conv_winograd, "CHUNK_COLS_BYTES_THREADED", 1)
+        patch.setattr(conv_batched, "CHUNK_COLS_BYTES", 1)
+        patch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
     if not case["blas_from_numba"]:
         patch.setattr(cblas, "gemm", lambda dtype: None)
     try:
@@ -209,8 +209,8 @@ def test_chunks_hold_enough_tiles_for_the_products():
 def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatch):
     """The forward's chunk holds V (C_in rows per tile) and M (C_out rows): W4's 16 -> 32
     layer at 14x14, batch 64, on two threads, in chunks whose V and M together fit
-    CHUNK_COLS_BYTES_THREADED (in chunks of 16 images they took 1.8 MB); the result is
-    the same."""
+    CHUNK_COLS_BYTES (in chunks of 16 images they took 1.8 MB): 4 images of 110 KB, as
+    on one thread (SMALL_CHUNK_MIN_IMAGES); the result is the same."""
     before = tg.get_num_threads()
     pieces = []
     real = conv_winograd._chunk_forward
@@ -225,8 +225,8 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     finally:
         tg.set_num_threads(before)
     per_image = 36 * (16 + 32) * 16 * 4  # 16 tiles of 4x4 cover 14x14
-    assert sum(pieces) == 64 and len(pieces) >= 8
-    assert max(pieces) * per_image <= conv_winograd.CHUNK_COLS_BYTES_THREADED
+    assert sum(pieces) == 64 and len(pieces) == 16
+    assert max(pieces) * per_image <= conv_batched.CHUNK_COLS_BYTES
     want = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), (1, 1), 1)
     np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
 

@@ -45,8 +45,13 @@ from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _pool
 # product's other operands. On more, 1 MB: fewer chunks, so fewer hand-offs between
 # threads. Measured against 512 KB on two threads, steps alternated in one process:
 # W7 1.05x, W8 1.03x, W2 32->64 fwd+bwd 1.03x, W4 1.00x; on one thread W2 lost 4%.
+# But 512 KB on any number of threads where such a chunk still holds
+# SMALL_CHUNK_MIN_IMAGES images (``_chunk_budget``): W4's Winograd layer, 64 images of
+# 110 KB, then in 16 chunks of 4 images, not 8 of 8; steps on two threads alternated in
+# one process (100 rounds): W4 1.025x, W8 1.00x (W2 and W7 keep their chunks).
 CHUNK_COLS_BYTES = 512 << 10
 CHUNK_COLS_BYTES_THREADED = 1 << 20
+SMALL_CHUNK_MIN_IMAGES = 4
 SIDE_BY_SIDE_BELOW = 64  # output positions per image under which a chunk's images share one product
 # In the backward, side by side up to 8x8 (and a little beyond) too: there the one product
 # for dw over the chunk's images (in place of one per image, each summed into dw) gains
@@ -127,18 +132,24 @@ def _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side):
 MIN_CHUNK_FLOPS = 16e6  # a chunk's products: at least this many flops (about 0.2 ms), when the batch has them
 
 
+def _chunk_budget(image_bytes):
+    """The most bytes of cols in a chunk (see CHUNK_COLS_BYTES) for images of image_bytes each."""
+    if get_num_threads() == 1 or CHUNK_COLS_BYTES // max(1, image_bytes) >= SMALL_CHUNK_MIN_IMAGES:
+        return CHUNK_COLS_BYTES
+    return CHUNK_COLS_BYTES_THREADED
+
+
 def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
-    """The number of chunks to cut n images into: chunks of at most CHUNK_COLS_BYTES of
-    cols (CHUNK_COLS_BYTES_THREADED on more than one thread), and enough of them that
-    every thread gets several, but each with MIN_CHUNK_FLOPS of products: handing a chunk
-    to a waiting thread takes 25-180 us here when it sleeps (threads.py), and a 1x1 conv
-    64->45 at 8x8, batch 16, cut in 8 took 0.76 ms on two threads against 0.44 ms whole on
-    one. As many chunks for every thread, and (``_chunk``) of sizes that differ by one image
-    at most: 16 images cut 7 + 7 + 2 left one of two threads 9 of them, 64 cut 20 + 20 +
-    20 + 4 another 40."""
+    """The number of chunks to cut n images into: chunks of at most ``_chunk_budget``
+    bytes of cols, and enough of them that every thread gets several, but each with
+    MIN_CHUNK_FLOPS of products: handing a chunk to a waiting thread takes 25-180 us here
+    when it sleeps (threads.py), and a 1x1 conv 64->45 at 8x8, batch 16, cut in 8 took
+    0.76 ms on two threads against 0.44 ms whole on one. As many chunks for every thread,
+    and (``_chunk``) of sizes that differ by one image at most: 16 images cut 7 + 7 + 2
+    left one of two threads 9 of them, 64 cut 20 + 20 + 20 + 4 another 40."""
     threads = get_num_threads()
-    budget = CHUNK_COLS_BYTES if threads == 1 else CHUNK_COLS_BYTES_THREADED
-    per = max(1, budget // max(1, rows * cols_per_image * itemsize))
+    image_bytes = rows * cols_per_image * itemsize
+    per = max(1, _chunk_budget(image_bytes) // max(1, image_bytes))
     per = min(per, max(1, n // (CHUNKS_PER_THREAD * threads),
                        int(-(-MIN_CHUNK_FLOPS // max(1, flops_per_image)))))
     chunks = -(-n // per)

@@ -46,9 +46,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..threads import get_num_threads
-from .conv_batched import (CHUNK_COLS_BYTES, CHUNK_COLS_BYTES_THREADED, _chunk, _chunking, _run_chunks,
-                           bias_gradient)
+from .conv_batched import _chunk, _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
 from .parallel import FAST, U, PerThread, _parallel
 
@@ -449,7 +447,7 @@ def _plan(n, rows, th, tw, itemsize, flops_per_image, out_rows=0):
     in W5's 128x128 layers twice the bands cost 1-2% (measured, steps alternated in
     one process)."""
     per_image = rows * th * tw * itemsize
-    budget = CHUNK_COLS_BYTES if get_num_threads() == 1 else CHUNK_COLS_BYTES_THREADED
+    budget = _chunk_budget(per_image)
     if per_image > budget and th > 1:
         bands = min(th, -(-per_image // budget))
         return n * bands, bands
