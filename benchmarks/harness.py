@@ -10,10 +10,15 @@ For each case:
    given a number of inner iterations so one measurement lasts ``min_time`` seconds,
    and then they are measured in turns, round-robin, ``repeats`` times, the starting
    engine rotating, so that a noisy neighbour on the machine hits all of them alike.
-   Each turn starts with one untimed step: what the engine before it left behind
-   must not be charged to this one. (PyTorch's OpenMP threads spin-wait for a few
-   milliseconds after its step, holding a core: a 12 ms conv forward and backward
-   run right after a PyTorch step took 18 ms. The caches are refilled there too.)
+   Each turn starts with untimed steps, for SETTLE_SECONDS and at least one: what the
+   engine before it left behind must not be charged to this one. (PyTorch's OpenMP
+   threads spin-wait for about 10 ms after its step, holding a core: a 12 ms conv
+   forward and backward run right after a PyTorch step took 18 ms, and tinygrad_uu's
+   two-thread W4 step, 3.8 ms, took 5.0, 5.9 and 4.8 ms for its first three steps
+   after ten of PyTorch's, measured in one process; with PyTorch's threads set to
+   sleep at once, OMP_WAIT_POLICY=PASSIVE, 4.4 and then 3.9, the 4.4 its own threads
+   waking. One untimed step left the second and third in the figure. The caches are
+   refilled there too.)
 3. the figure is ``case.work / median(seconds per step)``, and the ratio is that
    figure over the reference engine's, from the same run.
 """
@@ -31,6 +36,7 @@ from .engines import Unsupported
 from .workloads import make_data
 
 REFERENCE_ORDER = ("torch", "numpy")  # the first of these that ran is the reference
+SETTLE_SECONDS = 0.02  # untimed steps at the start of each turn (see the module docstring)
 
 
 def compare(ref: dict, got: dict, rtol: float):
@@ -55,6 +61,15 @@ def compare(ref: dict, got: dict, rtol: float):
         if err > worst or worst_name is None:
             worst, worst_name = err, name
     return worst, worst_name, None
+
+
+def _settle(step, seconds: float = SETTLE_SECONDS) -> None:
+    """Untimed steps for ``seconds``, at least one: the start of a turn, after another
+    engine's (see the module docstring)."""
+    until = time.perf_counter() + seconds
+    step.run()
+    while time.perf_counter() < until:
+        step.run()
 
 
 def _short_error(e: BaseException) -> str:
@@ -152,7 +167,7 @@ def _run_case(case, engines, repeats=5, min_time=0.1, warmup=2, max_seconds=60.0
             e.activate()
             gc.collect()
             try:
-                step.run()  # untimed: see the module docstring
+                _settle(step)
                 t0 = time.perf_counter()
                 for _ in range(n):
                     step.run()

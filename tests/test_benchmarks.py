@@ -191,6 +191,39 @@ def test_the_first_step_after_an_engine_switch_is_not_timed():
     assert len(times) == 3 and max(times) < 0.04, times
 
 
+class SlowForAWhile(NumpyEngine):
+    """The numpy engine, but after each activate() its steps take 4 ms longer for 12 ms
+    from the first on: what a neighbour's threads spinning on after their own step cost."""
+    key, name = "slow_for_a_while", "slow for a while"
+
+    def activate(self):
+        super().activate()
+        self.since = None
+
+    def build(self, case, data):
+        step = super().build(case, data)
+        run_step = step.run
+
+        def run_slowed_at_first():
+            now = time.perf_counter()
+            if self.since is None:
+                self.since = now
+            if now - self.since < 0.012:
+                time.sleep(0.004)
+            return run_step()
+        step.run = run_slowed_at_first
+        return step
+
+
+def test_a_turn_starts_with_untimed_steps_until_the_neighbour_has_settled():
+    """One untimed step was not enough: the next, timed, was still slowed."""
+    assert harness.SETTLE_SECONDS > 0.012
+    rec = harness.run_all(tiny("W6"), [NumpyEngine(), SlowForAWhile()],
+                          repeats=3, min_time=0.0, warmup=1, log=lambda s: None)[0]
+    times = rec["results"]["slow_for_a_while"]["times_s"]
+    assert len(times) == 3 and max(times) < 0.003, times
+
+
 def _numeric_grad(loss, array, index, eps=1e-6):
     old = array[index]
     array[index] = old + eps
