@@ -162,26 +162,37 @@ def test_torch_is_the_reference_when_present():
     assert rec["check_reference"] == rec["ratio_reference"] == "torch"
 
 
-class SlowAfterSwitch(NumpyEngine):
-    """The numpy engine, but the first step after each activate() takes 50 ms longer:
-    what a step pays for what the engine before it left running."""
-    key, name = "slow_after_switch", "slow after switch"
+class SlowedAfterSwitch(NumpyEngine):
+    """The numpy engine, but each step first sleeps ``delay()`` seconds: what a step pays
+    for what the engine before it left running. ``activate()`` marks the switch."""
 
     def activate(self):
         super().activate()
-        self.first = True
+        self.first_step_at = None
+
+    def delay(self, since_first_step: float) -> float:
+        raise NotImplementedError
 
     def build(self, case, data):
         step = super().build(case, data)
         run_step = step.run
 
-        def run_after_switch():
-            if self.first:
-                self.first = False
-                time.sleep(0.05)
+        def run_slowed():
+            now = time.perf_counter()
+            if self.first_step_at is None:
+                self.first_step_at = now
+            time.sleep(self.delay(now - self.first_step_at))
             return run_step()
-        step.run = run_after_switch
+        step.run = run_slowed
         return step
+
+
+class SlowAfterSwitch(SlowedAfterSwitch):
+    """The first step after each activate() takes 50 ms longer."""
+    key, name = "slow_after_switch", "slow after switch"
+
+    def delay(self, since_first_step):
+        return 0.05 if since_first_step == 0 else 0.0
 
 
 def test_the_first_step_after_an_engine_switch_is_not_timed():
@@ -191,28 +202,13 @@ def test_the_first_step_after_an_engine_switch_is_not_timed():
     assert len(times) == 3 and max(times) < 0.04, times
 
 
-class SlowForAWhile(NumpyEngine):
-    """The numpy engine, but after each activate() its steps take 4 ms longer for 12 ms
-    from the first on: what a neighbour's threads spinning on after their own step cost."""
+class SlowForAWhile(SlowedAfterSwitch):
+    """Steps 4 ms longer for 12 ms from the first after each activate(): what a
+    neighbour's threads spinning on after their own step cost."""
     key, name = "slow_for_a_while", "slow for a while"
 
-    def activate(self):
-        super().activate()
-        self.since = None
-
-    def build(self, case, data):
-        step = super().build(case, data)
-        run_step = step.run
-
-        def run_slowed_at_first():
-            now = time.perf_counter()
-            if self.since is None:
-                self.since = now
-            if now - self.since < 0.012:
-                time.sleep(0.004)
-            return run_step()
-        step.run = run_slowed_at_first
-        return step
+    def delay(self, since_first_step):
+        return 0.004 if since_first_step < 0.012 else 0.0
 
 
 def test_a_turn_starts_with_untimed_steps_until_the_neighbour_has_settled():
