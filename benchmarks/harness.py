@@ -63,10 +63,10 @@ def compare(ref: dict, got: dict, rtol: float):
     return worst, worst_name, None
 
 
-def _settle(step, seconds: float = SETTLE_SECONDS) -> None:
-    """Untimed steps for ``seconds``, at least one: the start of a turn, after another
+def _settle(step) -> None:
+    """Untimed steps for SETTLE_SECONDS, at least one: the start of a turn, after another
     engine's (see the module docstring)."""
-    until = time.perf_counter() + seconds
+    until = time.perf_counter() + SETTLE_SECONDS
     step.run()
     while time.perf_counter() < until:
         step.run()
