@@ -222,3 +222,19 @@ def test_streaming_kernels_stay_on_one_thread_below_their_own_threshold(restore_
         calls = []
         parallel._parallel(lambda start, stop: calls.append((start, stop)), 8, work, streaming=streaming)
         assert len(calls) == want_calls and sorted(calls)[0][0] == 0 and sorted(calls)[-1][1] == 8
+
+
+def test_per_thread_accumulators_add_up_into_the_first(restore_threads):
+    """PerThread.total: the sum of every thread's accumulator, made in the first (no copy)."""
+    from tinygrad_uu.kernels import parallel
+    tg.set_num_threads(2)
+    partials = parallel.PerThread(lambda: np.zeros(3))
+    parallel._pool().run(lambda i: partials.mine().__iadd__(np.arange(3.0) * (i + 1)), 8)
+    first = partials.values()[0]
+    total = partials.total()
+    assert total is first
+    np.testing.assert_array_equal(total, np.arange(3.0) * 36)
+    alone = parallel.PerThread(lambda: np.ones(2))
+    mine = alone.mine()
+    assert alone.total() is mine
+

@@ -301,3 +301,35 @@ def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
     want[1:, :17] = alpha * a[1:, :33] @ b[1:, :17] + beta * c[1:, :17]
     _product_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("need_x, need_b", [(True, True), (False, True), (True, False)])
+def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch):
+    """On two threads, db is one more task after the chunks (taken by the thread that runs
+    out of chunks first), not a serial pass after the job; the gradients stay right."""
+    from tinygrad_uu.kernels import parallel
+    rng = np.random.default_rng(int(need_x) + 2 * int(need_b))
+    x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 32, 14, 14)).astype(np.float32)
+    jobs, real_run = [], parallel.SpinningPool.run
+    monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    summed = []
+    monkeypatch.setattr(conv_winograd, "bias_gradient", lambda g_: (summed.append(len(jobs)), conv_batched.bias_gradient(g_))[1])
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        gx, gw, gb = conv_winograd.conv2d_backward_winograd(x, w, g, (1, 1), need_x, True, need_b)
+    finally:
+        tg.set_num_threads(before)
+    chunks, _ = conv_winograd._plan(8, conv_winograd.POSITIONS * 48, 4, 4, 4, 2 * 36 * 32 * 16 * 16 * (1 + need_x))
+    assert jobs[0] == chunks + need_b
+    assert summed == ([1] if need_b else [])  # inside the first job
+    with K.use_backend("numpy"):
+        want_x, want_w, want_b = K.conv2d_backward(x, w, g, padding=1)
+    assert_close(want_w, gw, np.float32)
+    assert (gx is None) != need_x and (gb is None) != need_b
+    if need_x:
+        assert_close(want_x, gx, np.float32)
+    if need_b:
+        assert_close(want_b, gb, np.float32)

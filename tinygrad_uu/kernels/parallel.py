@@ -229,6 +229,14 @@ class PerThread:
     def values(self) -> list:
         return list(self._by_thread.values())
 
+    def total(self):
+        """The accumulators (arrays) added up, into the first of them: no new array, where
+        ``sum(values())`` copies the first (a 2.4 MB dU of a 128 -> 128 Winograd conv: 53 us)."""
+        first, *rest = self.values()
+        for acc in rest:
+            first += acc
+        return first
+
 
 def _parallel(kernel, tasks: int, work: int, *args, streaming: bool = False) -> None:
     """Run ``kernel(*args, start, stop)`` over tasks [0, tasks), split among threads.
