@@ -238,3 +238,23 @@ def test_per_thread_accumulators_add_up_into_the_first(restore_threads):
     mine = alone.mine()
     assert alone.total() is mine
 
+
+@pytest.mark.parametrize("small", [True, False])
+def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, monkeypatch, restore_threads):
+    """kernels.blas.matmul_pair gives both products; two small ones (a Linear layer's dx
+    and dW) go to the engine's threads as a job of two, bigger ones to BLAS's threads."""
+    from tinygrad_uu.kernels import blas, parallel
+    rng = np.random.default_rng(int(small))
+    k = 20 if small else 600
+    g, w, x = rng.standard_normal((64, 10 if small else 300)), rng.standard_normal((10 if small else 300, k)), \
+        rng.standard_normal((64, k))
+    jobs, real_run = [], parallel.SpinningPool.run
+    monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    for n in (1, 2):
+        tg.set_num_threads(n)
+        jobs.clear()
+        gx, gw = blas.matmul_pair(g, w, g.T, x)
+        np.testing.assert_allclose(gx, g @ w, rtol=1e-12)
+        np.testing.assert_allclose(gw, g.T @ x, rtol=1e-12)
+        assert jobs == ([2] if n == 2 and small else [])
+

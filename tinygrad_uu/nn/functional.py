@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..kernels.blas import matmul
+from ..kernels.blas import matmul, matmul_pair
 from ..tensor import Tensor, get_rng, stack
 from .losses import (bce_dice_loss, binary_cross_entropy_with_logits,  # noqa: F401
                      cross_entropy, mse_loss, nll_loss, soft_dice_loss)
@@ -64,9 +64,12 @@ class LinearFunction(Function):
 
     def backward(self, g):
         x, x_wanted, w_wanted = self.x, self.needs_grad(0), self.needs_grad(1)
-        gx = matmul(g, self.weight) if x_wanted else None
-        g2 = g.reshape(-1, g.shape[-1])
-        gw = matmul(g2.T, x.reshape(-1, x.shape[-1])) if w_wanted else None
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        if x_wanted and w_wanted:  # on two threads when there are (kernels/blas.py)
+            gx, gw = matmul_pair(g, self.weight, g2.T, x2)
+        else:
+            gx = matmul(g, self.weight) if x_wanted else None
+            gw = matmul(g2.T, x2) if w_wanted else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, g2.sum(axis=0)
