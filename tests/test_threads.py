@@ -258,3 +258,16 @@ def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, monkey
         np.testing.assert_allclose(gw, g.T @ x, rtol=1e-12)
         assert jobs == ([2] if n == 2 and small else [])
 
+
+def test_a_small_padding_is_copied_on_one_thread(monkeypatch, restore_threads):
+    """Padding is a copy: a streaming kernel. W4's 64 first-layer images are padded on the
+    calling thread; a batch over STREAMING_WORK values is split among the threads."""
+    from tinygrad_uu.kernels import elementwise, parallel
+    tg.set_num_threads(2)
+    jobs, real_run = [], parallel.SpinningPool.run
+    monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    for shape, want in (((64, 1, 28, 28), []), ((8, 16, 64, 64), [8])):
+        jobs.clear()
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(elementwise._pad(x, (1, 1)), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
+        assert jobs == want
