@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -239,10 +240,12 @@ def test_per_thread_accumulators_add_up_into_the_first(restore_threads):
     assert alone.total() is mine
 
 
-@pytest.mark.parametrize("small", [True, False])
-def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, monkeypatch, restore_threads):
+@pytest.mark.parametrize("small, awake", [(True, True), (True, False), (False, True)])
+def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, awake, monkeypatch, restore_threads):
     """kernels.blas.matmul_pair gives both products; two small ones (a Linear layer's dx
-    and dW) go to the engine's threads as a job of two, bigger ones to BLAS's threads."""
+    and dW) go to the engine's threads as a job of two when they are awake; bigger ones
+    go to BLAS's threads, and with the engine's threads asleep (sent to rest for such a
+    product) the two run one after the other."""
     from tinygrad_uu.kernels import blas, parallel
     rng = np.random.default_rng(int(small))
     k = 20 if small else 600
@@ -250,13 +253,26 @@ def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, monkey
         rng.standard_normal((64, k))
     jobs, real_run = [], parallel.SpinningPool.run
     monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    monkeypatch.setattr(parallel.SpinningPool, "awake", lambda self: awake)
     for n in (1, 2):
         tg.set_num_threads(n)
         jobs.clear()
         gx, gw = blas.matmul_pair(g, w, g.T, x)
         np.testing.assert_allclose(gx, g @ w, rtol=1e-12)
         np.testing.assert_allclose(gw, g.T @ x, rtol=1e-12)
-        assert jobs == ([2] if n == 2 and small else [])
+        assert jobs == ([2] if n == 2 and small and awake else [])
+
+
+def test_a_pool_is_awake_until_its_workers_are_sent_to_rest(restore_threads):
+    from tinygrad_uu.kernels import parallel
+    tg.set_num_threads(2)
+    pool = parallel._pool()
+    pool.run(lambda i: None, 2)
+    parallel.rest_threads()
+    deadline = time.monotonic() + 5
+    while pool.awake() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert not pool.awake()
 
 
 def test_a_small_padding_is_copied_on_one_thread(monkeypatch, restore_threads):

@@ -97,11 +97,16 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def matmul_pair(a1, b1, a2, b2):
     """``(a1 @ b1, a2 @ b2)``: side by side on two of the engine's threads, one BLAS thread
-    each, when both are small (under BLAS_THREADS_MIN_FLOPS); else one after the other.
-    A Linear layer's backward, dx = g @ W and dW = g^T @ x, with nothing else to run
-    beside it: W4's 1568 -> 10 layer on two threads, 63-79 us side by side against 82-95
-    one after the other (alternated in one process); on one thread nothing changes."""
-    if get_num_threads() == 1 or max(_flops(a1, b1), _flops(a2, b2)) >= BLAS_THREADS_MIN_FLOPS:
+    each, when both are small (under BLAS_THREADS_MIN_FLOPS) and the engine's threads are
+    awake; else one after the other. A Linear layer's backward, dx = g @ W and dW = g^T @ x,
+    with nothing else to run beside it: W4's 1568 -> 10 layer on two threads, 63-79 us side
+    by side against 82-95 one after the other (alternated in one process). Not when the
+    threads were sent to rest for a product on BLAS's threads: W3's MLP, whose 784 -> 256
+    layer's products run there, took 1.61 ms a step on two threads with its 256 -> 10
+    layer's pair side by side against 0.87 one after the other (BLAS's threads still spin,
+    and ours must be woken). On one thread nothing changes."""
+    if (get_num_threads() == 1 or max(_flops(a1, b1), _flops(a2, b2)) >= BLAS_THREADS_MIN_FLOPS
+            or not _pool().awake()):
         return matmul(a1, b1), matmul(a2, b2)
     pairs, out = ((a1, b1), (a2, b2)), [None, None]
 

@@ -180,6 +180,11 @@ class SpinningPool:
             sys.setswitchinterval(interval)
             self._in_use.release()
 
+    def awake(self) -> bool:
+        """Whether every worker is spinning (none asleep): a job handed out now starts at
+        once, without waking anyone."""
+        return self._sleepers == 0
+
     def rest(self) -> None:
         """Send the spinning workers to sleep now (before BLAS runs on threads of its own)."""
         if self._sleepers < self.threads - 1 and self._in_use.acquire(blocking=False):
