@@ -264,6 +264,8 @@ def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, awake,
 
 
 def test_a_pool_is_awake_until_its_workers_are_sent_to_rest(restore_threads):
+    """SpinningPool.awake is false once rest_threads has sent the workers to sleep (before
+    a product on BLAS's threads), so that matmul_pair does not wake them."""
     from tinygrad_uu.kernels import parallel
     tg.set_num_threads(2)
     pool = parallel._pool()
