@@ -105,8 +105,10 @@ def matmul_pair(a1, b1, a2, b2):
     layer's products run there, took 1.61 ms a step on two threads with its 256 -> 10
     layer's pair side by side against 0.87 one after the other (BLAS's threads still spin,
     and ours must be woken). On one thread nothing changes."""
-    if (get_num_threads() == 1 or max(_flops(a1, b1), _flops(a2, b2)) >= BLAS_THREADS_MIN_FLOPS
-            or not _pool().awake()):
+    pool = None
+    if get_num_threads() > 1 and max(_flops(a1, b1), _flops(a2, b2)) < BLAS_THREADS_MIN_FLOPS:
+        pool = _pool()
+    if pool is None or not pool.awake():
         return matmul(a1, b1), matmul(a2, b2)
     pairs, out = ((a1, b1), (a2, b2)), [None, None]
 
@@ -115,5 +117,5 @@ def matmul_pair(a1, b1, a2, b2):
         out[i] = _few_columns_product(a, b) if _few_columns(a, b) else a @ b
 
     with single_threaded_blas():
-        _pool().run(product, 2)
+        pool.run(product, 2)
     return out[0], out[1]
