@@ -13,3 +13,26 @@ def loopback_only(monkeypatch):
         assert address[0] in ("127.0.0.1", "localhost"), f"test tried to reach {address}"
         return real(address, *args, **kwargs)
     monkeypatch.setattr(socket, "create_connection", guarded)
+
+
+class PoolJobs(list):
+    """The number of tasks of each job handed to the engine's threads (SpinningPool.run),
+    in order; ``running`` is true while one of them runs."""
+    running = False
+
+
+@pytest.fixture
+def pool_jobs(monkeypatch):
+    """A PoolJobs that records every job handed to the engine's threads from here on."""
+    from tinygrad_uu.kernels import parallel
+    jobs, real_run = PoolJobs(), parallel.SpinningPool.run
+
+    def run(self, do_chunk, chunks):
+        jobs.append(chunks)
+        jobs.running = True
+        try:
+            real_run(self, do_chunk, chunks)
+        finally:
+            jobs.running = False
+    monkeypatch.setattr(parallel.SpinningPool, "run", run)
+    return jobs

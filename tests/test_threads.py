@@ -241,7 +241,8 @@ def test_per_thread_accumulators_add_up_into_the_first(restore_threads):
 
 
 @pytest.mark.parametrize("small, awake", [(True, True), (True, False), (False, True)])
-def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, awake, monkeypatch, restore_threads):
+def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, awake, monkeypatch, pool_jobs,
+                                                                   restore_threads):
     """kernels.blas.matmul_pair gives both products; two small ones (a Linear layer's dx
     and dW) go to the engine's threads as a job of two when they are awake; bigger ones
     go to BLAS's threads, and with the engine's threads asleep (sent to rest for such a
@@ -251,8 +252,7 @@ def test_a_pair_of_small_products_runs_side_by_side_on_two_threads(small, awake,
     k = 20 if small else 600
     g, w, x = rng.standard_normal((64, 10 if small else 300)), rng.standard_normal((10 if small else 300, k)), \
         rng.standard_normal((64, k))
-    jobs, real_run = [], parallel.SpinningPool.run
-    monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    jobs = pool_jobs
     monkeypatch.setattr(parallel.SpinningPool, "awake", lambda self: awake)
     for n in (1, 2):
         tg.set_num_threads(n)
@@ -277,13 +277,12 @@ def test_a_pool_is_awake_until_its_workers_are_sent_to_rest(restore_threads):
     assert not pool.awake()
 
 
-def test_a_small_padding_is_copied_on_one_thread(monkeypatch, restore_threads):
+def test_a_small_padding_is_copied_on_one_thread(pool_jobs, restore_threads):
     """Padding is a copy: a streaming kernel. W4's 64 first-layer images are padded on the
     calling thread; a batch over STREAMING_WORK values is split among the threads."""
-    from tinygrad_uu.kernels import elementwise, parallel
+    from tinygrad_uu.kernels import elementwise
     tg.set_num_threads(2)
-    jobs, real_run = [], parallel.SpinningPool.run
-    monkeypatch.setattr(parallel.SpinningPool, "run", lambda self, do, n: (jobs.append(n), real_run(self, do, n))[1])
+    jobs = pool_jobs
     for shape, want in (((64, 1, 28, 28), []), ((8, 16, 64, 64), [8])):
         jobs.clear()
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -304,28 +304,17 @@ def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
 
 
 @pytest.mark.parametrize("need_x, need_b", [(True, True), (False, True), (True, False)])
-def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch):
+def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch, pool_jobs):
     """On two threads, db is one more task after the chunks (taken by the thread that runs
     out of chunks first), not a serial pass after the job; the gradients stay right."""
-    from tinygrad_uu.kernels import parallel
     rng = np.random.default_rng(int(need_x) + 2 * int(need_b))
     x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
     g = rng.standard_normal((8, 32, 14, 14)).astype(np.float32)
-    jobs, in_job, real_run = [], [False], parallel.SpinningPool.run
-
-    def run(self, do, n):
-        jobs.append(n)
-        in_job[0] = True
-        try:
-            real_run(self, do, n)
-        finally:
-            in_job[0] = False
-
-    monkeypatch.setattr(parallel.SpinningPool, "run", run)
+    jobs = pool_jobs
     summed = []  # for each call of bias_gradient: whether a job was running
     monkeypatch.setattr(conv_winograd, "bias_gradient",
-                        lambda g_: (summed.append(in_job[0]), conv_batched.bias_gradient(g_))[1])
+                        lambda g_: (summed.append(jobs.running), conv_batched.bias_gradient(g_))[1])
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(2)
