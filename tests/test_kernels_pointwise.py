@@ -1,7 +1,7 @@
-"""The elementwise kernels (cross-entropy among them), normalisation, pooling and
-resizing: numba == numpy reference on hypothesis-drawn shapes and values (NaN, +-0 and
-inf among them), with small arrays also sent through the threads; ties and NaNs in the
-2x2 max pool; the batch-norm statistics far from zero. The helpers are test_kernels.py's."""
+"""The elementwise, normalisation, pooling and resizing kernels: numba == numpy reference
+on hypothesis-drawn shapes and values (NaN, +-0 and inf among them; cross-entropy's too), with small arrays
+also sent through the threads; ties and NaNs in the 2x2 max pool; the batch-norm
+statistics far from zero. The helpers are test_kernels.py's."""
 import contextlib
 
 import numpy as np
