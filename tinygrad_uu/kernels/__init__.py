@@ -31,7 +31,6 @@ BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
            "leaky_relu_forward", "leaky_relu_backward", "bce_with_logits_forward", "bce_with_logits_backward",
-           "cross_entropy_forward", "cross_entropy_backward",
            "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
@@ -122,44 +121,6 @@ def bce_with_logits_backward(grad_out: np.ndarray, x: np.ndarray, e: np.ndarray,
         raise ValueError(f"bce_with_logits_backward: grad_out has shape {np.shape(grad_out)}, "
                          f"expected {np.shape(x)}")
     return _impl().bce_with_logits_backward(grad_out, x, e, y)
-
-
-# --------------------------------------------------------------------------- cross-entropy
-def _class_axis_views(op, x, target):
-    """x (N, C, ...) as a C-contiguous (N, C, L) array, and target (N, ...) as (N, L) int64."""
-    x = np.asarray(x)
-    if x.ndim < 2 or np.shape(target) != (x.shape[0],) + x.shape[2:]:
-        raise ValueError(f"{op}: scores of shape {x.shape} need targets of shape (N, ...) without "
-                         f"the class axis 1, got {np.shape(target)}")
-    n, c = x.shape[:2]
-    x3 = np.ascontiguousarray(as_float(x, float_dtype(op, x))).reshape(n, c, -1)
-    return x3, np.ascontiguousarray(target, dtype=np.int64).reshape(n, -1)
-
-
-def cross_entropy_forward(x, target, label_smoothing=0.0):
-    """``(loss, probs, total)`` for logits x (N, C, ...) and class indices target (N, ...),
-    -1 where a sample is left out: probs = softmax over axis 1 (x's shape) and, with
-    log p = x - logsumexp(x) and e = label_smoothing,
-    ``loss = -(1 - e) log p[target] - (e / C) sum_c log p[c]`` (target's shape, 0 where
-    left out), total = the sum of the losses, a Python float. Targets must be -1 or a class."""
-    x3, t2 = _class_axis_views("cross_entropy_forward", x, target)
-    loss, probs, total = _impl().cross_entropy_forward(x3, t2, float(label_smoothing))
-    return loss.reshape(np.shape(target)), probs.reshape(np.shape(x)), total
-
-
-def cross_entropy_backward(probs, target, label_smoothing, scale, weight=None):
-    """dL/dx = w * (probs - q) with q = (1 - e) onehot(target) + e / C, w = scale times
-    weight (of target's shape, or None: 1), and 0 where target is -1."""
-    p3, t2 = _class_axis_views("cross_entropy_backward", probs, target)
-    if weight is None:
-        weight = np.zeros(0, p3.dtype).reshape(0, 1)
-    elif np.shape(weight) != np.shape(target):
-        raise ValueError(f"cross_entropy_backward: weight has shape {np.shape(weight)}, expected "
-                         f"{np.shape(target)}")
-    else:
-        weight = np.asarray(weight, p3.dtype).reshape(t2.shape)
-    gx = _impl().cross_entropy_backward(p3, t2, float(label_smoothing), float(scale), weight)
-    return gx.reshape(np.shape(probs))
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -1,5 +1,5 @@
 """Elementwise kernels: relu and leaky relu with their gradients, binary cross-entropy on
-logits, cross-entropy over classes, and the zero padding of image planes.
+logits, and the zero padding of image planes.
 
 Inner loops run over a contiguous 1-D view, from 0: ``row = a[i, k0:k1]`` then
 ``row[k]``. Numba checks every index for being negative (``a[-1]`` is the last element);
@@ -152,71 +152,6 @@ def bce_with_logits_backward(grad_out, x, e, y):
               gx.ravel(), BCE_BLOCK, streaming=True)
     if not one_value:
         gx *= grad_out
-    return gx
-
-
-# =========================================================================== cross-entropy
-# A classifier's loss: a few thousand values, so one thread, and one call for what numpy
-# does in ten (max, subtract, exp, sum, log, pick, ...). Inside a training step each numpy
-# call costs 5-10 us (its code is out of the cache after the convolutions): W4's loss
-# forward took 62 us in numpy on 64 x 10 logits.
-@njit(nogil=True, cache=True, error_model="numpy")
-def _cross_entropy_forward(x, t, smoothing, probs, loss):
-    """See reference.cross_entropy_forward; x (N, C, L), sums in float64."""
-    n_samples, classes, positions = x.shape
-    total = 0.0
-    for n in range(n_samples):
-        for p in range(positions):
-            top = x[n, 0, p]
-            for c in range(1, classes):
-                v = x[n, c, p]
-                top = v if v > top else top
-            exp_sum = 0.0
-            shifted_sum = 0.0
-            for c in range(classes):
-                shifted = x[n, c, p] - top
-                e = np.exp(shifted)
-                probs[n, c, p] = e
-                exp_sum += e
-                shifted_sum += shifted
-            inverse = 1 / exp_sum
-            for c in range(classes):
-                probs[n, c, p] *= inverse
-            target = t[n, p]
-            if target < 0:  # ignored
-                loss[n, p] = 0
-                continue
-            log_total = np.log(exp_sum)
-            value = log_total - (x[n, target, p] - top)
-            if smoothing != 0:
-                value = (1 - smoothing) * value + smoothing * (log_total - shifted_sum / classes)
-            loss[n, p] = value
-            total += loss[n, p]
-    return total
-
-
-@njit(nogil=True, cache=True)
-def _cross_entropy_backward(probs, t, smoothing, scale, weight, gx):
-    """See reference.cross_entropy_backward."""
-    n_samples, classes, positions = probs.shape
-    uniform = smoothing / classes
-    for n in range(n_samples):
-        for p in range(positions):
-            target = t[n, p]
-            w = 0.0 if target < 0 else scale * (weight[n, p] if weight.size else 1.0)
-            for c in range(classes):
-                gx[n, c, p] = w * (probs[n, c, p] - uniform - (1 - smoothing) * (c == target))
-
-
-def cross_entropy_forward(x, t, smoothing):
-    probs, loss = np.empty_like(x), np.empty(t.shape, x.dtype)
-    total = _cross_entropy_forward(x, t, smoothing, probs, loss)
-    return loss, probs, total
-
-
-def cross_entropy_backward(probs, t, smoothing, scale, weight):
-    gx = np.empty_like(probs)
-    _cross_entropy_backward(probs, t, smoothing, scale, weight, gx)
     return gx
 
 

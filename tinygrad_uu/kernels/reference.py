@@ -70,33 +70,6 @@ def bce_with_logits_backward(grad_out, x, e, y):
     return grad_out * (np.where(x >= 0, 1, e) / (1 + e) - y)
 
 
-# --------------------------------------------------------------------------- cross-entropy
-def cross_entropy_forward(x, t, smoothing):
-    """(loss, probs, total) for logits x (N, C, L) and targets t (N, L), -1 where ignored:
-    probs = softmax over C; with log p = x - logsumexp(x) (the max subtracted first),
-    loss = -(1 - e) log p[t] - (e / C) sum_c log p[c], 0 where t is -1; total = loss.sum()."""
-    shifted = x - x.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    total = exp.sum(axis=1, keepdims=True)
-    log_total = np.log(total)[:, 0]
-    ignored = t < 0
-    picked = np.take_along_axis(shifted, np.where(ignored, 0, t)[:, None], axis=1)[:, 0]
-    loss = log_total - picked
-    if smoothing:
-        loss = (1 - smoothing) * loss + smoothing * (log_total - shifted.mean(axis=1))
-    loss = np.where(ignored, 0, loss).astype(x.dtype)
-    return loss, exp / total, float(loss.sum(dtype=np.float64))
-
-
-def cross_entropy_backward(probs, t, smoothing, scale, weight):
-    """dL/dx = w * (probs - q), q = (1 - e) onehot(t) + e / C, w = scale * weight[n, l]
-    (weight of size 0: just scale), 0 where t is -1."""
-    q = np.zeros_like(probs)
-    np.put_along_axis(q, np.maximum(t, 0)[:, None], 1 - smoothing, axis=1)
-    w = np.where(t < 0, 0, scale * (weight if weight.size else 1))[:, None]
-    return (w * (probs - (q + smoothing / probs.shape[1]))).astype(probs.dtype)
-
-
 # --------------------------------------------------------------------------- relu
 def relu_forward(x):
     """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""

@@ -101,23 +101,40 @@ class CrossEntropy(Function):
     or g_i ("none"), and w_i = 0 for ignored samples.
     """
 
-    def forward(self, x, target, keep, reduction, label_smoothing):
-        target = target if keep is None else np.where(keep, target, -1)  # -1: left out
-        loss, self.probs, total = kernels.cross_entropy_forward(x, target, label_smoothing)
-        self.target, self.smoothing, self.reduction = target, label_smoothing, reduction
+    def forward(self, x, index, keep, reduction, label_smoothing):
+        e = label_smoothing
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        log_total = np.log(total)[:, 0]  # so that log p = shifted - log_total
+        loss = log_total - shifted[index]  # -log p[i, t_i]
+        if e:  # -(1/C) sum_j log p[i, j] = log_total - mean_j shifted[i, j]
+            loss = (1 - e) * loss + e * (log_total - shifted.mean(axis=1))
+        if keep is not None:
+            loss *= keep
+        self.exp, self.total, self.index, self.keep, self.smoothing = exp, total, index, keep, e
+        self.reduction = reduction
         self.count = loss.size if keep is None else int(keep.sum())
         if reduction == "none":
             return loss
+        total_loss = loss.sum(dtype=x.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):  # all ignored: nan, as PyTorch
-            return np.asarray(np.float64(total) / self.count if reduction == "mean" else total,
-                              dtype=x.dtype)
+            return np.asarray(total_loss / self.count if reduction == "mean" else total_loss)
 
     def backward(self, g):
+        e = self.smoothing
+        grad = self.exp / self.total  # softmax(x)
+        if e:
+            grad -= e / grad.shape[1]
+        grad[self.index] -= 1 - e
         if self.reduction == "none":
-            return kernels.cross_entropy_backward(self.probs, self.target, self.smoothing, 1.0, g)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = np.float64(g) / self.count if self.reduction == "mean" else g
-        return kernels.cross_entropy_backward(self.probs, self.target, self.smoothing, scale)
+            w = g[:, None]
+        else:
+            w = g / self.count if self.reduction == "mean" else g
+        if self.keep is not None:
+            w = w * self.keep[:, None]
+        grad *= w
+        return grad
 
 
 def cross_entropy(input: Tensor, target, ignore_index: int = -100, reduction: str = "mean",
@@ -130,8 +147,8 @@ def cross_entropy(input: Tensor, target, ignore_index: int = -100, reduction: st
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     t, keep = _class_target("cross_entropy", input, target, ignore_index)
-    return CrossEntropy.apply(input, target=t, keep=keep, reduction=reduction,
-                              label_smoothing=label_smoothing)
+    return CrossEntropy.apply(input, index=_target_index(t, keep), keep=keep,
+                              reduction=reduction, label_smoothing=label_smoothing)
 
 
 def nll_loss(input: Tensor, target, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
