@@ -231,11 +231,19 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("hw", [16, 30])
-def test_big_maps_take_winograd_forward_and_dx_and_the_3x3_loops_dw(hw):
+@pytest.mark.parametrize("hw", [16, 30, 64])
+@pytest.mark.parametrize("setting, avx512", [(None, False), (None, True), (False, True), (True, False)])
+def test_big_maps_take_winograd_forward_and_dx_and_dw_by_the_cpu(hw, setting, avx512, monkeypatch):
     """A 3x3 stride-1 conv with 16+ channels: under 24x24 its forward, dx and dw run by
     Winograd; from 24x24 up dw runs by conv3x3.py's loops (which pad x themselves: the
-    forward kept no padded copy). Every output against the numpy backend."""
+    forward kept no padded copy), except from 64x64 up where WINOGRAD_DW_ON_BIG_MAPS says
+    so (by default, on a CPU with AVX-512), where dx and dw run in one Winograd pass.
+    Every output against the numpy backend, and which dw ran."""
+    monkeypatch.setattr(conv, "WINOGRAD_DW_ON_BIG_MAPS", setting)
+    monkeypatch.setattr(conv, "_cpu_has_avx512", lambda: avx512)
+    loops, joint = [], []
+    monkeypatch.setattr(conv, "conv2d_grad_weight_3x3", lambda *a, **k: (loops.append(1), real_loops(*a, **k))[1])
+    monkeypatch.setattr(conv, "conv2d_backward_winograd", lambda *a, **k: (joint.append(1), real_joint(*a, **k))[1])
     x_shape, w_shape = (2, 16, hw, hw), (16, 16, 3, 3)
     s, p = (1, 1), (1, 1)
     assert conv._winograd(w_shape, s, p, (1, 1), 1)
@@ -255,6 +263,17 @@ def test_big_maps_take_winograd_forward_and_dx_and_the_3x3_loops_dw(hw):
                 assert "xpad" not in saved  # the forward was Winograd's
     for want, got in zip(results["numpy"], results["numba"]):
         assert_close(want, got, np.float32)
+    winograd_dw = hw < 24 or (hw >= 64 and (avx512 if setting is None else setting))
+    assert (joint, loops) == (([1], []) if winograd_dw else ([], [1]))
+
+
+real_loops, real_joint = conv.conv2d_grad_weight_3x3, conv.conv2d_backward_winograd
+
+
+def test_the_cpu_check_reads_llvms_features():
+    """_cpu_has_avx512 is what LLVM (numba's compiler) reports for this machine."""
+    from llvmlite import binding
+    assert conv._cpu_has_avx512() is bool(binding.get_host_cpu_features().get("avx512f", False))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -2,7 +2,8 @@
 
 * Winograd's F(4x4, 3x3) for 3x3 stride-1 convs with 16 channels or more on both sides
   (``conv_winograd.py``): 4x fewer multiplications; on maps of 24x24 and up the forward
-  and dx only;
+  and dx only, except from 64x64 up on a CPU with AVX-512 (dw too; see
+  ``_winograd_backward_on_big_map``);
 * other 3x3 stride-1 convs on images of 24x24 and up (and dw of the big maps above):
   blocked direct loops that keep four output channels and three taps in registers
   (``conv3x3.py``);
@@ -17,6 +18,8 @@
   batch) or ``conv_batched.py`` (the batch cut among the threads).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -74,6 +77,39 @@ def _winograd(w_shape, stride, padding, dilation, groups):
 # themselves: the Winograd forward kept no padded copy.
 
 
+# dw on big maps, by the CPU. The 3x3 loops (numba) or Winograd's dU products (BLAS), with
+# dx in the same pass over the tiles (conv2d_backward_winograd), measured fwd-less backward
+# (dx + dw + db), against dx by Winograd and dw by the loops:
+# * AMD EPYC (AVX2), one thread: Winograd's dw alone 0.98x at 28x28, 0.85x at 64x64, 0.56x
+#   at 128x128 (the figures above): the loops;
+# * Intel Xeon with AVX-512 (2026-11-30), one thread (two): batch 8, 48->16 at 128x128 1.08x
+#   (1.23x), 16->16 at 128x128 0.94x (1.08x), 16->32 at 64x64 1.08x (1.16x), 32->32 at 64x64
+#   1.36x (1.39x); batch 64, 16->16 at 32x32 1.06x (1.17x), but W8's step with it 0.99x
+#   (0.98x). W5's step from 64x64 up: 1.08x (1.13x). There OpenBLAS runs its AVX-512 kernels
+#   (threadpoolctl reports "SkylakeX"), while LLVM, tuned for these chips, gives numba's
+#   loops 256-bit vectors: the products gain twice the arithmetic the loops do.
+# So on a CPU with AVX-512, dw goes with dx by Winograd from MIN_WINOGRAD_DW_PIXELS up.
+MIN_WINOGRAD_DW_PIXELS = 64 * 64
+WINOGRAD_DW_ON_BIG_MAPS = None  # None: when the CPU has AVX-512; True or False to choose
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_has_avx512() -> bool:
+    try:
+        from llvmlite import binding  # numba's compiler, so always there with the numba backend
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:  # an LLVM that cannot tell: keep the loops
+        return False
+
+
+def _winograd_backward_on_big_map(x_shape, w_shape, stride, padding, dilation, groups):
+    """dx and dw in one pass by Winograd on a map of MIN_WINOGRAD_DW_PIXELS or more (under
+    24x24 they always are; between, the 3x3 loops take dw)."""
+    wanted = _cpu_has_avx512() if WINOGRAD_DW_ON_BIG_MAPS is None else WINOGRAD_DW_ON_BIG_MAPS
+    return (wanted and x_shape[2] * x_shape[3] >= MIN_WINOGRAD_DW_PIXELS
+            and _winograd(w_shape, stride, padding, dilation, groups))
+
+
 # The conv entry points. ``saved`` is a dict the caller keeps from a forward to its backward
 # (or None): the im2col forward leaves its cols there, and the backward reuses them.
 SAVES_WORK = True  # tells kernels/__init__.py that these functions take ``saved``
@@ -121,7 +157,9 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gx = matmul(g2, w2).reshape(x.shape) if need_x else None
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
         return gx, gw, db(grad_out)
-    if _is_3x3(x.shape, w.shape, stride, padding, dilation):  # dx by Winograd or the 3x3 loops, dw by the loops
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation) and \
+            not _winograd_backward_on_big_map(x.shape, w.shape, stride, padding, dilation, groups):
+        # dx by Winograd or the 3x3 loops, dw by the loops
         gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
         if not need_w:
             return gx, None, db(grad_out)
