@@ -184,10 +184,13 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
         assert chunks == 1
 
 
-def test_the_small_chunk_budget_wherever_its_chunks_hold_enough_images(restore_threads):
-    """One thread: always 512 KB of cols per chunk. More: 512 KB where that holds
-    SMALL_CHUNK_MIN_IMAGES images (W4's Winograd layer, 110 KB an image), else 1 MB."""
+def test_the_small_chunk_budget_wherever_its_chunks_hold_enough_images(restore_threads, monkeypatch):
+    """One thread: always half the L2 of cols per chunk (512 KB with the 1 MB of L2 set
+    here). More: 512 KB where that holds SMALL_CHUNK_MIN_IMAGES images (W4's Winograd
+    layer, 110 KB an image), else 1 MB."""
     from tinygrad_uu.kernels import conv_batched as cb
+    monkeypatch.setattr(cb, "CHUNK_COLS_BYTES", 512 << 10)
+    monkeypatch.setattr(cb, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     small, big = cb.CHUNK_COLS_BYTES, cb.CHUNK_COLS_BYTES_THREADED
     enough = small // cb.SMALL_CHUNK_MIN_IMAGES
     tg.set_num_threads(1)
@@ -288,3 +291,24 @@ def test_a_small_padding_is_copied_on_one_thread(pool_jobs, restore_threads):
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(elementwise._pad(x, (1, 1)), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
         assert jobs == want
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"index0": ("1", "Data", "48K"), "index1": ("1", "Instruction", "32K"), "index2": ("2", "Unified", "2048K"),
+      "index3": ("3", "Unified", "32768K")}, 2 << 20),
+    ({"index0": ("1", "Data", "32K"), "index2": ("2", "Unified", "1M")}, 1 << 20),
+    ({"index2": ("2", "Unified", "64K")}, 256 << 10),         # kept within 256 KB - 4 MB
+    ({"index2": ("2", "Unified", "64M")}, 4 << 20),
+    ({"index0": ("1", "Data", "32K")}, 777),                   # no L2 listed: the default
+    ({"index2": ("2", "Unified", "lots")}, 777),               # unreadable: the default
+])
+def test_the_chunk_budget_reads_the_l2_cache_size(tmp_path, files, expected):
+    """conv_batched.l2_cache_bytes reads Linux's sysfs cache folders (level, type, size)."""
+    from tinygrad_uu.kernels import conv_batched as cb
+    for index, (level, kind, size) in files.items():
+        (tmp_path / index).mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / index / name).write_text(text + "\n")
+    assert cb.l2_cache_bytes(default=777, base=str(tmp_path)) == expected
+    assert cb.l2_cache_bytes(default=777, base=str(tmp_path / "missing")) == 777
+    assert cb.CHUNK_COLS_BYTES == cb.CHUNK_COLS_BYTES_THREADED // 2 == cb.l2_cache_bytes() // 2

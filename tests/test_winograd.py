@@ -185,11 +185,13 @@ def test_winograd_through_the_tensor_api_passes_gradcheck(threads, monkeypatch):
         tg.set_num_threads(before)
 
 
-def test_chunks_hold_enough_tiles_for_the_products():
+def test_chunks_hold_enough_tiles_for_the_products(monkeypatch):
     """At 4x4 (one tile per image) a chunk holds at least MIN_CHUNK_TILES images, so that
     its 36 products have that many columns; at 16x16 (16 tiles per image) the threads'
     chunking stands; at 128x128 with 48 channels (7 MB of tiles per image) each image is
-    cut into bands of tile rows."""
+    cut into bands of tile rows. The chunk budgets of a core with 1 MB of L2."""
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(2)
@@ -210,7 +212,10 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     """The forward's chunk holds V (C_in rows per tile) and M (C_out rows): W4's 16 -> 32
     layer at 14x14, batch 64, on two threads, in chunks whose V and M together fit
     CHUNK_COLS_BYTES (in chunks of 16 images they took 1.8 MB): 4 images of 110 KB, as
-    on one thread (SMALL_CHUNK_MIN_IMAGES); the result is the same."""
+    on one thread (SMALL_CHUNK_MIN_IMAGES); the result is the same. The chunk budgets of
+    a core with 1 MB of L2 (512 KB and 1 MB)."""
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     before = tg.get_num_threads()
     pieces = []
     real = conv_winograd._chunk_forward
@@ -325,7 +330,10 @@ def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
 @pytest.mark.parametrize("need_x, need_b", [(True, True), (False, True), (True, False)])
 def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch, pool_jobs):
     """On two threads, db is one more task after the chunks (taken by the thread that runs
-    out of chunks first), not a serial pass after the job; the gradients stay right."""
+    out of chunks first), not a serial pass after the job; the gradients stay right.
+    The chunk budgets of a core with 1 MB of L2, which cut these 8 images in chunks."""
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     rng = np.random.default_rng(int(need_x) + 2 * int(need_b))
     x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)

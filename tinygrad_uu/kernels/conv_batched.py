@@ -32,6 +32,8 @@ batch by summing the tasks' partial sums at the end.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
@@ -40,17 +42,44 @@ from .conv_im2col import _col2im, _col2im_from, _im2col, _im2col_into, _nchw_to_
 from .elementwise import _out_hw
 from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _pool
 
+
+def l2_cache_bytes(default: int = 1 << 20, base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """One core's L2 cache, as Linux reports it in ``base`` (``default`` where it does
+    not), kept within 256 KB - 4 MB."""
+    try:
+        for entry in sorted(os.listdir(base)):
+            folder = os.path.join(base, entry)
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(folder, "level")) as f, open(os.path.join(folder, "type")) as t:
+                if f.read().strip() != "2" or t.read().strip() not in ("Unified", "Data"):
+                    continue
+            with open(os.path.join(folder, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            size = int(text.rstrip("KMG")) * scale
+            return min(max(size, 256 << 10), 4 << 20)
+    except (OSError, ValueError):
+        pass
+    return default
+
+
 # A chunk's im2col matrices (Winograd's transformed tiles): at most this, or one image.
-# On one thread, 512 KB, which leaves room in the core's L2 cache (1 MB here) for the
-# product's other operands. On more, 1 MB: fewer chunks, so fewer hand-offs between
-# threads. Measured against 512 KB on two threads, steps alternated in one process:
-# W7 1.05x, W8 1.03x, W2 32->64 fwd+bwd 1.03x, W4 1.00x; on one thread W2 lost 4%.
-# But 512 KB on any number of threads where such a chunk still holds
+# On one thread, half the core's L2 cache, which leaves room there for the product's
+# other operands. On more, the whole L2: fewer chunks, so fewer hand-offs between
+# threads. Measured on an AMD EPYC with 1 MB of L2 a core (512 KB and 1 MB), 1 MB
+# against 512 KB on two threads, steps alternated in one process: W7 1.05x, W8 1.03x,
+# W2 32->64 fwd+bwd 1.03x, W4 1.00x; on one thread W2 lost 4%.
+# But half the L2 on any number of threads where such a chunk still holds
 # SMALL_CHUNK_MIN_IMAGES images (``_chunk_budget``): W4's Winograd layer, 64 images of
 # 110 KB, then in 16 chunks of 4 images, not 8 of 8; steps on two threads alternated in
 # one process (100 rounds): W4 1.025x, W8 1.00x (W2 and W7 keep their chunks).
-CHUNK_COLS_BYTES = 512 << 10
-CHUNK_COLS_BYTES_THREADED = 1 << 20
+# On an Intel Xeon with 2 MB of L2 a core, 1 MB and 2 MB against the EPYC's 512 KB and
+# 1 MB, steps alternated in one process (16-80 rounds, load 1.1-1.2): on two threads W7
+# 1.044x, W8 1.010x, W2 1.003x, W4 1.007x, W5 1.010x; on one W7 0.992x, W8 1.011x, W2
+# 1.023x, W4 1.005x, W5 1.024x.
+CHUNK_COLS_BYTES_THREADED = l2_cache_bytes()
+CHUNK_COLS_BYTES = CHUNK_COLS_BYTES_THREADED // 2
 SMALL_CHUNK_MIN_IMAGES = 4
 SIDE_BY_SIDE_BELOW = 64  # output positions per image under which a chunk's images share one product
 # In the backward, side by side up to 8x8 (and a little beyond) too: there the one product
