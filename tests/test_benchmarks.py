@@ -3,6 +3,7 @@ missing engines, it writes its files. Tiny sizes, one repeat, no assertion on sp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -339,3 +340,18 @@ def test_bench_scaling_alternates_thread_counts_and_reports_the_ratio_of_medians
     times = {(engine.key, 1): [0.010, 0.008, 0.012], (engine.key, 2): [0.005, 0.006, 0.004]}
     (line,) = bench_scaling.rows(Case(), [engine], times, [1, 2])
     assert line.startswith("| W4 | tinygrad_uu-numba | 10.00 ms | 5.00 ms | 2.00 |")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="bench_cores pins two threads to two cores: Linux with two cores only")
+def test_bench_cores_reads_after_each_writer_and_gives_the_cores_back(capsys):
+    from benchmarks import bench_cores
+    allowed = os.sched_getaffinity(0)
+    rows = bench_cores.main(["--sizes", "16,64", "--repeats", "3"])
+    assert [r["kb"] for r in rows] == [16, 64]
+    assert all(r[k] > 0 for r in rows for k in ("own", "other", "again"))
+    assert os.sched_getaffinity(0) == allowed
+    out = capsys.readouterr().out
+    assert "| 16 KB |" in out and "| 64 KB |" in out and "after the other core's" in out
+    with pytest.raises(SystemExit):
+        bench_cores.main(["--repeats", "0"])
