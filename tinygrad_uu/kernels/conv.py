@@ -77,17 +77,17 @@ def _winograd(w_shape, stride, padding, dilation, groups):
 # themselves: the Winograd forward kept no padded copy.
 
 
-# dw on big maps, by the CPU. The 3x3 loops (numba) or Winograd's dU products (BLAS), with
-# dx in the same pass over the tiles (conv2d_backward_winograd), measured fwd-less backward
-# (dx + dw + db), against dx by Winograd and dw by the loops:
+# dw on big maps, by the CPU: the 3x3 loops (numba), or Winograd's dU products (BLAS) with
+# dx in the same pass over the tiles (conv2d_backward_winograd). Measured on the backward
+# alone (dx + dw + db), the joint pass against dx by Winograd and dw by the loops:
 # * AMD EPYC (AVX2), one thread: Winograd's dw alone 0.98x at 28x28, 0.85x at 64x64, 0.56x
 #   at 128x128 (the figures above): the loops;
 # * Intel Xeon with AVX-512 (2026-11-30), one thread (two): batch 8, 48->16 at 128x128 1.08x
 #   (1.23x), 16->16 at 128x128 0.94x (1.08x), 16->32 at 64x64 1.08x (1.16x), 32->32 at 64x64
-#   1.36x (1.39x); batch 64, 16->16 at 32x32 1.06x (1.17x), but W8's step with it 0.99x
-#   (0.98x). W5's step from 64x64 up: 1.08x (1.13x). There OpenBLAS runs its AVX-512 kernels
-#   (threadpoolctl reports "SkylakeX"), while LLVM, tuned for these chips, gives numba's
-#   loops 256-bit vectors: the products gain twice the arithmetic the loops do.
+#   1.36x (1.39x); batch 64, 16->16 at 32x32 1.06x (1.17x), but W8's step with it
+#   0.99-0.993x (0.98-1.008x). W5's step from 64x64 up: 1.08x (1.13x). There OpenBLAS runs
+#   its AVX-512 kernels (threadpoolctl reports "SkylakeX"), while LLVM, tuned for these
+#   chips, gives numba's loops 256-bit vectors: the products get twice the loops' width.
 # So on a CPU with AVX-512, dw goes with dx by Winograd from MIN_WINOGRAD_DW_PIXELS up.
 MIN_WINOGRAD_DW_PIXELS = 64 * 64
 WINOGRAD_DW_ON_BIG_MAPS = None  # None: when the CPU has AVX-512; True or False to choose
