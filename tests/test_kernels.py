@@ -468,6 +468,26 @@ def test_parallel_runs_every_task_exactly_once(monkeypatch):
         tg.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_parallel_cuts_streaming_kernels_into_one_piece_per_thread(streaming, pool_jobs):
+    """A streaming kernel's tasks go to the threads in one piece each, others in
+    CHUNKS_PER_THREAD pieces each; either way every task runs once."""
+    from tinygrad_uu.kernels import parallel
+    threads = tg.get_num_threads()
+    seen = np.zeros(64, dtype=int)
+
+    def kernel(out, start, stop):
+        out[start:stop] += 1
+
+    try:
+        tg.set_num_threads(2)
+        parallel._parallel(kernel, 64, 10**9, seen, streaming=streaming)
+    finally:
+        tg.set_num_threads(threads)
+    assert (seen == 1).all()
+    assert list(pool_jobs) == [2 if streaming else 2 * parallel.CHUNKS_PER_THREAD]
+
+
 @pytest.mark.parametrize("shape", [(3, 4, 24, 24, 5), (2, 6, 9, 7, 3)])
 def test_kernels_agree_with_numpy_on_several_threads(monkeypatch, shape):
     """The numba kernels with the work split among threads (every call, however small)."""

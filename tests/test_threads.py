@@ -282,11 +282,12 @@ def test_a_pool_is_awake_until_its_workers_are_sent_to_rest(restore_threads):
 
 def test_a_small_padding_is_copied_on_one_thread(pool_jobs, restore_threads):
     """Padding is a copy: a streaming kernel. W4's 64 first-layer images are padded on the
-    calling thread; a batch over STREAMING_WORK values is split among the threads."""
+    calling thread; a batch over STREAMING_WORK values is split among the threads, one
+    piece each."""
     from tinygrad_uu.kernels import elementwise
     tg.set_num_threads(2)
     jobs = pool_jobs
-    for shape, want in (((64, 1, 28, 28), []), ((8, 16, 64, 64), [8])):
+    for shape, want in (((64, 1, 28, 28), []), ((8, 16, 64, 64), [2])):
         jobs.clear()
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(elementwise._pad(x, (1, 1)), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
