@@ -36,3 +36,12 @@ def pool_jobs(monkeypatch):
             jobs.running = False
     monkeypatch.setattr(parallel.SpinningPool, "run", run)
     return jobs
+
+
+@pytest.fixture
+def one_megabyte_l2(monkeypatch):
+    """The conv chunk budgets of a core with 1 MB of L2 (512 KB on one thread, 1 MB on
+    more), whatever this machine's L2: for tests that count chunks."""
+    from tinygrad_uu.kernels import conv_batched
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
+    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)

@@ -184,13 +184,11 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
         assert chunks == 1
 
 
-def test_the_small_chunk_budget_wherever_its_chunks_hold_enough_images(restore_threads, monkeypatch):
+def test_the_small_chunk_budget_wherever_its_chunks_hold_enough_images(restore_threads, one_megabyte_l2):
     """One thread: always half the L2 of cols per chunk (512 KB with the 1 MB of L2 set
     here). More: 512 KB where that holds SMALL_CHUNK_MIN_IMAGES images (W4's Winograd
     layer, 110 KB an image), else 1 MB."""
     from tinygrad_uu.kernels import conv_batched as cb
-    monkeypatch.setattr(cb, "CHUNK_COLS_BYTES", 512 << 10)
-    monkeypatch.setattr(cb, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     small, big = cb.CHUNK_COLS_BYTES, cb.CHUNK_COLS_BYTES_THREADED
     enough = small // cb.SMALL_CHUNK_MIN_IMAGES
     tg.set_num_threads(1)

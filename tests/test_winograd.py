@@ -185,13 +185,11 @@ def test_winograd_through_the_tensor_api_passes_gradcheck(threads, monkeypatch):
         tg.set_num_threads(before)
 
 
-def test_chunks_hold_enough_tiles_for_the_products(monkeypatch):
+def test_chunks_hold_enough_tiles_for_the_products(one_megabyte_l2):
     """At 4x4 (one tile per image) a chunk holds at least MIN_CHUNK_TILES images, so that
     its 36 products have that many columns; at 16x16 (16 tiles per image) the threads'
     chunking stands; at 128x128 with 48 channels (7 MB of tiles per image) each image is
     cut into bands of tile rows. The chunk budgets of a core with 1 MB of L2."""
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(2)
@@ -208,14 +206,12 @@ def test_chunks_hold_enough_tiles_for_the_products(monkeypatch):
         tg.set_num_threads(before)
 
 
-def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatch):
+def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatch, one_megabyte_l2):
     """The forward's chunk holds V (C_in rows per tile) and M (C_out rows): W4's 16 -> 32
     layer at 14x14, batch 64, on two threads, in chunks whose V and M together fit
     CHUNK_COLS_BYTES (in chunks of 16 images they took 1.8 MB): 4 images of 110 KB, as
     on one thread (SMALL_CHUNK_MIN_IMAGES); the result is the same. The chunk budgets of
     a core with 1 MB of L2 (512 KB and 1 MB)."""
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     before = tg.get_num_threads()
     pieces = []
     real = conv_winograd._chunk_forward
@@ -234,6 +230,9 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     assert max(pieces) * per_image <= conv_batched.CHUNK_COLS_BYTES
     want = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), (1, 1), 1)
     np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
+
+
+real_loops, real_joint = conv.conv2d_grad_weight_3x3, conv.conv2d_backward_winograd  # before the spies
 
 
 @pytest.mark.parametrize("hw", [16, 30, 64])
@@ -270,9 +269,6 @@ def test_big_maps_take_winograd_forward_and_dx_and_dw_by_the_cpu(hw, setting, av
         assert_close(want, got, np.float32)
     winograd_dw = hw < 24 or (hw >= 64 and (avx512 if setting is None else setting))
     assert (joint, loops) == (([1], []) if winograd_dw else ([], [1]))
-
-
-real_loops, real_joint = conv.conv2d_grad_weight_3x3, conv.conv2d_backward_winograd
 
 
 def test_the_cpu_check_reads_llvms_features():
@@ -328,12 +324,11 @@ def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
 
 
 @pytest.mark.parametrize("need_x, need_b", [(True, True), (False, True), (True, False)])
-def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch, pool_jobs):
+def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch, pool_jobs,
+                                                                one_megabyte_l2):
     """On two threads, db is one more task after the chunks (taken by the thread that runs
     out of chunks first), not a serial pass after the job; the gradients stay right.
     The chunk budgets of a core with 1 MB of L2, which cut these 8 images in chunks."""
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 512 << 10)
-    monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1 << 20)
     rng = np.random.default_rng(int(need_x) + 2 * int(need_b))
     x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
