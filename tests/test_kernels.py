@@ -579,7 +579,8 @@ def small_map_cases(draw):
     return dict(x_shape=(n, cg * groups, hw, draw(st.integers(max(1, (k - 1) * d + 1 - 2 * p), 9))),
                 w_shape=(og * groups, cg, k, k), stride=(s, s), padding=(p, p), dilation=(d, d),
                 groups=groups, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
-                side_by_side=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                side_by_side=draw(st.booleans()), blas_from_numba=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
 
 
 @SETTINGS
@@ -587,14 +588,18 @@ def small_map_cases(draw):
 def test_conv2d_batched_kernels_match_numpy(case):
     """im2col + BLAS with the batch cut among the threads (conv_batched.py), called directly
     on one and two threads, with each chunk's images side by side in one product or each
-    in its own: forward, and the backward with every combination of the gradients asked
-    for, against the reference."""
-    from tinygrad_uu.kernels import conv_batched, reference
+    in its own, and each chunk one numba call (the products through kernels/cblas.py) or,
+    as where no BLAS function is found, numpy calls: forward, and the backward with every
+    combination of the gradients asked for, against the reference."""
+    from tinygrad_uu.kernels import cblas, conv_batched, reference
     rng = np.random.default_rng(case["seed"])
     x, w = array(rng, case["x_shape"]), array(rng, case["w_shape"])
     b = rng.standard_normal(case["w_shape"][0]).astype(np.float32) if case["bias"] else None
     opts = tuple(case[k] for k in ("stride", "padding", "dilation", "groups"))
     threads, below = tg.get_num_threads(), (conv_batched.SIDE_BY_SIDE_BELOW, conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD)
+    patch = pytest.MonkeyPatch()
+    if not case["blas_from_numba"]:
+        patch.setattr(cblas, "gemm", lambda dtype: None)
     try:
         tg.set_num_threads(case["threads"])
         conv_batched.SIDE_BY_SIDE_BELOW = conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD = \
@@ -608,6 +613,7 @@ def test_conv2d_batched_kernels_match_numpy(case):
             got = conv_batched.conv2d_backward_batched(x, w, g, *opts, need_x, need_w)
             assert_same((want[0] if need_x else None, want[1] if need_w else None, want[2]), got)
     finally:
+        patch.undo()
         tg.set_num_threads(threads)
         conv_batched.SIDE_BY_SIDE_BELOW, conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD = below
 

@@ -323,6 +323,31 @@ def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 
+@numba.njit(cache=False)
+def _product_transposed_b_in_numba(address, a, b, c, alpha, beta):
+    """c[:, :17] = alpha a[:, :33] @ b[:17, :33].T + beta c[:, :17] through
+    cblas.product_transposed_b, the matrices starting a row in, as above."""
+    size = a.itemsize
+    cblas.product_transposed_b(address, 6, 17, 33, alpha, a.ctypes.data + a.shape[1] * size, a.shape[1],
+                               b.ctypes.data + b.shape[1] * size, b.shape[1], beta,
+                               c.ctypes.data + c.shape[1] * size, c.shape[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_blas_product_with_b_transposed_is_numpys(dtype):
+    """cblas.product_transposed_b (conv_batched's weight gradient): alpha A @ B^T + beta C."""
+    if not cblas._X86_64:
+        assert cblas.gemm_address(dtype) is None
+        return
+    rng = np.random.default_rng(5)
+    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (19, 36), (7, 25)))
+    alpha, beta = dtype(0.5), dtype(2.0)
+    want = c.copy()
+    want[1:, :17] = alpha * a[1:, :33] @ b[1:18, :33].T + beta * c[1:, :17]
+    _product_transposed_b_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("need_x, need_b", [(True, True), (False, True), (True, False)])
 def test_the_bias_gradient_is_the_last_task_of_the_backwards_job(need_x, need_b, monkeypatch, pool_jobs,
                                                                 one_megabyte_l2):

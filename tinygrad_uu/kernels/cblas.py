@@ -34,7 +34,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS's enum values
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS's enum values
 NAMES = {"f": ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "cblas_sgemm"),
          "d": ("scipy_cblas_dgemm64_", "cblas_dgemm64_", "cblas_dgemm")}
 _X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -59,30 +59,39 @@ def gemm_address(dtype):
     return None if function is None else ctypes.cast(function, ctypes.c_void_p).value
 
 
-@intrinsic
-def product(typingctx, address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """In a numba kernel: C := alpha A @ B + beta C, row-major, by the function at
-    ``address`` (``gemm_address``). a, b, c are the matrices' addresses; alpha's type
-    (float32 or float64, the matrices' dtype) is the function's real type."""
-    real = alpha
-    signature = types.void(address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+def _product_codegen(trans_b):
+    """The codegen of ``product`` (B as it is) or ``product_transposed_b`` (B^T)."""
+    def typer(typingctx, address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        real = alpha
+        signature = types.void(address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
-    def codegen(context, builder, signature, args):
-        def integer(i):
-            return context.cast(builder, args[i], signature.args[i], types.int64)
+        def codegen(context, builder, signature, args):
+            def integer(i):
+                return context.cast(builder, args[i], signature.args[i], types.int64)
 
-        def number(i):
-            return context.cast(builder, args[i], signature.args[i], real)
+            def number(i):
+                return context.cast(builder, args[i], signature.args[i], real)
 
-        i32, i64, value = ir.IntType(32), ir.IntType(64), context.get_value_type(real)
-        function_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, value, i64, i64,
-                                                        i64, i64, value, i64, i64])
-        function = builder.inttoptr(integer(0), function_type.as_pointer())
-        builder.call(function, [i32(ROW_MAJOR), i32(NO_TRANS), i32(NO_TRANS), integer(1), integer(2),
-                                integer(3), number(4), integer(5), integer(6), integer(7), integer(8),
-                                number(9), integer(10), integer(11)])
-        return context.get_dummy_value()
-    return signature, codegen
+            i32, i64, value = ir.IntType(32), ir.IntType(64), context.get_value_type(real)
+            function_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, value, i64, i64,
+                                                            i64, i64, value, i64, i64])
+            function = builder.inttoptr(integer(0), function_type.as_pointer())
+            builder.call(function, [i32(ROW_MAJOR), i32(NO_TRANS), i32(TRANS if trans_b else NO_TRANS),
+                                    integer(1), integer(2), integer(3), number(4), integer(5), integer(6),
+                                    integer(7), integer(8), number(9), integer(10), integer(11)])
+            return context.get_dummy_value()
+        return signature, codegen
+    return typer
+
+
+product = intrinsic(_product_codegen(False))
+product.__doc__ = """In a numba kernel: C := alpha A @ B + beta C, row-major, by the function at
+``address`` (``gemm_address``), with the arguments (address, m, n, k, alpha, a, lda, b,
+ldb, beta, c, ldc). a, b, c are the matrices' addresses; alpha's type (float32 or
+float64, the matrices' dtype) is the function's real type."""
+product_transposed_b = intrinsic(_product_codegen(True))
+product_transposed_b.__doc__ = """As ``product``, with C := alpha A @ B^T + beta C: b is the
+address of an (n, k) matrix, ldb its row length."""
 
 
 def _libraries():
