@@ -620,7 +620,8 @@ def test_conv2d_batched_kernels_match_numpy(case):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape, stride", [((4, 6, 7, 7, 8, 3), 1), ((3, 5, 8, 8, 4, 3), 2),
-                                           ((4, 8, 6, 6, 12, 1), 2), ((1, 4, 5, 5, 4, 3), 2)])
+                                           ((4, 8, 6, 6, 12, 1), 2), ((1, 4, 5, 5, 4, 3), 2),
+                                           ((2, 4, 8, 8, 5, 1), 1)])
 def test_conv2d_on_small_maps_passes_gradcheck(shape, stride, threads):
     """conv2d through the Tensor API on the batched path (float64, finite differences),
     with the work split among the threads and not; batch 1 included."""
@@ -672,7 +673,8 @@ def test_a_1x1_conv_of_1x1_maps_is_a_matrix_product_and_matches_numpy(out_channe
 @pytest.mark.parametrize("x_shape, out_channels, stride", [
     ((6, 8, 1, 1), 1, 1),    # a ResNet head: one logit from pooled features
     ((4, 6, 5, 5), 7, 1),    # stride 1: the columns are the input itself
-    ((6, 4, 7, 6), 5, 2)])   # stride 2 on a small map: picked pixels, side by side
+    ((6, 4, 7, 6), 5, 2),    # stride 2 on a small map: picked pixels, side by side
+    ((3, 5, 8, 9), 4, 1)])   # stride 1, image by image: the products read x itself (in numba)
 def test_pointwise_convs_take_their_columns_from_the_input_and_match_numpy(x_shape, out_channels, stride):
     from tinygrad_uu.kernels import conv_batched
     rng = np.random.default_rng(5)
@@ -681,7 +683,9 @@ def test_pointwise_convs_take_their_columns_from_the_input_and_match_numpy(x_sha
     b = rng.standard_normal(out_channels).astype(np.float32)
     oh, ow = (x_shape[2] - 1) // stride + 1, (x_shape[3] - 1) // stride + 1
     side_by_side = oh * ow < conv_batched.SIDE_BY_SIDE_BELOW
-    assert conv_batched._pointwise((1, 1, stride, stride, 0, 0, 1, 1, oh, ow), side_by_side)
+    geometry = (1, 1, stride, stride, 0, 0, 1, 1, oh, ow)
+    assert conv_batched._pointwise(geometry, side_by_side)
+    assert conv_batched._numpy_calls(geometry, side_by_side, backward=False) == side_by_side
     g = rng.standard_normal((x_shape[0], out_channels, oh, ow)).astype(np.float32)
     with K.use_backend("numpy"):
         want = K.conv2d_forward(x, w, b, stride), K.conv2d_backward(x, w, g, stride)

@@ -39,9 +39,8 @@ threads waited on each other for it. Measured against those calls, one thread (t
 medians of 30 alternated calls: forward of 64 x 16->32 at 32x32 stride 2 1.23x (1.26x),
 16 x 8->16 at 64x64 stride 2 1.34x (1.35x), 64 x 64->128 at 8x8 stride 2 1.06x (1.04x);
 backward (dx, dw, db) 1.16x (1.19x), 1.35x (1.18x), 1.09x (1.17x). Training steps
-alternated in one process: W7 1.105x (1.077x), W8 1.052x (1.050x). A 1x1 conv (its
-columns are x's pixels, picked by numpy) and a BLAS whose function is not found keep
-the calls from Python.
+alternated in one process: W7 1.105x (1.077x), W8 1.052x (1.050x). Some 1x1 convs
+(``_numpy_calls``) and a BLAS whose function is not found keep the calls from Python.
 """
 from __future__ import annotations
 
@@ -155,6 +154,25 @@ def _pointwise(geometry, side_by_side):
     return kh == kw == 1 and ph == pw == 0 and (side_by_side or sh == sw == 1)
 
 
+def _numpy_calls(geometry, side_by_side, backward):
+    """Whether a chunk keeps its steps as numpy calls: a 1x1 conv whose images go side by
+    side, the pixels picked by numpy, in the forward; in the backward at stride 1 only.
+    Measured, the chunk as one numba call against numpy's calls, one thread (two):
+    backward of 64 x 32->64 1x1 stride 2 at 16x16 (side by side) 1.20x (1.40x), of 64 x
+    64->128 at 8x8 1.03x (1.34x), their forward 0.95-1.00x (1.00-1.08x); at stride 1 side
+    by side (64 x 128->1 at 4x4) 0.40x forward, 0.75x backward. A 1x1 conv at stride 1
+    image by image reads x itself in numba (``_columns_are_x``): 16 x 64->45 at 8x8 and
+    16 x 32->45 at 16x16, 1.05-1.16x (1.06-1.24x). Steps alternated, this rule against
+    numpy calls for every 1x1 conv: W7 1.017x (1.024x), W8 1.015x (1.011x)."""
+    return side_by_side and _pointwise(geometry, True) and (not backward or geometry[2] == geometry[3] == 1)
+
+
+@njit(nogil=True, inline="always")
+def _columns_are_x(kh, kw, sh, sw, ph, pw):
+    """A 1x1 kernel at stride 1 without padding: an image's im2col matrix is the image."""
+    return kh == kw == 1 and sh == sw == 1 and ph == pw == 0
+
+
 @njit(nogil=True, cache=True)
 def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """Images n0..n1 of the forward in one call: their im2col matrices, then the products
@@ -172,8 +190,12 @@ def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw
                           zero, rows.ctypes.data + grp * og * images * L * size, images * L)
         _rows_to_nchw(rows, bias, out[n0:n1], 0, co)
         return
-    cols = np.empty((images, groups * rg, L), dtype=x.dtype)
-    _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    if _columns_are_x(kh, kw, sh, sw, ph, pw):  # image i's matrix is x[n0 + i] itself
+        columns = x.ctypes.data + n0 * groups * rg * L * size
+    else:
+        cols = np.empty((images, groups * rg, L), dtype=x.dtype)
+        _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        columns = cols.ctypes.data
     of = out.reshape(out.shape[0], co, L)
     beta = zero
     if bias.shape[0]:
@@ -183,8 +205,8 @@ def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw
                 of[i, o, :] = bias[o]
     for i in range(images):
         for grp in range(groups):
-            cblas.product(gemm, og, L, rg, one, wg[grp].ctypes.data, rg, cols[i].ctypes.data + grp * rg * L * size, L,
-                          beta, of[n0 + i].ctypes.data + grp * og * L * size, L)
+            cblas.product(gemm, og, L, rg, one, wg[grp].ctypes.data, rg, columns + (i * groups + grp) * rg * L * size,
+                          L, beta, of[n0 + i].ctypes.data + grp * og * L * size, L)
 
 
 @njit(nogil=True, cache=True)
@@ -221,22 +243,29 @@ def _chunk_backward_in_numba(gemm, x, wt, grad_out, gx, gw_t, gb, n0, n1, side_b
     gf = grad_out.reshape(grad_out.shape[0], co, L)
     if need_b:
         _add_channel_sums(gf[n0:n1], gb)
+    itself = _columns_are_x(kh, kw, sh, sw, ph, pw)  # image i's matrix is x[n0 + i], dx's is gx[n0 + i]
     if need_w:
-        cols = np.empty((images, groups * rg, L), dtype=x.dtype)
-        _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        if itself:
+            columns = x.ctypes.data + n0 * c * L * size
+        else:
+            cols = np.empty((images, groups * rg, L), dtype=x.dtype)
+            _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+            columns = cols.ctypes.data
         for i in range(images):
             for grp in range(groups):
-                cblas.product_transposed_b(gemm, rg, og, L, one, cols[i].ctypes.data + grp * rg * L * size, L,
+                cblas.product_transposed_b(gemm, rg, og, L, one, columns + (i * groups + grp) * rg * L * size, L,
                                            gf[n0 + i].ctypes.data + grp * og * L * size, L,
                                            one, gw_t[grp].ctypes.data, og)
     if need_x:
-        gcols = np.empty((images, groups * rg, L), dtype=x.dtype)
+        gcols = np.empty((0 if itself else images, groups * rg, L), dtype=x.dtype)
+        columns = gx.ctypes.data + n0 * c * L * size if itself else gcols.ctypes.data
         for i in range(images):
             for grp in range(groups):
                 cblas.product(gemm, rg, L, og, one, wt[grp].ctypes.data, og,
                               gf[n0 + i].ctypes.data + grp * og * L * size, L,
-                              zero, gcols[i].ctypes.data + grp * rg * L * size, L)
-        _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+                              zero, columns + (i * groups + grp) * rg * L * size, L)
+        if not itself:
+            _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
 
 
 
@@ -326,7 +355,7 @@ def conv2d_forward_batched(x, w, b, stride, padding, dilation, groups):
     chunks = _chunking(n, rows, L, x.itemsize, 2 * og * rows * L)
     geometry = (kh, kw, *stride, *padding, *dilation, oh, ow)
     side_by_side = L < SIDE_BY_SIDE_BELOW
-    gemm = None if _pointwise(geometry, side_by_side) else cblas.gemm_address(x.dtype)
+    gemm = None if _numpy_calls(geometry, side_by_side, False) else cblas.gemm_address(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
@@ -364,7 +393,7 @@ def conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, n
     partials = PerThread(lambda: (np.zeros((groups, rg, og), dtype=x.dtype) if need_w else None,
                                   np.zeros(co, dtype=np.float64)))  # (dw transposed, db) per thread
 
-    gemm = None if _pointwise(geometry, side_by_side) else cblas.gemm_address(x.dtype)
+    gemm = None if _numpy_calls(geometry, side_by_side, True) else cblas.gemm_address(x.dtype)
     no_gx, no_gw = np.empty((0, 0, 0, 0), dtype=x.dtype), np.empty((0, 0, 0), dtype=x.dtype)  # for numba
 
     def task(start, stop):
