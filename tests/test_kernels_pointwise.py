@@ -15,15 +15,21 @@ from tests.test_kernels import SETTINGS, array, assert_same, both
 
 @contextlib.contextmanager
 def through_the_threads(split):
-    """With ``split``, even small arrays go through the threads, in blocks of 7 values."""
+    """With ``split``, even small arrays go through two threads, in blocks of 7 values."""
+    import tinygrad_uu as tg
     from tinygrad_uu.kernels import elementwise, parallel
+    threads = tg.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         if split:
+            tg.set_num_threads(max(2, threads))
             patch.setattr(parallel, "SMALL_WORK", 0)
             patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
             patch.setattr(elementwise, "BCE_BLOCK", 7)
-        yield
+        try:
+            yield
+        finally:
+            tg.set_num_threads(threads)
 
 
 def with_specials(x, specials):
@@ -167,7 +173,9 @@ def test_bce_with_logits_numba_matches_numpy(shape, dtype, contiguous, split, on
 def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negative_slope, seed):
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
     batch's statistics and without, with no activation (slope 1), a ReLU and a leaky
-    ReLU; ``split`` sends even small arrays through the threads."""
+    ReLU; ``split`` sends even small arrays through the threads, by channels; else those
+    with rows of up to BY_IMAGES_MAX_LENGTH values (all but the last shape) are made image
+    by image on one thread."""
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -256,3 +264,36 @@ def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset, dtype,
     for mean, var in stats:
         np.testing.assert_allclose(mean, want.mean(axis=(0, 2, 3)), rtol=rtol, atol=rtol)
         np.testing.assert_allclose(var, want.var(axis=(0, 2, 3)), rtol=rtol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(4, 6, 4, 4), (3, 5, 8, 8), (2, 3, 16, 16)])
+def test_batch_norm_on_one_thread_goes_image_by_image_on_short_rows(shape, threads, monkeypatch):
+    """On one thread (or a batch too small to split), rows of up to BY_IMAGES_MAX_LENGTH
+    values take the _by_images kernels, longer ones the per-channel kernels; on two
+    threads with the batch split by channels, the per-channel ones. The same numbers
+    either way."""
+    import tinygrad_uu as tg
+    from tinygrad_uu.kernels import normalization, parallel
+    calls = []
+    for name in ("_bn_train_forward_by_images", "_bn_backward_by_images"):
+        kernel = getattr(normalization, name)
+        monkeypatch.setattr(normalization, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+    if threads == 2:
+        monkeypatch.setattr(parallel, "STREAMING_WORK", 0)
+    rng = np.random.default_rng(sum(shape))
+    x, g = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    weight, bias = rng.standard_normal(shape[1]).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        (want_out, *want_stats), (out, *stats) = both(K.batch_norm_train_forward, x, weight, bias, 1e-5, 0.1)
+        want, got = both(K.batch_norm_backward, g, x, stats[0], stats[2], weight, bias, True, 0.1)
+    finally:
+        tg.set_num_threads(before)
+    assert_same(want_out, out)
+    for a, b in zip(want_stats, stats):
+        assert_same(a, b, 1e-5)
+    assert_same(want, got)
+    short = shape[2] * shape[3] <= normalization.BY_IMAGES_MAX_LENGTH
+    assert calls == (["_bn_train_forward_by_images", "_bn_backward_by_images"] if short and threads == 1 else [])

@@ -246,6 +246,11 @@ class PerThread:
         return first
 
 
+def on_one_thread(tasks: int, work: int, streaming: bool = False) -> bool:
+    """Whether ``_parallel`` would run this job on the calling thread alone."""
+    return min(get_num_threads(), tasks) <= 1 or work < (STREAMING_WORK if streaming else SMALL_WORK)
+
+
 def _parallel(kernel, tasks: int, work: int, *args, streaming: bool = False) -> None:
     """Run ``kernel(*args, start, stop)`` over tasks [0, tasks), split among threads.
 
@@ -261,10 +266,10 @@ def _parallel(kernel, tasks: int, work: int, *args, streaming: bool = False) -> 
     second core (where a thread that took its piece and lost its core is waited for) W7
     1.018x, W4 0.986x, W8 0.973x (on such a machine, use one thread: threads.py).
     """
-    threads = min(get_num_threads(), tasks)
-    if threads <= 1 or work < (STREAMING_WORK if streaming else SMALL_WORK):
+    if on_one_thread(tasks, work, streaming):
         kernel(*args, 0, tasks)
         return
+    threads = min(get_num_threads(), tasks)
     chunks = min(tasks, (1 if streaming else CHUNKS_PER_THREAD) * threads)
     bounds = [tasks * i // chunks for i in range(chunks + 1)]
     _pool().run(lambda i: kernel(*args, bounds[i], bounds[i + 1]), chunks)  # extra threads find none
