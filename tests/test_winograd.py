@@ -307,22 +307,6 @@ def _product_in_numba(address, a, b, c, alpha, beta):
                   b.ctypes.data + b.shape[1] * size, b.shape[1], beta, c.ctypes.data + c.shape[1] * size, c.shape[1])
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype):
-    """cblas.product calls the function at gemm_address from numba, as the Winograd kernels
-    do: alpha A @ B + beta C for matrices that start a row in (rows 1..6 of each)."""
-    if not cblas._X86_64:
-        assert cblas.gemm_address(dtype) is None
-        return
-    rng = np.random.default_rng(4)
-    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (34, 20), (7, 25)))
-    alpha, beta = dtype(0.5), dtype(2.0)
-    want = c.copy()
-    want[1:, :17] = alpha * a[1:, :33] @ b[1:, :17] + beta * c[1:, :17]
-    _product_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
-    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
-
-
 @numba.njit(cache=False)
 def _product_transposed_b_in_numba(address, a, b, c, alpha, beta):
     """c[:, :17] = alpha a[:, :33] @ b[:17, :33].T + beta c[:, :17] through
@@ -333,18 +317,25 @@ def _product_transposed_b_in_numba(address, a, b, c, alpha, beta):
                                c.ctypes.data + c.shape[1] * size, c.shape[1])
 
 
+@pytest.mark.parametrize("transposed_b", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_blas_product_with_b_transposed_is_numpys(dtype):
-    """cblas.product_transposed_b (conv_batched's weight gradient): alpha A @ B^T + beta C."""
+def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype, transposed_b):
+    """cblas.product calls the function at gemm_address from numba, as the Winograd and
+    conv_batched kernels do: alpha A @ B + beta C for matrices that start a row in (rows
+    1..6 of each); cblas.product_transposed_b (conv_batched's dw) alpha A @ B^T + beta C."""
     if not cblas._X86_64:
         assert cblas.gemm_address(dtype) is None
         return
-    rng = np.random.default_rng(5)
-    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (19, 36), (7, 25)))
+    rng = np.random.default_rng(4)
+    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (34, 36), (7, 25)))
     alpha, beta = dtype(0.5), dtype(2.0)
     want = c.copy()
-    want[1:, :17] = alpha * a[1:, :33] @ b[1:18, :33].T + beta * c[1:, :17]
-    _product_transposed_b_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
+    if transposed_b:
+        want[1:, :17] = alpha * a[1:, :33] @ b[1:18, :33].T + beta * c[1:, :17]
+        _product_transposed_b_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
+    else:
+        want[1:, :17] = alpha * a[1:, :33] @ b[1:, :17] + beta * c[1:, :17]
+        _product_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 
