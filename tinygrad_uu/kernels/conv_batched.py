@@ -268,7 +268,6 @@ def _chunk_backward_in_numba(gemm, x, wt, grad_out, gx, gw_t, gb, n0, n1, side_b
             _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
 
 
-
 def _chunk_cols(x, n0, n1, rows, L, geometry, side_by_side):
     """The im2col matrices of images n0..n1: (rows, images*L) side by side, else (images, rows, L)."""
     if _pointwise(geometry, side_by_side):

@@ -131,6 +131,7 @@ def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats,
 # batch norms are then made on one thread, not split by channels).
 BY_IMAGES_MAX_LENGTH = 64
 
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_train_forward_by_images(x, weight, bias, eps, negative_slope, out, mean, var, inv_std):
     """_bn_train_forward over all channels, image by image: the sums of d and d * d (d
@@ -199,8 +200,6 @@ def _bn_backward_by_images(g, x, mean, inv_std, weight, bias, negative_slope, ba
                 xhat = (xrow[t] - mu) * s
                 gy = grow[t] if xhat * w + b0 > 0 else grow[t] * negative_slope
                 drow[t] = k * (gy - shift - xhat * along_xhat)
-
-
 
 
 def batch_norm_stats(x):
