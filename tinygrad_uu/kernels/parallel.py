@@ -37,7 +37,7 @@ SMALL_WORK = 1 << 15  # elements; below this, one thread beats handing work to o
 # Kernels that stream through memory doing little per element (relu, batch norm): below
 # this many elements one thread beats two (W7's step 1.03x against SMALL_WORK, W8's 1.01x;
 # steps alternated in one process). Raised from 256 K to 512 K on an Intel Xeon (2 MB of
-# L2 a core), two threads, steps alternated (40 rounds, load 0.8-1.4): W7 1.008x, W8
+# L2 a core), two threads, steps alternated (40 rounds, load 1.0-1.4): W7 1.008x, W8
 # 1.004x, W4 1.005x, W5 1.001x (in a first run of 30 rounds, W7 1.010x and W8 1.005x);
 # 1 M and 2 M had cost W8 1-6% there.
 STREAMING_WORK = 1 << 19
