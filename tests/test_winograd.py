@@ -95,10 +95,11 @@ def test_tile_transforms_against_the_matrices():
     out = np.empty((1, 1, 4, 4))
     conv_winograd._output_tiles(m, np.array([0.5]), out, 0, 0, 1, 1, 0, 1)
     np.testing.assert_allclose(out[0, 0], AT @ m.reshape(6, 6) @ AT.T + 0.5, rtol=1e-12)
-    dy = rng.standard_normal((1, 1, 4, 4))
-    z = np.empty((1, 36, 1))
-    conv_winograd._grad_tiles(dy, z, 0, 0, 1, 1, 0, 1)
-    np.testing.assert_allclose(z.reshape(6, 6), AT.T @ dy[0, 0] @ AT, rtol=1e-12)
+    dy = rng.standard_normal((1, 3, 4, 4))  # three channels: each position's row holds all three
+    z = np.empty((36, 3))
+    conv_winograd._grad_tiles_channel_minor(dy, z.ravel(), 3, 0, 0, 1, 1, 1)
+    for c in range(3):
+        np.testing.assert_allclose(z[:, c].reshape(6, 6), AT.T @ dy[0, c] @ AT, rtol=1e-12)
 
 
 def test_filter_transform_and_its_adjoint():
@@ -299,43 +300,39 @@ def test_the_blas_product_numba_calls_is_numpys(dtype):
 
 
 @numba.njit(cache=False)
-def _product_in_numba(address, a, b, c, alpha, beta):
-    """c[:, :17] = alpha a[:, :33] @ b[:, :17] + beta c[:, :17] through cblas.product, with
-    row steps wider than the rows (the matrices' addresses offset by one row)."""
+def _product_in_numba(address, transposed, a, b, c, alpha, beta):
+    """c[1:, :17] = alpha A @ B + beta c[1:, :17] through cblas.product (transposed 0),
+    product_transposed_a (1: A is a[1:34, :6] read as its transpose) or
+    product_transposed_b (2: B is b[1:18, :33] read as its transpose), with row steps
+    wider than the rows (each matrix's address offset by one row)."""
     size = a.itemsize
-    cblas.product(address, 6, 17, 33, alpha, a.ctypes.data + a.shape[1] * size, a.shape[1],
-                  b.ctypes.data + b.shape[1] * size, b.shape[1], beta, c.ctypes.data + c.shape[1] * size, c.shape[1])
+    pa, pb, pc = a.ctypes.data + a.shape[1] * size, b.ctypes.data + b.shape[1] * size, c.ctypes.data + c.shape[1] * size
+    if transposed == 0:
+        cblas.product(address, 6, 17, 33, alpha, pa, a.shape[1], pb, b.shape[1], beta, pc, c.shape[1])
+    elif transposed == 1:
+        cblas.product_transposed_a(address, 6, 17, 33, alpha, pa, a.shape[1], pb, b.shape[1], beta, pc, c.shape[1])
+    else:
+        cblas.product_transposed_b(address, 6, 17, 33, alpha, pa, a.shape[1], pb, b.shape[1], beta, pc, c.shape[1])
 
 
-@numba.njit(cache=False)
-def _product_transposed_b_in_numba(address, a, b, c, alpha, beta):
-    """c[:, :17] = alpha a[:, :33] @ b[:17, :33].T + beta c[:, :17] through
-    cblas.product_transposed_b, the matrices starting a row in, as above."""
-    size = a.itemsize
-    cblas.product_transposed_b(address, 6, 17, 33, alpha, a.ctypes.data + a.shape[1] * size, a.shape[1],
-                               b.ctypes.data + b.shape[1] * size, b.shape[1], beta,
-                               c.ctypes.data + c.shape[1] * size, c.shape[1])
-
-
-@pytest.mark.parametrize("transposed_b", [False, True])
+@pytest.mark.parametrize("transposed", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype, transposed_b):
+def test_the_blas_product_called_by_address_from_numba_is_numpys(dtype, transposed):
     """cblas.product calls the function at gemm_address from numba, as the Winograd and
-    conv_batched kernels do: alpha A @ B + beta C for matrices that start a row in (rows
-    1..6 of each); cblas.product_transposed_b (conv_batched's dw) alpha A @ B^T + beta C."""
+    conv_batched kernels do: alpha A @ B + beta C for matrices that start a row in;
+    product_transposed_a (Winograd's dw) takes A^T, product_transposed_b (conv_batched's
+    dw) B^T."""
     if not cblas._X86_64:
         assert cblas.gemm_address(dtype) is None
         return
     rng = np.random.default_rng(4)
-    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((7, 40), (34, 36), (7, 25)))
+    a, b, c = (rng.standard_normal(shape).astype(dtype) for shape in ((40, 40), (34, 36), (7, 25)))
     alpha, beta = dtype(0.5), dtype(2.0)
+    first_a = (a[1:7, :33], a[1:34, :6].T, a[1:7, :33])[transposed]
+    first_b = (b[1:34, :17], b[1:34, :17], b[1:18, :33].T)[transposed]
     want = c.copy()
-    if transposed_b:
-        want[1:, :17] = alpha * a[1:, :33] @ b[1:18, :33].T + beta * c[1:, :17]
-        _product_transposed_b_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
-    else:
-        want[1:, :17] = alpha * a[1:, :33] @ b[1:, :17] + beta * c[1:, :17]
-        _product_in_numba(cblas.gemm_address(dtype), a, b, c, alpha, beta)
+    want[1:, :17] = alpha * first_a @ first_b + beta * c[1:, :17]
+    _product_in_numba(cblas.gemm_address(dtype), transposed, a, b, c, alpha, beta)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 

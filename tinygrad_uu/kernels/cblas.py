@@ -59,8 +59,9 @@ def gemm_address(dtype):
     return None if function is None else ctypes.cast(function, ctypes.c_void_p).value
 
 
-def _product_codegen(trans_b):
-    """The codegen of ``product`` (B as it is) or ``product_transposed_b`` (B^T)."""
+def _product_codegen(trans_a, trans_b):
+    """The codegen of ``product`` (A and B as they are), ``product_transposed_a`` (A^T) or
+    ``product_transposed_b`` (B^T)."""
     def typer(typingctx, address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         real = alpha
         signature = types.void(address, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -76,7 +77,7 @@ def _product_codegen(trans_b):
             function_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, value, i64, i64,
                                                             i64, i64, value, i64, i64])
             function = builder.inttoptr(integer(0), function_type.as_pointer())
-            builder.call(function, [i32(ROW_MAJOR), i32(NO_TRANS), i32(TRANS if trans_b else NO_TRANS),
+            builder.call(function, [i32(ROW_MAJOR), i32(TRANS if trans_a else NO_TRANS), i32(TRANS if trans_b else NO_TRANS),
                                     integer(1), integer(2), integer(3), number(4), integer(5), integer(6),
                                     integer(7), integer(8), number(9), integer(10), integer(11)])
             return context.get_dummy_value()
@@ -84,12 +85,15 @@ def _product_codegen(trans_b):
     return typer
 
 
-product = intrinsic(_product_codegen(False))
+product = intrinsic(_product_codegen(False, False))
 product.__doc__ = """In a numba kernel: C := alpha A @ B + beta C, row-major, by the function at
 ``address`` (``gemm_address``), with the arguments (address, m, n, k, alpha, a, lda, b,
 ldb, beta, c, ldc). a, b, c are the matrices' addresses; alpha's type (float32 or
 float64, the matrices' dtype) is the function's real type."""
-product_transposed_b = intrinsic(_product_codegen(True))
+product_transposed_a = intrinsic(_product_codegen(True, False))
+product_transposed_a.__doc__ = """As ``product``, with C := alpha A^T @ B + beta C: a is the
+address of a (k, m) matrix, lda its row length."""
+product_transposed_b = intrinsic(_product_codegen(False, True))
 product_transposed_b.__doc__ = """As ``product``, with C := alpha A @ B^T + beta C: b is the
 address of an (n, k) matrix, ldb its row length."""
 
