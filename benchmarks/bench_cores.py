@@ -50,10 +50,11 @@ def two_cores() -> tuple[int, int]:
     return cores[0], cores[1]
 
 
-def measure(sizes_kb, repeats: int = 30) -> list[dict]:
+def measure(sizes_kb, repeats: int = 30, cores: tuple[int, int] | None = None) -> list[dict]:
     """Per size: medians (seconds) of a read after the reader's own write ("own"), after
-    the other core's write ("other"), and of the second read after the other's ("again")."""
-    reader, writer = two_cores()
+    the other core's write ("other"), and of the second read after the other's ("again").
+    ``cores``: (reader, writer), by default ``two_cores()``."""
+    reader, writer = cores or two_cores()
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {reader})
     work, done, box = threading.Event(), threading.Event(), [None]
@@ -109,8 +110,8 @@ def main(argv=None) -> list[dict]:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.repeats < 1 or min(sizes) < 1:
         parser.error("--sizes and --repeats must be positive")
-    rows = measure(sizes, args.repeats)
     reader, writer = two_cores()
+    rows = measure(sizes, args.repeats, (reader, writer))
     print(f"load average {os.getloadavg()[0]:.2f}; reader on core {reader}, writer on core {writer}")
     print("| size | read after its own write | after the other core's | that read again |")
     print("|---|---|---|---|")

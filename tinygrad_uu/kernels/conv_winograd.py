@@ -161,6 +161,19 @@ def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
                     q += U(6) * step
 
 
+@njit(nogil=True, inline="always")
+def _rows_channels_innermost(af, image, h, w, y0, y1, buf, first, wp):
+    """buf[first + y * wp + k, c] = image's plane c at (y, k), for the rows y0 <= y < y1 of
+    the (C, h, w) image starting at af[image]: the rows under a chunk's tiles with the
+    channels innermost (for the channel-minor transforms below)."""
+    ch = buf.shape[1]
+    for y in range(y0, y1):
+        for k in range(w):
+            row, p = buf[first + y * wp + k], image + y * w + k
+            for c in range(ch):
+                row[c] = af[p + c * h * w]
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, ty0, ty1, tw, images):
     """The V of _input_tiles laid out for dU's products: position xi's values are the
@@ -175,12 +188,7 @@ def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, ty0, ty1, tw, images):
     xf = x.ravel()
     y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)
     for i in range(images):
-        src = (n0 + i) * ch * h * w
-        for y in range(y0, y1):
-            for k in range(w):
-                row, p = xp[(y + ph - TILE * ty0) * wp + k + pw], src + y * w + k
-                for c in range(ch):
-                    row[c] = xf[p + c * h * w]
+        _rows_channels_innermost(xf, (n0 + i) * ch * h * w, h, w, y0, y1, xp, (ph - TILE * ty0) * wp + pw, wp)
         for ty in range(rows):
             for tx in range(tw):
                 corner = TILE * (ty * wp + tx)
@@ -261,12 +269,7 @@ def _grad_tiles_channel_minor(g, zf, block, n0, ty0, ty1, tw, images):
     gf = g.ravel()
     y0, y1 = TILE * ty0, min(oh, TILE * ty1)
     for i in range(images):
-        src = (n0 + i) * co * oh * ow
-        for y in range(y0, y1):
-            for k in range(ow):
-                row, p = gp[(y - y0) * wp + k], src + y * ow + k
-                for c in range(co):
-                    row[c] = gf[p + c * oh * ow]
+        _rows_channels_innermost(gf, (n0 + i) * co * oh * ow, oh, ow, y0, y1, gp, -y0 * wp, wp)
         for ty in range(rows):
             for tx in range(tw):
                 corner = TILE * (ty * wp + tx)
