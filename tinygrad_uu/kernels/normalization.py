@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .parallel import FAST, _parallel, on_one_thread
+from .parallel import FAST, U, _parallel, on_one_thread
 
 # =========================================================================== batch norm
 # x as (N, C, L). A task is one channel: its N * L values, read in N contiguous rows,
@@ -21,6 +21,65 @@ from .parallel import FAST, _parallel, on_one_thread
 # backward finds the activation's slope from y, computed again from x, the same way as
 # in the forward.
 
+# Each kernel's work on one row (one image's plane of one channel, at xf[row:row + length])
+# is one of four inline functions; the kernels differ only in the order of the rows.
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _row_sums(xf, row, length, shift):
+    """The sums of d and d * d over the row, d = x - shift, in x's dtype (in vector lanes)."""
+    total = squares = xf.dtype.type(0)
+    for t in range(length):
+        d = xf[row + t] - shift
+        total += d
+        squares += d * d
+    return total, squares
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _normalize_row(xf, of, row, length, mu, s, w, b0, negative_slope):
+    """of = y if y > 0 else negative_slope * y, y = (x - mu) * s * w + b0, along the row;
+    a ReLU (slope 0) writes 0 for y <= 0, as relu_forward does (not y * 0, which is -0)."""
+    zero = xf.dtype.type(0)
+    if negative_slope == 0:
+        for t in range(length):
+            y = (xf[row + t] - mu) * s * w + b0
+            of[row + t] = zero if y <= 0 else y  # a NaN stays NaN
+    else:
+        for t in range(length):
+            y = (xf[row + t] - mu) * s * w + b0
+            of[row + t] = y if y > 0 else y * negative_slope
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _row_gradient_sums(gf, xf, row, length, mu, s, w, b0, negative_slope):
+    """The sums of gy and gy * xhat over the row: xhat = (x - mu) * s, gy = g where the
+    output y = xhat * w + b0 is positive, negative_slope * g elsewhere."""
+    total = along_xhat = gf.dtype.type(0)
+    for t in range(length):
+        xhat = (xf[row + t] - mu) * s
+        gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
+        total += gy
+        along_xhat += gy * xhat
+    return total, along_xhat
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _row_input_gradient(gf, xf, df, row, length, mu, s, w, b0, negative_slope, shift, along_xhat):
+    """df = s * w * (gy - shift - xhat * along_xhat) along the row (xhat and gy as above)."""
+    k = s * w
+    for t in range(length):
+        xhat = (xf[row + t] - mu) * s
+        gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
+        df[row + t] = k * (gy - shift - xhat * along_xhat)
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _set_statistics(c, total, squares, m, shift, mean, var):
+    """mean[c] and var[c] from the channel's sums of d and d * d (d = x - shift)."""
+    mean_d = total / m
+    mean[c], var[c] = shift + mean_d, max(squares / m - mean_d * mean_d, 0.0)
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_stats(x, mean, var, start, stop):
     """One pass: the sums of d and d * d with d = x - x[0, c, 0]. Shifted by one of the
@@ -29,46 +88,27 @@ def _bn_stats(x, mean, var, start, stop):
     plane) is summed in x's dtype, in vector lanes, and the rows' sums in float64: twice
     as fast as every value in float64 (the vector holds twice as many), and a row of
     float32 values of the order of the spread loses digits only in the seventh place."""
-    n, channels, length = x.shape[0], x.shape[1], np.uint64(x.shape[2])
-    m = n * x.shape[2]
+    n, channels, length = x.shape[0], x.shape[1], U(x.shape[2])
     xf = x.ravel()
-    zero = x.dtype.type(0)
     for c in range(start, stop):
         shift = x[0, c, 0]
         total = squares = 0.0
         for b in range(n):
-            row = np.uint64((b * channels + c) * length)
-            row_total = row_squares = zero
-            for t in range(length):
-                d = xf[row + t] - shift
-                row_total += d
-                row_squares += d * d
+            row_total, row_squares = _row_sums(xf, U((b * channels + c) * length), length, shift)
             total += row_total
             squares += row_squares
-        mean_d = total / m
-        mean[c], var[c] = shift + mean_d, max(squares / m - mean_d * mean_d, 0.0)
+        _set_statistics(c, total, squares, n * x.shape[2], shift, mean, var)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_forward(x, mean, inv_std, weight, bias, negative_slope, out, start, stop):
-    """out = y if y > 0 else negative_slope * y, y = (x - mean) * inv_std * weight + bias;
-    a ReLU (slope 0) writes 0 for y <= 0, as relu_forward does (not y * 0, which is -0)."""
-    n, channels, length = x.shape[0], x.shape[1], np.uint64(x.shape[2])
+    """out = y if y > 0 else negative_slope * y, y = (x - mean) * inv_std * weight + bias."""
+    n, channels, length = x.shape[0], x.shape[1], U(x.shape[2])
     xf, of = x.ravel(), out.ravel()
-    zero = x.dtype.type(0)
     for c in range(start, stop):
-        mu, s = x.dtype.type(mean[c]), inv_std[c]
-        w, b0 = weight[c], bias[c]
+        mu, s, w, b0 = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
         for b in range(n):
-            row = np.uint64((b * channels + c) * length)
-            if negative_slope == 0:
-                for t in range(length):
-                    y = (xf[row + t] - mu) * s * w + b0
-                    of[row + t] = zero if y <= 0 else y  # a NaN stays NaN
-            else:
-                for t in range(length):
-                    y = (xf[row + t] - mu) * s * w + b0
-                    of[row + t] = y if y > 0 else y * negative_slope
+            _normalize_row(xf, of, U((b * channels + c) * length), length, mu, s, w, b0, negative_slope)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
@@ -84,38 +124,35 @@ def _bn_train_forward(x, weight, bias, eps, negative_slope, out, mean, var, inv_
     _bn_forward(x, mean, inv_std, weight, bias, negative_slope, out, start, stop)
 
 
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _gradient_terms(c, sg, sgx, m, batch_stats, sum_g, sum_gx, dtype):
+    """sum_g[c], sum_gx[c] from the channel's sums; dx's shift and along_xhat terms (the
+    batch's statistics depend on x; running ones do not)."""
+    sum_g[c], sum_gx[c] = sg, sgx
+    if batch_stats:
+        return dtype.type(sg / m), dtype.type(sgx / m)
+    return dtype.type(0), dtype.type(0)
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats, dx, sum_gx, sum_g,
                  start, stop):
     """xhat = (x - mean) * inv_std, and the output y = xhat * weight + bias for the
     activation's slope, computed again where they are needed (not kept from the forward)."""
-    n, channels, length = g.shape[0], g.shape[1], np.uint64(g.shape[2])
-    m = n * g.shape[2]
+    n, channels, length = g.shape[0], g.shape[1], U(g.shape[2])
     gf, xf, df = g.ravel(), x.ravel(), dx.ravel()
     for c in range(start, stop):
-        mu, s = x.dtype.type(mean[c]), inv_std[c]
-        w, b0 = weight[c], bias[c]
+        mu, s, w, b0 = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
         sg = sgx = 0.0  # float64 over the rows; each row in g's dtype, as in _bn_stats
         for b in range(n):
-            row = np.uint64((b * channels + c) * length)
-            row_g = row_gx = g.dtype.type(0)
-            for t in range(length):
-                xhat = (xf[row + t] - mu) * s
-                gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
-                row_g += gy
-                row_gx += gy * xhat
+            row_g, row_gx = _row_gradient_sums(gf, xf, U((b * channels + c) * length), length, mu, s, w, b0,
+                                               negative_slope)
             sg += row_g
             sgx += row_gx
-        sum_g[c], sum_gx[c] = sg, sgx
-        k = s * w
-        shift = g.dtype.type(sg / m) if batch_stats else g.dtype.type(0)
-        along_xhat = g.dtype.type(sgx / m) if batch_stats else g.dtype.type(0)
+        shift, along_xhat = _gradient_terms(c, sg, sgx, n * g.shape[2], batch_stats, sum_g, sum_gx, g.dtype)
         for b in range(n):
-            row = np.uint64((b * channels + c) * length)
-            for t in range(length):
-                xhat = (xf[row + t] - mu) * s
-                gy = gf[row + t] if xhat * w + b0 > 0 else gf[row + t] * negative_slope
-                df[row + t] = k * (gy - shift - xhat * along_xhat)
+            _row_input_gradient(gf, xf, df, U((b * channels + c) * length), length, mu, s, w, b0, negative_slope,
+                                shift, along_xhat)
 
 
 # When a batch norm runs on one thread and its rows are short (maps of 8x8 and smaller),
@@ -134,72 +171,47 @@ BY_IMAGES_MAX_LENGTH = 64
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_train_forward_by_images(x, weight, bias, eps, negative_slope, out, mean, var, inv_std):
-    """_bn_train_forward over all channels, image by image: the sums of d and d * d (d
-    = x - x[0, c, 0], as in _bn_stats) in one pass, then the output in another."""
-    n, channels, length = x.shape
+    """_bn_train_forward over all channels, image by image: the sums (as in _bn_stats) in
+    one pass, then the output in another."""
+    n, channels, length = x.shape[0], x.shape[1], U(x.shape[2])
+    xf, of = x.ravel(), out.ravel()
     total, squares = np.zeros(channels), np.zeros(channels)
     shift = x[0, :, 0].copy()
     for b in range(n):
         for c in range(channels):
-            row, sh = x[b, c], shift[c]
-            row_total = row_squares = x.dtype.type(0)
-            for t in range(length):
-                d = row[t] - sh
-                row_total += d
-                row_squares += d * d
+            row_total, row_squares = _row_sums(xf, U((b * channels + c) * length), length, shift[c])
             total[c] += row_total
             squares[c] += row_squares
-    m = n * length
     for c in range(channels):
-        mean_d = total[c] / m
-        mean[c], var[c] = shift[c] + mean_d, max(squares[c] / m - mean_d * mean_d, 0.0)
+        _set_statistics(c, total[c], squares[c], n * x.shape[2], shift[c], mean, var)
         inv_std[c] = x.dtype.type(1.0 / np.sqrt(var[c] + eps))
-    zero = x.dtype.type(0)
     for b in range(n):
         for c in range(channels):
-            row, dst = x[b, c], out[b, c]
-            mu, s, w, b0 = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
-            if negative_slope == 0:
-                for t in range(length):
-                    y = (row[t] - mu) * s * w + b0
-                    dst[t] = zero if y <= 0 else y
-            else:
-                for t in range(length):
-                    y = (row[t] - mu) * s * w + b0
-                    dst[t] = y if y > 0 else y * negative_slope
+            _normalize_row(xf, of, U((b * channels + c) * length), length, x.dtype.type(mean[c]), inv_std[c],
+                           weight[c], bias[c], negative_slope)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_backward_by_images(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats, dx, sum_gx, sum_g):
     """_bn_backward over all channels, image by image: the sums in one pass, dx in another."""
-    n, channels, length = g.shape
-    m = n * length
+    n, channels, length = g.shape[0], g.shape[1], U(g.shape[2])
+    gf, xf, df = g.ravel(), x.ravel(), dx.ravel()
     sg, sgx = np.zeros(channels), np.zeros(channels)  # float64 over the rows, as in _bn_backward
     for b in range(n):
         for c in range(channels):
-            grow, xrow = g[b, c], x[b, c]
-            mu, s, w, b0 = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
-            row_g = row_gx = g.dtype.type(0)
-            for t in range(length):
-                xhat = (xrow[t] - mu) * s
-                gy = grow[t] if xhat * w + b0 > 0 else grow[t] * negative_slope
-                row_g += gy
-                row_gx += gy * xhat
+            row_g, row_gx = _row_gradient_sums(gf, xf, U((b * channels + c) * length), length,
+                                               x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c],
+                                               negative_slope)
             sg[c] += row_g
             sgx[c] += row_gx
+    shift, along_xhat = np.empty(channels, g.dtype), np.empty(channels, g.dtype)
     for c in range(channels):
-        sum_g[c], sum_gx[c] = sg[c], sgx[c]
+        shift[c], along_xhat[c] = _gradient_terms(c, sg[c], sgx[c], n * g.shape[2], batch_stats, sum_g, sum_gx,
+                                                  g.dtype)
     for b in range(n):
         for c in range(channels):
-            grow, xrow, drow = g[b, c], x[b, c], dx[b, c]
-            mu, s, w, b0 = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
-            k = s * w
-            shift = g.dtype.type(sg[c] / m) if batch_stats else g.dtype.type(0)
-            along_xhat = g.dtype.type(sgx[c] / m) if batch_stats else g.dtype.type(0)
-            for t in range(length):
-                xhat = (xrow[t] - mu) * s
-                gy = grow[t] if xhat * w + b0 > 0 else grow[t] * negative_slope
-                drow[t] = k * (gy - shift - xhat * along_xhat)
+            _row_input_gradient(gf, xf, df, U((b * channels + c) * length), length, x.dtype.type(mean[c]),
+                                inv_std[c], weight[c], bias[c], negative_slope, shift[c], along_xhat[c])
 
 
 def batch_norm_stats(x):
