@@ -102,6 +102,45 @@ def test_grads_accumulate_across_backward_calls_until_zero_grad():
     np.testing.assert_array_equal(w.grad.data, [2.0, 2.0])
 
 
+def test_backward_neither_writes_nor_keeps_the_callers_gradient():
+    """backward(g) does not copy g, so no op's backward may write into it, and a leaf
+    that the gradient reaches unchanged must get its own copy."""
+    g = np.array([[0.0, 1, 2], [3, 4, 5]])  # owns its data, as a leaf's .grad could
+    x = tg.tensor(np.ones((2, 3)), requires_grad=True)
+    x.backward(g)  # the root is itself a leaf
+    y = tg.tensor(np.ones((2, 3)), requires_grad=True)
+    (y + 0.0).backward(g)  # Add hands g on unchanged
+    for leaf in (x, y):
+        assert not np.shares_memory(leaf.grad.data, g)
+        leaf.grad.data += 100
+    np.testing.assert_array_equal(g, [[0, 1, 2], [3, 4, 5]])
+    z = tg.tensor(np.ones((3, 2)), requires_grad=True)
+    z.T.backward(g)  # a transposed view of a non-contiguous gradient is taken in
+    np.testing.assert_array_equal(z.grad.data, g.T)
+    w = tg.tensor(np.ones((3, 2)), requires_grad=True)
+    w.T.backward(np.asfortranarray(g))  # a Fortran-ordered gradient too
+    np.testing.assert_array_equal(w.grad.data, g.T)
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "unet_bilinear", "competition_resnet",
+                                  "detector"])
+def test_no_backward_of_an_examples_model_writes_into_the_callers_gradient(name):
+    from tests.example_models import EXAMPLE_MODELS
+    example = next(e for e in EXAMPLE_MODELS if e.name == name)
+    model = example.model()
+    model.train()
+    outputs = model(tg.tensor(example.inputs(4)))
+    outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(o.shape).astype(np.float32) for o in outputs]
+    kept = [g.copy() for g in grads]
+    for i, (o, g) in enumerate(zip(outputs, grads)):
+        o.backward(g, retain_graph=i + 1 < len(outputs))
+    for g, before in zip(grads, kept):
+        np.testing.assert_array_equal(g, before)
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_leaf_grads_are_independent_arrays():
     a = tg.tensor(np.zeros(2), requires_grad=True)
     b = tg.tensor(np.zeros(2), requires_grad=True)

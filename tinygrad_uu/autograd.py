@@ -415,7 +415,9 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                            f"{_bad_count(grad)}: {_describe(grad)}")
     hooked = _hooked
     grads = {id(root): grad}
-    handed_out = set()  # ids of arrays already stored as some leaf's .grad in this walk
+    # ids of arrays a leaf may not keep as its .grad: those already kept by another leaf
+    # in this walk, and the caller's ``grad`` itself (backward() does not copy it)
+    handed_out = {id(grad)}
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:

@@ -158,6 +158,8 @@ class Tensor:
         """Compute d(self)/d(leaf) for every leaf that requires grad, into ``leaf.grad``.
 
         ``grad`` is dL/d(self); it may be omitted only when self holds one element.
+        It is read, never written or kept: as in PyTorch it is not copied first (a
+        copy of a batch of feature maps costs as much as a small layer's backward).
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad, so it has no graph "
@@ -169,7 +171,9 @@ class Tensor:
                     "grad=dL/d(output) of that shape, or reduce it first (.sum(), .mean())")
             g = np.ones_like(self.data)
         else:
-            g = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if not g.flags.c_contiguous:
+                g = np.ascontiguousarray(g)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {g.shape}, the output {self.shape}")
         autograd.backward(self, g, retain_graph=retain_graph)
