@@ -141,6 +141,58 @@ def test_no_backward_of_an_examples_model_writes_into_the_callers_gradient(name)
     assert all(p.grad is not None for p in model.parameters())
 
 
+class KeepsItsGradient(tg.Function):
+    """out = 2 x, whose backward returns an array it also keeps (self.kept)."""
+
+    def forward(self, x):
+        self.kept = np.zeros_like(x)
+        return 2 * x
+
+    def backward(self, g):
+        np.multiply(g, 2, out=self.kept)
+        return self.kept
+
+
+def test_paths_into_one_tensor_are_summed_without_touching_arrays_others_hold():
+    """The walk adds a second path's gradient into an array only it holds (a residual
+    block's input: two convs' dx), never into the caller's gradient, an array an op
+    returns twice or keeps, or an array a leaf was given."""
+    rng = np.random.default_rng(0)
+    x = tg.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
+    w1, w2 = (tg.tensor(rng.standard_normal((3, 3, 3, 3)), requires_grad=True) for _ in range(2))
+    g = rng.standard_normal((2, 3, 6, 6))
+    from tinygrad_uu.nn import functional as F
+    (F.conv2d(x, w1, padding=1) + F.conv2d(x, w2, padding=1)).backward(g)
+    summed = x.grad.data.copy()
+    parts = []
+    for w in (w1, w2):
+        x.grad = None
+        F.conv2d(x, w, padding=1).backward(g)
+        parts.append(x.grad.data)
+    np.testing.assert_allclose(summed, parts[0] + parts[1], rtol=1e-12)
+
+    y = tg.tensor(np.ones(4), requires_grad=True)
+    h = y * 1.0
+    gy = np.arange(4.0)
+    (h + h + h).backward(gy)  # Add hands gy on to both of its inputs, three times over
+    np.testing.assert_array_equal(y.grad.data, 3 * np.arange(4.0))
+    np.testing.assert_array_equal(gy, np.arange(4.0))
+
+    z = tg.tensor(np.ones(4), requires_grad=True)
+    twice = KeepsItsGradient.apply(z)
+    op = twice._ctx
+    (twice + z * 5.0).backward(np.ones(4), retain_graph=True)
+    np.testing.assert_array_equal(z.grad.data, [7.0] * 4)
+    np.testing.assert_array_equal(op.kept, [2.0] * 4)  # what the op returned, written by it alone
+
+    a = tg.tensor(np.ones(3), requires_grad=True)
+    b = tg.tensor(np.ones(3), requires_grad=True)
+    (a * 2.0 + b * 3.0).backward(np.ones(3))
+    (a * 2.0 + a * 5.0).backward(np.ones(3))  # accumulates onto a's .grad from before
+    np.testing.assert_array_equal(a.grad.data, [9.0] * 3)
+    np.testing.assert_array_equal(b.grad.data, [3.0] * 3)
+
+
 def test_leaf_grads_are_independent_arrays():
     a = tg.tensor(np.zeros(2), requires_grad=True)
     b = tg.tensor(np.zeros(2), requires_grad=True)

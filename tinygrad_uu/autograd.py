@@ -314,7 +314,9 @@ class Function:
       on ``self`` what the backward needs (inputs, outputs, masks...).
     * ``backward(self, grad) -> ndarray | tuple``: given ``grad`` = dL/d(output), an
       array of the output's shape, return dL/d(input_i) for every input, each of that
-      input's shape (``None`` for inputs that take no gradient).
+      input's shape (``None`` for inputs that take no gradient). Return new arrays,
+      or views of ``grad``; never ``grad`` written into. The walk may add other
+      gradients into a new array it is given (see ``_is_fresh``).
 
     Use an op through ``apply``: ``y = Exp.apply(x)``.
     """
@@ -402,6 +404,41 @@ def topological_order(roots, every_parent: bool = False) -> list:
     return order
 
 
+def _is_fresh(pg, g, input_grads, ctx) -> bool:
+    """Whether the walk alone holds ``pg``, one of ``ctx.backward(g)``'s gradients: an
+    array of its own memory, writable, and neither ``g``, another of the gradients, nor
+    anything the op keeps. Then the walk may add into it (below)."""
+    if not (isinstance(pg, np.ndarray) and pg.flags.owndata and pg.flags.writeable) or pg is g:
+        return False
+    if sum(other is pg for other in input_grads) > 1:
+        return False
+    for kept in vars(ctx).values():
+        if isinstance(kept, dict):
+            kept = tuple(kept.values())
+        if kept is pg or (isinstance(kept, (tuple, list)) and any(k is pg for k in kept)):
+            return False
+    return True
+
+
+def _accumulate(grads, owned, key, pg, pg_owned) -> None:
+    """grads[key] += pg: a second path's gradient into a tensor's (a residual block's
+    input, a U-Net's skip). In place, when the walk alone holds one of the two arrays
+    (``owned``), as PyTorch's autograd does; else into a new array, the walk's own. W8's
+    three sums inside training steps, alternated in one process: 1.18 -> 0.72 ms a step
+    on two threads, 1.66 -> 0.69 ms on one; the steps 1.01x at both (W5 0.99-1.01x)."""
+    if key not in grads:
+        grads[key], owned[key] = pg, pg_owned
+        return
+    total = grads[key]
+    for into, other, mine in ((total, pg, owned[key]), (pg, total, pg_owned)):
+        if mine and into.shape == other.shape and np.result_type(into, other) == into.dtype:
+            np.add(into, other, out=into)
+            grads[key], owned[key] = into, True
+            return
+    total = total + pg
+    grads[key], owned[key] = total, isinstance(total, np.ndarray)
+
+
 def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Backpropagate ``grad`` = dL/d(root) to every leaf that requires grad.
 
@@ -415,6 +452,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                            f"{_bad_count(grad)}: {_describe(grad)}")
     hooked = _hooked
     grads = {id(root): grad}
+    owned = {id(root): False}  # whether the walk alone holds grads[key]: it may add into it
     # ids of arrays a leaf may not keep as its .grad: those already kept by another leaf
     # in this walk, and the caller's ``grad`` itself (backward() does not copy it)
     handed_out = {id(grad)}
@@ -422,6 +460,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        del owned[id(node)]
         if hooked and id(node) in hooked and node._hooks:
             g = _run_tensor_hooks(node, g)
         ctx = node._ctx
@@ -455,7 +494,6 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         for parent, pg in zip(ctx.parents, input_grads):
             if pg is None or not parent.requires_grad:
                 continue
-            key = id(parent)
-            grads[key] = grads[key] + pg if key in grads else pg
+            _accumulate(grads, owned, id(parent), pg, _is_fresh(pg, g, input_grads, ctx))
         if not retain_graph:
             ctx.release()
