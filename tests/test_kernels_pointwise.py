@@ -26,6 +26,7 @@ def through_the_threads(split):
             patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
             patch.setattr(elementwise, "BCE_BLOCK", 7)
+            patch.setattr(elementwise, "CONCAT_BLOCK", 7)
         try:
             yield
         finally:
@@ -107,6 +108,34 @@ def test_nearest_upsample_backward_of_a_channel_slice(shape, factor):
     g = whole[:, 1:1 + c]
     assert not g.flags.c_contiguous
     assert_same(*both(K.upsample2d_backward, g, shape, mode="nearest"))
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), sizes=st.lists(st.integers(0, 4), min_size=1,
+       max_size=4), axis=st.integers(-4, 3), dtype=st.sampled_from([np.float32, np.float64, np.int64]),
+       contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
+def test_concatenate_numba_matches_numpy(shape, sizes, axis, dtype, contiguous, split, seed):
+    """Arrays joined along any axis (negative too), one to four of them, some empty along
+    it; ``split`` sends even small ones through the threads, in blocks of 7 values that
+    cut across the parts' rows. A non-contiguous part, or one of another shape, goes to
+    numpy, with numpy's error."""
+    if not -len(shape) <= axis < len(shape):
+        axis = axis % len(shape)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i, size in enumerate(sizes):
+        part_shape = list(shape)
+        part_shape[axis] = size
+        x = (rng.standard_normal(part_shape) * 10).astype(dtype)
+        parts.append(x if contiguous or i else np.asfortranarray(x))
+    with through_the_threads(split):
+        want, got = both(K.concatenate, parts, axis)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if len(shape) > 1:
+            bad = parts + [np.zeros([s + 1 for s in shape], dtype)]
+            with pytest.raises(ValueError):
+                K.concatenate(bad, axis)
 
 
 @SETTINGS

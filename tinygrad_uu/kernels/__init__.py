@@ -81,6 +81,12 @@ def _impl():
     return module
 
 
+# --------------------------------------------------------------------------- concatenate
+def concatenate(arrays, axis: int) -> np.ndarray:
+    """The arrays joined along ``axis`` (numpy's rules and errors, a negative axis too)."""
+    return _impl().concatenate(tuple(np.asarray(a) for a in arrays), int(axis))
+
+
 # --------------------------------------------------------------------------- relu
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """max(x, 0) of a float array (a NaN stays NaN)."""

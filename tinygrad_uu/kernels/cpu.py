@@ -10,7 +10,8 @@ The kernels live in one module per kind; this one gathers the backend's entry po
 * ``parallel.py``: the engine's threads (how a kernel's tasks are split among them), and
   ``spinning.py``, how they wait for work; ``tinygrad_uu/threads.py`` holds the thread
   setting and the BLAS policy;
-* ``elementwise.py``: relu, leaky relu, binary cross-entropy on logits, zero padding;
+* ``elementwise.py``: relu, leaky relu, binary cross-entropy on logits, zero padding,
+  concatenate;
 * ``normalization.py``: batch norm;
 * ``gemm.py``: a blocked matrix product;
 * ``conv.py``: which conv kernel runs which convolution, over ``conv3x3.py``,
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 from .conv import (SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_input,  # noqa: F401
                    conv2d_grad_weight)
-from .elementwise import (bce_with_logits_backward, bce_with_logits_forward, leaky_relu_backward,  # noqa: F401
-                          leaky_relu_forward, relu_backward, relu_forward)
+from .elementwise import (bce_with_logits_backward, bce_with_logits_forward, concatenate,  # noqa: F401
+                          leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward)
 from .gemm import matmul  # noqa: F401
 from .normalization import (batch_norm_backward, batch_norm_forward, batch_norm_stats,  # noqa: F401
                             batch_norm_train_forward)

@@ -71,6 +71,11 @@ def bce_with_logits_backward(grad_out, x, e, y):
 
 
 # --------------------------------------------------------------------------- relu
+def concatenate(arrays, axis):
+    """The arrays joined along ``axis``."""
+    return np.concatenate(arrays, axis=axis)
+
+
 def relu_forward(x):
     """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""
     return np.maximum(x, 0)
