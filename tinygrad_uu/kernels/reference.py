@@ -70,12 +70,13 @@ def bce_with_logits_backward(grad_out, x, e, y):
     return grad_out * (np.where(x >= 0, 1, e) / (1 + e) - y)
 
 
-# --------------------------------------------------------------------------- relu
+# --------------------------------------------------------------------------- concatenate
 def concatenate(arrays, axis):
     """The arrays joined along ``axis``."""
     return np.concatenate(arrays, axis=axis)
 
 
+# --------------------------------------------------------------------------- relu
 def relu_forward(x):
     """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""
     return np.maximum(x, 0)
