@@ -26,6 +26,7 @@ def through_the_threads(split):
             patch.setattr(parallel, "STREAMING_WORK", 0)
             patch.setattr(elementwise, "RELU_BLOCK", 7)
             patch.setattr(elementwise, "BCE_BLOCK", 7)
+            patch.setattr(elementwise, "BCE_FORWARD_PIECE", 7)
             patch.setattr(elementwise, "CONCAT_BLOCK", 7)
         try:
             yield
