@@ -153,10 +153,13 @@ class KeepsItsGradient(tg.Function):
         return self.kept
 
 
-def test_paths_into_one_tensor_are_summed_without_touching_arrays_others_hold():
+def test_paths_into_one_tensor_are_summed_without_touching_arrays_others_hold(monkeypatch):
     """The walk adds a second path's gradient into an array only it holds (a residual
     block's input: two convs' dx), never into the caller's gradient, an array an op
-    returns twice or keeps, or an array a leaf was given."""
+    returns twice or keeps, or an array a leaf was given. Every sum goes through the
+    checks here (IN_PLACE_MIN_SIZE 0)."""
+    from tinygrad_uu import autograd
+    monkeypatch.setattr(autograd, "IN_PLACE_MIN_SIZE", 0)
     rng = np.random.default_rng(0)
     x = tg.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
     w1, w2 = (tg.tensor(rng.standard_normal((3, 3, 3, 3)), requires_grad=True) for _ in range(2))
@@ -178,12 +181,14 @@ def test_paths_into_one_tensor_are_summed_without_touching_arrays_others_hold():
     np.testing.assert_array_equal(y.grad.data, 3 * np.arange(4.0))
     np.testing.assert_array_equal(gy, np.arange(4.0))
 
-    z = tg.tensor(np.ones(4), requires_grad=True)
-    twice = KeepsItsGradient.apply(z)
-    op = twice._ctx
-    (twice + z * 5.0).backward(np.ones(4), retain_graph=True)
-    np.testing.assert_array_equal(z.grad.data, [7.0] * 4)
-    np.testing.assert_array_equal(op.kept, [2.0] * 4)  # what the op returned, written by it alone
+    for kept_first in (True, False):  # the kept array arrives first or second at z
+        z = tg.tensor(np.ones(4), requires_grad=True)
+        twice = KeepsItsGradient.apply(z)
+        op = twice._ctx
+        out = twice + z * 5.0 if kept_first else z * 5.0 + twice
+        out.backward(np.ones(4), retain_graph=True)
+        np.testing.assert_array_equal(z.grad.data, [7.0] * 4)
+        np.testing.assert_array_equal(op.kept, [2.0] * 4)  # what the op returned, written by it alone
 
     a = tg.tensor(np.ones(3), requires_grad=True)
     b = tg.tensor(np.ones(3), requires_grad=True)

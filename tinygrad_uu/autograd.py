@@ -420,23 +420,29 @@ def _is_fresh(pg, g, input_grads, ctx) -> bool:
     return True
 
 
+IN_PLACE_MIN_SIZE = 4096  # values: a smaller sum gains nothing from going in place
+
+
 def _accumulate(grads, owned, key, pg, pg_owned) -> None:
-    """grads[key] += pg: a second path's gradient into a tensor's (a residual block's
-    input, a U-Net's skip). In place, when the walk alone holds one of the two arrays
-    (``owned``), as PyTorch's autograd does; else into a new array, the walk's own. W8's
-    three sums inside training steps, alternated in one process: 1.18 -> 0.72 ms a step
-    on two threads, 1.66 -> 0.69 ms on one; the steps 1.01x at both (W5 0.99-1.01x)."""
-    if key not in grads:
-        grads[key], owned[key] = pg, pg_owned
-        return
+    """grads[key] += pg: a later path's gradient into a tensor's (a residual block's
+    input, a U-Net's skip). In place, when the walk alone holds one of the two arrays:
+    its own earlier sum (``owned``, a set of keys) or ``pg`` just made by an op
+    (``pg_owned``), as PyTorch's autograd does; else into a new array, the walk's own.
+    W8's three sums inside training steps, alternated in one process: 1.18 -> 0.72 ms a
+    step on two threads, 1.66 -> 0.69 ms on one; the steps 1.01x at both (W5
+    0.99-1.01x). Sums under IN_PLACE_MIN_SIZE values skip the checks (W6's chain of
+    2000 ops on 16 values lost 3% to them)."""
     total = grads[key]
-    for into, other, mine in ((total, pg, owned[key]), (pg, total, pg_owned)):
+    for into, other, mine in ((total, pg, key in owned), (pg, total, pg_owned)):
         if mine and into.shape == other.shape and np.result_type(into, other) == into.dtype:
             np.add(into, other, out=into)
-            grads[key], owned[key] = into, True
+            grads[key] = into
+            owned.add(key)
             return
     total = total + pg
-    grads[key], owned[key] = total, isinstance(total, np.ndarray)
+    grads[key] = total
+    if isinstance(total, np.ndarray) and total.size >= IN_PLACE_MIN_SIZE:
+        owned.add(key)
 
 
 def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
@@ -452,7 +458,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                            f"{_bad_count(grad)}: {_describe(grad)}")
     hooked = _hooked
     grads = {id(root): grad}
-    owned = {id(root): False}  # whether the walk alone holds grads[key]: it may add into it
+    owned = set()  # the keys of grads whose arrays the walk alone holds: it may add into them
     # ids of arrays a leaf may not keep as its .grad: those already kept by another leaf
     # in this walk, and the caller's ``grad`` itself (backward() does not copy it)
     handed_out = {id(grad)}
@@ -460,7 +466,8 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
-        del owned[id(node)]
+        if owned:
+            owned.discard(id(node))
         if hooked and id(node) in hooked and node._hooks:
             g = _run_tensor_hooks(node, g)
         ctx = node._ctx
@@ -494,6 +501,12 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         for parent, pg in zip(ctx.parents, input_grads):
             if pg is None or not parent.requires_grad:
                 continue
-            _accumulate(grads, owned, id(parent), pg, _is_fresh(pg, g, input_grads, ctx))
+            key = id(parent)
+            if key not in grads:
+                grads[key] = pg
+            elif getattr(pg, "size", 0) >= IN_PLACE_MIN_SIZE:
+                _accumulate(grads, owned, key, pg, _is_fresh(pg, g, input_grads, ctx))
+            else:  # small: a new array (the checks would cost more than the copy saves)
+                grads[key] = grads[key] + pg
         if not retain_graph:
             ctx.release()
