@@ -441,7 +441,7 @@ def _accumulate(grads, owned, key, pg, pg_owned) -> None:
             return
     total = total + pg
     grads[key] = total
-    if isinstance(total, np.ndarray) and total.size >= IN_PLACE_MIN_SIZE:
+    if isinstance(total, np.ndarray):
         owned.add(key)
 
 

@@ -247,13 +247,13 @@ def concatenate(arrays, axis):
     W5's steps, so there numpy's copy stays."""
     first = arrays[0]
     total = sum(a.size for a in arrays)
-    if (parallel.on_one_thread(2, total, streaming=True) or not -first.ndim <= axis < first.ndim
-            or len(arrays) < 2
-            or any(a.dtype != first.dtype or a.ndim != first.ndim or not a.flags.c_contiguous for a in arrays)
-            or any(a.shape[:axis] + a.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
-                   for a in arrays)):
+    if parallel.on_one_thread(2, total, streaming=True) or len(arrays) < 2 or not -first.ndim <= axis < first.ndim:
         return np.concatenate(arrays, axis=axis)  # numpy's, and its errors
     axis %= first.ndim
+    if (any(a.dtype != first.dtype or a.ndim != first.ndim or not a.flags.c_contiguous for a in arrays)
+            or any(a.shape[:axis] + a.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
+                   for a in arrays)):
+        return np.concatenate(arrays, axis=axis)
     shape = first.shape[:axis] + (sum(a.shape[axis] for a in arrays),) + first.shape[axis + 1:]
     out = np.empty(shape, dtype=first.dtype)
     rows = int(np.prod(shape[:axis], dtype=np.int64))
