@@ -39,6 +39,8 @@ The two gradients, by the chain rule through the same algebra:
   lanes (``_grad_tiles_channel_minor``); the product reads it transposed, which BLAS
   runs as fast (measured: within 2% for 32-128 channels and 32-128 tiles).
 
+The tiles' transforms are in winograd_tiles.py.
+
 F(4x4, 3x3)'s transforms multiply by 2, 4, 5 and 8 (and G by 1/4, 1/6, 1/12, 1/24):
 its float32 results differ from the direct sums by 2e-6 to 9e-6 of the largest output
 (F(2x2, 3x3): 2e-7 to 5e-7, measured), well inside float32 training's noise; the tests
@@ -52,241 +54,14 @@ from numba import njit
 from .conv_batched import _chunk, _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
 from .parallel import FAST, U, PerThread, _parallel
-
-TILE = 4  # outputs per side of a tile
-PATCH = 6  # inputs per side of its patch: TILE + 2
-POSITIONS = PATCH * PATCH  # of the transform: 36 products per chunk
+from .winograd_tiles import (POSITIONS, TILE, _grad_tiles_channel_minor, _input_tiles, _input_tiles_channel_minor,
+                             _output_tiles, _stride, _tiles)
 
 
 def _is_winograd(w_shape, stride, padding, dilation, groups):
     """3x3, stride 1, no dilation, one group, padding 0-2 (dx's padding 2 - p must not be negative)."""
     return (tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
             and all(0 <= p <= 2 for p in padding))
-
-
-def _tiles(oh, ow):
-    """Tiles down and across that cover an oh x ow output."""
-    return -(-oh // TILE), -(-ow // TILE)
-
-
-# The transforms index flat views with unsigned (np.uint64) offsets: through 2-D indexing
-# or a slice per row, numba checks every index for a negative value (and counts a
-# reference per slice), and the loops ran 2-3x slower (measured). Each works on one whole
-# tile per loop iteration, its values in registers: a transform along one axis is a
-# function of six (or four) values returning a tuple, applied to the columns and then
-# to the rows; LLVM unrolls the short loops over a tuple's entries. Through small
-# scratch arrays instead, the input and output transforms took 2-2.5x as long (measured).
-
-
-def _stride(values):
-    """Values between two of the 36 positions' rows (or matrices) in a transformed chunk:
-    ``values``, padded when it is a multiple of 64. Rows a multiple of 256 bytes apart
-    share the L1 cache's sets, and many of them written at once evict each other: the
-    input transform of 64 x 32 channels at 16x16 took 4.8 ms unpadded and 0.9 ms padded
-    (measured with F(2x2, 3x3)'s 16 rows); the channel-minor one, 3.9 and 0.9 ms."""
-    return values + 16 if values % 64 == 0 else values
-
-
-@njit(fastmath=FAST, nogil=True, inline="always")
-def _bt(d0, d1, d2, d3, d4, d5):
-    """B^T (d0, ..., d5): the input transform along one axis, six values to six (the
-    multiplications by 2, 4 and 5 written as sums: numba would compute an integer times
-    a float32 in float64)."""
-    a, b = d4 - d2, d3 - d1
-    e, f = d1 + d2, d1 - d2
-    b2, e2, f2 = b + b, e + e, f + f
-    return ((d0 + d0 + d0 + d0 + d4) - (d2 + d2 + d2 + d2 + d2), (d3 + d4) - (e2 + e2),
-            (f2 + f2) + (d4 - d3), b2 + a, a - b2, (d1 + d1 + d1 + d1 + d5) - (d3 + d3 + d3 + d3 + d3))
-
-
-@njit(fastmath=FAST, nogil=True, inline="always")
-def _at(m0, m1, m2, m3, m4, m5):
-    """A^T (m0, ..., m5): the output transform along one axis, six values to four."""
-    s, d = m1 + m2, m1 - m2
-    t, e = m3 + m4, m3 - m4
-    t2, e2 = t + t, e + e
-    e4 = e2 + e2
-    return m0 + s + t, d + e2, s + t2 + t2, d + e4 + e4 + m5
-
-
-@njit(fastmath=FAST, nogil=True, inline="always")
-def _a(y0, y1, y2, y3):
-    """A (y0, ..., y3): the adjoint of _at, four values to six (dZ = A dY A^T)."""
-    s, d = y0 + y2, y1 + y3
-    t, e = y1 + y1, y3 + y3
-    t4, e4 = y2 + y2 + y2 + y2, e + e + e + e
-    return y0, s + d, s - d, y0 + t + t4 + e4, y0 - t + t4 - e4, y3
-
-
-@njit(fastmath=FAST, nogil=True, cache=True)
-def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
-    """v[c, :, t] = B^T d B, d the 6x6 patch of x[n0 + i, c] at (4*ty - ph, 4*tx - pw) (zero
-    outside the image), for the tile rows ty0 <= ty < ty1, t = (i*(ty1 - ty0) + ty - ty0)*tw
-    + tx. A task is one (image i, channel c); the rows under the tiles are first copied into
-    a zero-padded buffer, so that no tile needs a bounds check."""
-    ch, h, w = x.shape[1], x.shape[2], x.shape[3]
-    rows, wp = ty1 - ty0, U(TILE * tw + 2)
-    xp = np.zeros((TILE * rows + 2) * (TILE * tw + 2), dtype=x.dtype)  # its border stays zero
-    xf, vf = x.ravel(), v.ravel()
-    step = U(v.shape[2])  # from one of the 36 positions to the next
-    y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)  # the image rows under the tiles
-    for task in range(start, stop):
-        i, c = task // ch, task % ch
-        src = U(((n0 + i) * ch + c) * h * w)
-        for y in range(y0, y1):
-            row, d = src + U(y * w), U(y + ph - TILE * ty0) * wp + U(pw)
-            for k in range(U(w)):
-                xp[d + k] = xf[row + k]
-        base = U(c * POSITIONS) * step + U(i * rows * tw)
-        for ty in range(U(rows)):
-            for tx in range(U(tw)):
-                p = U(TILE) * (ty * wp + tx)
-                # r = B^T d, column by column (r's rows are k0[a], ..., k5[a])
-                k0 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                p += U(1)
-                k1 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                p += U(1)
-                k2 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                p += U(1)
-                k3 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                p += U(1)
-                k4 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                p += U(1)
-                k5 = _bt(xp[p], xp[p + wp], xp[p + U(2) * wp], xp[p + U(3) * wp], xp[p + U(4) * wp], xp[p + U(5) * wp])
-                q = base + ty * U(tw) + tx
-                for a in range(6):  # v = r B, row by row
-                    e0, e1, e2, e3, e4, e5 = _bt(k0[a], k1[a], k2[a], k3[a], k4[a], k5[a])
-                    vf[q], vf[q + step], vf[q + U(2) * step] = e0, e1, e2
-                    vf[q + U(3) * step], vf[q + U(4) * step], vf[q + U(5) * step] = e3, e4, e5
-                    q += U(6) * step
-
-
-@njit(nogil=True, inline="always")
-def _rows_channels_innermost(af, image, h, w, y0, y1, buf, first, wp):
-    """buf[first + y * wp + k, c] = image's plane c at (y, k), for the rows y0 <= y < y1 of
-    the (C, h, w) image starting at af[image]: the rows under a chunk's tiles with the
-    channels innermost (for the channel-minor transforms below)."""
-    ch = buf.shape[1]
-    for y in range(y0, y1):
-        for k in range(w):
-            row, p = buf[first + y * wp + k], image + y * w + k
-            for c in range(ch):
-                row[c] = af[p + c * h * w]
-
-
-@njit(fastmath=FAST, nogil=True, cache=True)
-def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, ty0, ty1, tw, images):
-    """The V of _input_tiles laid out for dU's products: position xi's values are the
-    (tiles, C_in) matrix at vf[xi * block:], row t holding tile t's C_in values. The rows
-    under an image's tiles are first copied into a zero-padded buffer with the channels
-    innermost; then every step of a tile's transform is a loop along the channels, which
-    LLVM vectorises (1.2-1.7x faster than one (tile, channel) at a time, measured)."""
-    ch, h, w = x.shape[1], x.shape[2], x.shape[3]
-    rows, wp = ty1 - ty0, TILE * tw + 2
-    xp = np.zeros(((TILE * rows + 2) * wp, ch), dtype=x.dtype)  # (pixel, C); its border stays zero
-    r = np.empty((36, ch), dtype=x.dtype)  # B^T d of one tile: row 6k + a is column k's value a
-    xf = x.ravel()
-    y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)
-    for i in range(images):
-        _rows_channels_innermost(xf, (n0 + i) * ch * h * w, h, w, y0, y1, xp, (ph - TILE * ty0) * wp + pw, wp)
-        for ty in range(rows):
-            for tx in range(tw):
-                corner = TILE * (ty * wp + tx)
-                for k in range(6):  # r = B^T d, column k of the patch at a time
-                    d0, d1, d2 = xp[corner + k], xp[corner + wp + k], xp[corner + 2 * wp + k]
-                    d3, d4, d5 = xp[corner + 3 * wp + k], xp[corner + 4 * wp + k], xp[corner + 5 * wp + k]
-                    e0, e1, e2, e3, e4, e5 = r[6 * k], r[6 * k + 1], r[6 * k + 2], r[6 * k + 3], r[6 * k + 4], r[6 * k + 5]
-                    for c in range(ch):
-                        e0[c], e1[c], e2[c], e3[c], e4[c], e5[c] = _bt(d0[c], d1[c], d2[c], d3[c], d4[c], d5[c])
-                q = ((i * rows + ty) * tw + tx) * ch
-                for a in range(6):  # v = r B, row a of the 6x6 at a time, into positions 6a..6a+5
-                    s0, s1, s2, s3, s4, s5 = r[a], r[6 + a], r[12 + a], r[18 + a], r[24 + a], r[30 + a]
-                    p = 6 * a * block + q
-                    v0, v1, v2 = vf[p:p + ch], vf[p + block:p + block + ch], vf[p + 2 * block:p + 2 * block + ch]
-                    v3, v4 = vf[p + 3 * block:p + 3 * block + ch], vf[p + 4 * block:p + 4 * block + ch]
-                    v5 = vf[p + 5 * block:p + 5 * block + ch]
-                    for c in range(ch):
-                        v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _bt(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c])
-
-
-@njit(fastmath=FAST, nogil=True, cache=True)
-def _output_tiles(m, bias, out, n0, ty0, ty1, tw, start, stop):
-    """out[n0 + i, o] tile (ty, tx) = A^T m[o, :, t] A (+ bias[o]) for the tile rows
-    ty0 <= ty < ty1, the parts inside the output. A task is one (image i, output channel o)."""
-    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    mf, of = m.ravel(), out.ravel()
-    step = U(m.shape[2])
-    s6 = U(6) * step
-    for task in range(start, stop):
-        i, o = task // co, task % co
-        add = bias[o] if bias.shape[0] else m.dtype.type(0)
-        base = U(o * POSITIONS) * step + U(i * (ty1 - ty0) * tw)
-        plane = ((n0 + i) * co + o) * oh * ow
-        for ty in range(ty0, ty1):
-            rows = min(TILE, oh - TILE * ty)
-            for tx in range(tw):
-                cols = min(TILE, ow - TILE * tx)
-                p = base + U((ty - ty0) * tw + tx)
-                # r = A^T m, column by column
-                k0 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                p += step
-                k1 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                p += step
-                k2 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                p += step
-                k3 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                p += step
-                k4 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                p += step
-                k5 = _at(mf[p], mf[p + s6], mf[p + U(2) * s6], mf[p + U(3) * s6], mf[p + U(4) * s6], mf[p + U(5) * s6])
-                for a in range(rows):  # y = r A, row by row, the rows and columns inside the output
-                    y0, y1, y2, y3 = _at(k0[a], k1[a], k2[a], k3[a], k4[a], k5[a])
-                    d = U(plane + (TILE * ty + a) * ow + TILE * tx)
-                    if cols == TILE:
-                        of[d], of[d + U(1)], of[d + U(2)], of[d + U(3)] = y0 + add, y1 + add, y2 + add, y3 + add
-                    else:
-                        for b, value in enumerate((y0, y1, y2, y3)):
-                            if b < cols:
-                                of[d + U(b)] = value + add
-
-
-@njit(fastmath=FAST, nogil=True, cache=True)
-def _grad_tiles_channel_minor(g, zf, block, n0, ty0, ty1, tw, images):
-    """Z = A dY A^T for every 4x4 tile dY of g[n0 + i] (zero past its edge), tile rows
-    ty0..ty1, laid out as _input_tiles_channel_minor's V: position xi's values are the
-    (tiles, C_out) matrix at zf[xi * block:]. The rows under the tiles are first copied into
-    a buffer with the channels innermost; then each step of a tile's transform is a loop
-    along the channels, in vector lanes. Against one (image, channel) at a time in
-    scalar registers, dw alone (this, V and the products), one thread (two): 64 x 32->64 at
-    14x14 1.17x (1.14x), 64 x 128->128 at 4x4 1.30x (1.21x), 64 x 64->64 at 8x8 1.12x
-    (1.08x), 8 x 16->16 at 128x128 1.03x (1.06x), 8 x 32->32 at 64x64 0.98x (1.02x), on
-    an Intel Xeon with AVX-512. (On an AMD EPYC, earlier, the transform alone measured
-    1.1-2.1x at 64 and 128 channels but 0.7-0.8x at 32, and was not kept then.)"""
-    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    rows, wp = ty1 - ty0, TILE * tw
-    gp = np.zeros((TILE * rows * wp, co), dtype=g.dtype)  # (pixel, C_out); past the plane's edge it stays zero
-    r = np.empty((24, co), dtype=g.dtype)  # A dY of one tile: row 6k + a is column k's value a
-    gf = g.ravel()
-    y0, y1 = TILE * ty0, min(oh, TILE * ty1)
-    for i in range(images):
-        _rows_channels_innermost(gf, (n0 + i) * co * oh * ow, oh, ow, y0, y1, gp, -y0 * wp, wp)
-        for ty in range(rows):
-            for tx in range(tw):
-                corner = TILE * (ty * wp + tx)
-                for k in range(4):  # r = A dY, column k of the tile at a time
-                    d0, d1, d2, d3 = gp[corner + k], gp[corner + wp + k], gp[corner + 2 * wp + k], gp[corner + 3 * wp + k]
-                    e0, e1, e2, e3, e4, e5 = r[6 * k], r[6 * k + 1], r[6 * k + 2], r[6 * k + 3], r[6 * k + 4], r[6 * k + 5]
-                    for c in range(co):
-                        e0[c], e1[c], e2[c], e3[c], e4[c], e5[c] = _a(d0[c], d1[c], d2[c], d3[c])
-                q = ((i * rows + ty) * tw + tx) * co
-                for a in range(6):  # z = r A^T, row a of the 6x6 at a time, into positions 6a..6a+5
-                    s0, s1, s2, s3 = r[a], r[6 + a], r[12 + a], r[18 + a]
-                    p = 6 * a * block + q
-                    z0, z1, z2 = zf[p:p + co], zf[p + block:p + block + co], zf[p + 2 * block:p + 2 * block + co]
-                    z3, z4 = zf[p + 3 * block:p + 3 * block + co], zf[p + 4 * block:p + 4 * block + co]
-                    z5 = zf[p + 5 * block:p + 5 * block + co]
-                    for c in range(co):
-                        z0[c], z1[c], z2[c], z3[c], z4[c], z5[c] = _a(s0[c], s1[c], s2[c], s3[c])
 
 
 # The filter transforms take one row of U at a time (an output channel o: its C_in
@@ -488,10 +263,10 @@ def _forward_tiles(x, u, b, padding):
     th, tw = _tiles(oh, ow)
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
+    gemm = cblas.gemm_address(x.dtype)
     # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
     chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
                           out_rows=POSITIONS * co)
-    gemm = cblas.gemm_address(x.dtype)
 
     def task(start, stop):
         for k in range(start, stop):
