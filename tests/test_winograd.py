@@ -13,6 +13,7 @@ import tinygrad_uu.nn.functional as F
 from tinygrad_uu import gradcheck
 from tinygrad_uu import kernels as K
 from tinygrad_uu.kernels import cblas, conv, conv_batched, conv_winograd, reference
+from tinygrad_uu.kernels import conv_winograd_packed as packed
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -33,15 +34,18 @@ def cases(draw):
     return dict(n=draw(st.sampled_from([1, 2, 5])), ci=draw(st.integers(1, 7)), co=draw(st.integers(1, 7)),
                 h=h, w=w, p=p, bias=draw(st.booleans()), threads=draw(st.sampled_from([1, 2])),
                 dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**16)),
-                bands=draw(st.booleans()), blas_from_numba=draw(st.booleans()))
+                bands=draw(st.booleans()), blas_from_numba=draw(st.booleans()),
+                packed=draw(st.one_of(st.none(), st.just("auto"), st.tuples(st.integers(1, 6), st.integers(1, 4)))))
 
 
 @SETTINGS
 @given(case=cases())
 def test_winograd_matches_the_reference(case):
     """Forward, dx, dw and db, each gradient asked for alone and together, with the images
-    whole in chunks or cut into bands of tile rows; the products called from numba
-    (kernels/cblas.py) or, as where no BLAS function is found, from Python."""
+    whole in chunks or cut into bands of tile rows, or packed on planes (as the engine
+    chooses, or a grid of any size drawn: ``images`` to a chunk, ``across`` to a row); the
+    products called from numba (kernels/cblas.py) or, as where no BLAS function is found,
+    from Python."""
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     x = rng.standard_normal((case["n"], case["ci"], case["h"], case["w"])).astype(dt)
@@ -56,6 +60,8 @@ def test_winograd_matches_the_reference(case):
         patch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
     if not case["blas_from_numba"]:
         patch.setattr(cblas, "gemm", lambda dtype: None)
+    if case["packed"] != "auto":
+        patch.setattr(conv_winograd, "packing", lambda *args: case["packed"])
     try:
         tg.set_num_threads(case["threads"])
         out = conv_winograd.conv2d_forward_winograd(x, w, b, p)
@@ -212,9 +218,10 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     layer at 14x14, batch 64, on two threads, in chunks whose V and M together fit
     CHUNK_COLS_BYTES (in chunks of 16 images they took 1.8 MB): 4 images of 110 KB, as
     on one thread (SMALL_CHUNK_MIN_IMAGES); the result is the same. The chunk budgets of
-    a core with 1 MB of L2 (512 KB and 1 MB)."""
+    a core with 1 MB of L2 (512 KB and 1 MB). Unpacked (on packed planes see below)."""
     before = tg.get_num_threads()
     pieces = []
+    monkeypatch.setattr(conv_winograd, "packing", lambda *args: None)
     real = conv_winograd._chunk_forward
     monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda gemm, x, u, b, out, n0, n1, *rest: (
         pieces.append(n1 - n0), real(gemm, x, u, b, out, n0, n1, *rest))[1])
@@ -231,6 +238,47 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     assert max(pieces) * per_image <= conv_batched.CHUNK_COLS_BYTES
     want = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), (1, 1), 1)
     np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packing_where_it_saves_tiles(threads):
+    """Packed on planes: 14x14 maps (W2's and W4's layers), in a chunk for each thread and
+    within MAX_CHUNK_BYTES; 16x16, 8x8 and 7x7 maps are whole tiles already (or no fewer
+    packed), and a batch of one has no neighbour to share zeros with."""
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        for ci, co in ((32, 64), (16, 32)):
+            per_tile = 36 * (ci + co) * 4
+            images, across = packed.packing(64, 14, 14, 1, 1, per_tile)
+            th, tw = packed._grid_tiles(images, across, 14, 14, 1, 1)
+            assert th * tw * per_tile <= packed.MAX_CHUNK_BYTES
+            assert (64 // images) % threads == 0 and 64 % images == 0
+            assert th * tw <= images * 16 * 0.9  # 16 tiles of 4x4 cover a 14x14 image alone
+        assert packed.packing(64, 14, 14, 1, 1, 36 * 96 * 4) == ((32, 4) if threads == 1 else (32, 4))
+        assert packed.packing(64, 14, 14, 1, 1, 36 * 48 * 4) == ((64, 4) if threads == 1 else (32, 4))
+        for h, p in ((16, 1), (8, 1), (7, 1), (4, 1)):
+            assert packed.packing(64, h, h, p, p, 36 * 96 * 4) is None
+        assert packed.packing(1, 14, 14, 1, 1, 36 * 96 * 4) is None
+        assert packed.packing(64, 6, 6, 1, 1, 36 * 256 * 4) is not None  # 2 x 2 tiles for 6 x 6 outputs
+    finally:
+        tg.set_num_threads(before)
+
+
+def test_a_packed_plane_puts_each_image_in_its_place():
+    """Three images of 14x14 on a plane two wide (15 apart, the third alone on the second
+    row): the forward's output plane written with each image's pixel values is their
+    conv, and the tiles straddling two images (and the empty fourth place) take nothing
+    from the wrong image: each image alone gives the same output."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 14, 14))
+    w = rng.standard_normal((3, 2, 3, 3))
+    u = conv_winograd._filter_transform(w)
+    out = np.full((3, 3, 14, 14), np.nan)
+    packed.packed_chunk_forward(cblas.gemm_address(x.dtype), x, u, np.zeros(0), out, 0, 3, 2, (1, 1))
+    for i in range(3):
+        assert_close(reference.conv2d_forward(x[i:i + 1], w, None, (1, 1), (1, 1), (1, 1), 1), out[i:i + 1], np.float64)
+    assert packed._grid_tiles(3, 2, 14, 14, 1, 1) == (8, 8)  # a 29 x 29 plane
 
 
 real_loops, real_joint = conv.conv2d_grad_weight_3x3, conv.conv2d_backward_winograd  # before the spies

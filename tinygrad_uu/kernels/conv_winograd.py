@@ -39,7 +39,9 @@ The two gradients, by the chain rule through the same algebra:
   lanes (``_grad_tiles_channel_minor``); the product reads it transposed, which BLAS
   runs as fast (measured: within 2% for 32-128 channels and 32-128 tiles).
 
-The tiles' transforms are in winograd_tiles.py.
+The tiles' transforms are in winograd_tiles.py; on maps whose 4x4 tiles would reach well
+past the edge (14x14: 16x16 covered), a chunk's images are packed on one plane with zeros
+between them (conv_winograd_packed.py).
 
 F(4x4, 3x3)'s transforms multiply by 2, 4, 5 and 8 (and G by 1/4, 1/6, 1/12, 1/24):
 its float32 results differ from the direct sums by 2e-6 to 9e-6 of the largest output
@@ -53,6 +55,7 @@ from numba import njit
 
 from .conv_batched import _chunk, _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
+from .conv_winograd_packed import packed_chunk_forward, packed_weight_products, packing
 from .parallel import FAST, U, PerThread, _parallel
 from .winograd_tiles import (POSITIONS, TILE, _grad_tiles_channel_minor, _input_tiles, _input_tiles_channel_minor,
                              _output_tiles, _stride, _tiles)
@@ -255,7 +258,9 @@ def _piece(k, n, chunks, bands, th):
 
 
 def _forward_tiles(x, u, b, padding):
-    """out = A^T [U (.) V] A per output tile; u is (36, C_out, C_in)."""
+    """out = A^T [U (.) V] A per output tile; u is (36, C_out, C_in). In chunks of whole
+    images (or bands of tile rows), or of images packed on one plane where that takes
+    fewer tiles (14x14 maps: conv_winograd_packed.py)."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -264,13 +269,20 @@ def _forward_tiles(x, u, b, padding):
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
     bias = np.zeros(0, dtype=x.dtype) if b is None else b
     gemm = cblas.gemm_address(x.dtype)
-    # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
-    chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
-                          out_rows=POSITIONS * co)
+    packed = packing(n, h, wd, ph, pw, POSITIONS * (ci + co) * x.itemsize)
+    if packed:  # chunks of images on one plane each (conv_winograd_packed.py)
+        images, across = packed
+        chunks, bands = -(-n // images), 1
+    else:  # chunks as conv_batched's, their transformed tiles (36 values each) in place of im2col's columns
+        chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
+                              out_rows=POSITIONS * co)
 
     def task(start, stop):
         for k in range(start, stop):
-            _chunk_forward(gemm, x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
+            if packed:
+                packed_chunk_forward(gemm, x, u, bias, out, k * images, min(n, (k + 1) * images), across, padding)
+            else:
+                _chunk_forward(gemm, x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
 
     _run_chunks(task, chunks, n * bands)
     return out
@@ -291,6 +303,8 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
     the products of its (A dY A^T) and x's V, summed per thread. One pass instead of one
     for each: a hand-off to the threads fewer, and each chunk of grad_out read while in
     cache. Cut in bands, band j of an image is band j of both tile grids (dx's and dY's).
+    Packed (14x14 maps, conv_winograd_packed.py), a chunk's images lie on one plane for
+    both: dx's input, grad_out, sits on the same grid as x.
 
     db (grad_out summed per channel) is one more task after the chunks: the thread that
     runs out of chunks first takes it, while the other finishes its last chunk, instead
@@ -304,8 +318,13 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
     xth, xtw = _tiles(h, wd)
     gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
     no_bias = np.zeros(0, dtype=x.dtype)
-    chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
-                          2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
+    packed = packing(n, h, wd, ph, pw, POSITIONS * (ci + co) * x.itemsize)  # dx's grid is dw's
+    if packed:
+        images, across = packed
+        chunks, bands = -(-n // images), 1
+    else:
+        chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
+                              2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     partials = PerThread(lambda: np.zeros((POSITIONS, co, ci), dtype=x.dtype))  # dU, a sum per thread
     gemm = cblas.gemm_address(x.dtype)
     db = []
@@ -314,6 +333,13 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
         for k in range(start, stop):
             if k == chunks:  # the last task: db
                 db.append(bias_gradient(grad_out))
+                continue
+            if packed:
+                n0, n1 = k * images, min(n, (k + 1) * images)
+                if need_x:
+                    packed_chunk_forward(gemm, grad_out, u_turned, no_bias, gx, n0, n1, across, (2 - ph, 2 - pw))
+                if need_w:
+                    packed_weight_products(gemm, x, grad_out, partials.mine(), n0, n1, across, padding)
                 continue
             if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
                 _chunk_forward(gemm, grad_out, u_turned, no_bias, gx, *_piece(k, n, chunks, bands, xth),
