@@ -151,7 +151,8 @@ def _pointwise(geometry, side_by_side):
     64->128 at 8x8 1.12x (1.19x); but stride 2 image by image, 64 x 16->32 at 32x32,
     0.67x (0.91x): there numba's im2col and col2im beat numpy's strided copies."""
     kh, kw, sh, sw, ph, pw = geometry[:6]
-    return kh == kw == 1 and ph == pw == 0 and (side_by_side or sh == sw == 1)
+    # x's pixels themselves at stride 1; every stride-th one, picked by numpy, side by side
+    return _columns_are_x(kh, kw, sh, sw, ph, pw) or (side_by_side and _columns_are_x(kh, kw, 1, 1, ph, pw))
 
 
 def _numpy_calls(geometry, side_by_side, backward):

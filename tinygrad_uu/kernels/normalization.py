@@ -80,6 +80,12 @@ def _set_statistics(c, total, squares, m, shift, mean, var):
     mean[c], var[c] = shift + mean_d, max(squares / m - mean_d * mean_d, 0.0)
 
 
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _set_inv_std(c, var, eps, inv_std):
+    """inv_std[c] = 1 / sqrt(var[c] + eps), computed in float64 and stored in inv_std's dtype."""
+    inv_std[c] = inv_std.dtype.type(1.0 / np.sqrt(var[c] + eps))
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_stats(x, mean, var, start, stop):
     """One pass: the sums of d and d * d with d = x - x[0, c, 0]. Shifted by one of the
@@ -120,7 +126,7 @@ def _bn_train_forward(x, weight, bias, eps, negative_slope, out, mean, var, inv_
     1.04-1.46x on two, where one hand-off to the threads is saved too."""
     _bn_stats(x, mean, var, start, stop)
     for c in range(start, stop):
-        inv_std[c] = x.dtype.type(1.0 / np.sqrt(var[c] + eps))
+        _set_inv_std(c, var, eps, inv_std)
     _bn_forward(x, mean, inv_std, weight, bias, negative_slope, out, start, stop)
 
 
@@ -184,7 +190,7 @@ def _bn_train_forward_by_images(x, weight, bias, eps, negative_slope, out, mean,
             squares[c] += row_squares
     for c in range(channels):
         _set_statistics(c, total[c], squares[c], n * x.shape[2], shift[c], mean, var)
-        inv_std[c] = x.dtype.type(1.0 / np.sqrt(var[c] + eps))
+        _set_inv_std(c, var, eps, inv_std)
     for b in range(n):
         for c in range(channels):
             _normalize_row(xf, of, U((b * channels + c) * length), length, x.dtype.type(mean[c]), inv_std[c],
