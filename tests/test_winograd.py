@@ -109,16 +109,22 @@ def test_tile_transforms_against_the_matrices():
 
 
 def test_filter_transform_and_its_adjoint():
-    """U = G w G^T against the matrices written out, <U(w), d> == <w, U^T(d)>, and the
-    turned kernel's U (dx's) that of w turned 180 degrees with its channel axes swapped."""
+    """U = G w G^T against the matrices written out, <U(w), d> == <w, U^T(d)>, the adjoint
+    of several threads' sums that of their total, and the turned kernel's U (dx's) that of
+    w turned 180 degrees with its channel axes swapped."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 2, 3, 3))
     u = conv_winograd._filter_transform(w)
     np.testing.assert_allclose(u.reshape(6, 6, 3, 2).transpose(2, 3, 0, 1), G @ w @ G.T, rtol=1e-12)
     d = rng.standard_normal(u.shape)
     back = np.empty_like(w)
-    conv_winograd._filter_tiles_adjoint(d, back, 0, w.shape[0])
+    conv_winograd._filter_tiles_adjoint(d[None], back, 0, w.shape[0])
     assert np.isclose(np.sum(u * d), np.sum(w * back), rtol=1e-12)
+    parts = np.stack([d, rng.standard_normal(u.shape), rng.standard_normal(u.shape)])  # three threads' sums
+    summed = np.empty_like(w)
+    conv_winograd._filter_tiles_adjoint(parts, summed, 0, w.shape[0])
+    conv_winograd._filter_tiles_adjoint(parts.sum(axis=0)[None], back, 0, w.shape[0])
+    np.testing.assert_allclose(summed, back, rtol=1e-12, atol=1e-12)
     turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     np.testing.assert_allclose(conv_winograd._turned(w).reshape(6, 6, 2, 3).transpose(2, 3, 0, 1),
                                G @ turned @ G.T, rtol=1e-12)
