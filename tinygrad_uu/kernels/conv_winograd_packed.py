@@ -54,9 +54,11 @@ def _grid_tiles(images, across, h, w, ph, pw):
 
 def packing(n, h, w, ph, pw, bytes_per_tile):
     """(images per chunk, images across) for the batch of n images of h x w, padding (ph,
-    pw); None where packing saves less than MIN_SAVING of the tiles. A chunk for every
-    thread at least (a multiple of the threads in all, so that none waits for the last),
-    each at most MAX_CHUNK_BYTES; of the grids for that many images, the fewest tiles."""
+    pw); None where packing saves less than MIN_SAVING of the tiles. The batch is cut
+    into as many chunks as the threads, or twice, three times as many... (so that none
+    waits alone for a last chunk; fewer where the images do not divide), the fewest whose
+    tiles take at most MAX_CHUNK_BYTES each; of the grids for that many images, the one
+    with the fewest tiles."""
     return _packing(n, h, w, ph, pw, bytes_per_tile, get_num_threads())
 
 
