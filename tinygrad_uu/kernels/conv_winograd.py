@@ -60,8 +60,9 @@ from . import cblas
 from .conv_winograd_packed import packed_chunk_forward, packed_weight_products, packing
 from .parallel import FAST, U, PerThread, _parallel
 from ..threads import get_num_threads
-from .winograd_tiles import (POSITIONS, TILE, _grad_tiles_channel_minor, _input_tiles, _input_tiles_channel_minor,
-                             _output_tiles, _stride, _tiles)
+from .winograd_tiles import (POSITIONS, _forward_products, _forward_products_numpy, _grad_tiles_channel_minor,
+                             _input_tiles, _input_tiles_channel_minor, _output_tiles, _stride, _tiles,
+                             _weight_products, _weight_products_numpy)
 
 
 def _is_winograd(w_shape, stride, padding, dilation, groups):
@@ -199,7 +200,7 @@ def _chunk_forward(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
     v = np.empty((ci, POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
-    np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
+    _forward_products_numpy(u, v, m, t)
     _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
@@ -211,10 +212,7 @@ def _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw,
     v = np.empty((ci, POSITIONS, stride), dtype=x.dtype)
     m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
-    row, size, one, zero = POSITIONS * stride, x.itemsize, x.dtype.type(1), x.dtype.type(0)
-    for xi in range(POSITIONS):
-        cblas.product(gemm, co, t, ci, one, u[xi].ctypes.data, ci, v.ctypes.data + xi * stride * size, row,
-                      zero, m.ctypes.data + xi * stride * size, row)
+    _forward_products(gemm, u, v, m, t, stride)
     _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
@@ -224,15 +222,11 @@ def _chunk_weight_products_in_numba(gemm, x, g, du, n0, n1, ty0, ty1, ph, pw, tw
     _backward_tiles), the products through ``gemm`` with beta = 1: Z[xi] and V[xi] are
     the (tiles, C_out) and (tiles, C_in) matrices at z[xi] and v[xi], so the product is
     Z[xi]^T @ V[xi]."""
-    ci, co, t = x.shape[1], g.shape[1], (n1 - n0) * (ty1 - ty0) * tw
     z = np.empty((POSITIONS, z_block), dtype=x.dtype)
     v = np.empty((POSITIONS, v_block), dtype=x.dtype)
     _input_tiles_channel_minor(x, v.ravel(), v_block, n0, ph, pw, ty0, ty1, tw, n1 - n0)
     _grad_tiles_channel_minor(g, z.ravel(), z_block, n0, ty0, ty1, tw, n1 - n0)
-    one = x.dtype.type(1)
-    for xi in range(POSITIONS):
-        cblas.product_transposed_a(gemm, co, ci, t, one, z[xi].ctypes.data, co, v[xi].ctypes.data, ci,
-                                   one, du[xi].ctypes.data, ci)
+    _weight_products(gemm, z, v, du, (n1 - n0) * (ty1 - ty0) * tw)
 
 
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
@@ -372,8 +366,7 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
                 v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
                 _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, ty0, ty1, tw, n1 - n0)
                 _grad_tiles_channel_minor(grad_out, z.ravel(), z.shape[1], n0, ty0, ty1, tw, n1 - n0)
-                partials.mine()[...] += np.matmul(z[:, :t * co].reshape(POSITIONS, t, co).transpose(0, 2, 1),
-                                                  v[:, :t * ci].reshape(POSITIONS, t, ci))
+                _weight_products_numpy(z, v, partials.mine(), t)
 
     _run_chunks(task, chunks + need_b, n * bands)
     return gx, (sums[:len(partials.values())] if need_w else None), (db[0] if need_b else None)

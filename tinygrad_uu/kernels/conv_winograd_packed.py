@@ -29,11 +29,11 @@ import functools
 import numpy as np
 from numba import njit
 
-from . import cblas
 from ..threads import get_num_threads
-from .winograd_tiles import (POSITIONS, TILE, _grad_transforms_channel_minor, _patch_transforms,
-                             _patch_transforms_channel_minor, _rows_channels_innermost, _stride, _tile_columns,
-                             _at, _tiles)
+from .winograd_tiles import (POSITIONS, TILE, _at, _forward_products, _forward_products_numpy,
+                             _grad_transforms_channel_minor, _patch_transforms, _patch_transforms_channel_minor,
+                             _rows_channels_innermost, _stride, _tile_columns, _tiles, _weight_products,
+                             _weight_products_numpy)
 from .parallel import FAST, U
 
 MIN_SAVING = 0.05  # pack only where it saves this share of the tiles
@@ -138,15 +138,12 @@ def _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw):
 
 @njit(nogil=True, cache=True)
 def _packed_chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, across, ph, pw, th, tw, stride):
-    """A packed chunk's input tiles, 36 products (cblas.product) and output tiles."""
+    """A packed chunk's input tiles, 36 products (through ``gemm``, cblas.py) and output tiles."""
     ci, co, t = x.shape[1], u.shape[1], th * tw
     v = np.empty((ci, POSITIONS, stride), dtype=x.dtype)
     m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
     _packed_input_tiles(x, v, n0, n1, across, ph, pw, th, tw)
-    row, size, one, zero = POSITIONS * stride, x.itemsize, x.dtype.type(1), x.dtype.type(0)
-    for xi in range(POSITIONS):
-        cblas.product(gemm, co, t, ci, one, u[xi].ctypes.data, ci, v.ctypes.data + xi * stride * size, row,
-                      zero, m.ctypes.data + xi * stride * size, row)
+    _forward_products(gemm, u, v, m, t, stride)
     _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw)
 
 
@@ -162,7 +159,7 @@ def packed_chunk_forward(gemm, x, u, bias, out, n0, n1, across, padding):
     v = np.empty((x.shape[1], POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((u.shape[1], POSITIONS, _stride(t)), dtype=x.dtype)
     _packed_input_tiles(x, v, n0, n1, across, ph, pw, th, tw)
-    np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
+    _forward_products_numpy(u, v, m, t)
     _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw)
 
 
@@ -189,14 +186,10 @@ def _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z):
 @njit(nogil=True, cache=True)
 def _packed_weight_products_in_numba(gemm, x, g, du, n0, n1, across, ph, pw, th, tw, z_block, v_block):
     """du[xi] += Z[xi]^T @ V[xi] for a packed chunk (see conv_winograd's unpacked one)."""
-    ci, co, t = x.shape[1], g.shape[1], th * tw
     z = np.empty((POSITIONS, z_block), dtype=x.dtype)
     v = np.empty((POSITIONS, v_block), dtype=x.dtype)
     _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
-    one = x.dtype.type(1)
-    for xi in range(POSITIONS):
-        cblas.product_transposed_a(gemm, co, ci, t, one, z[xi].ctypes.data, co, v[xi].ctypes.data, ci,
-                                   one, du[xi].ctypes.data, ci)
+    _weight_products(gemm, z, v, du, th * tw)
 
 
 def packed_weight_products(gemm, x, g, du, n0, n1, across, padding):
@@ -211,4 +204,4 @@ def packed_weight_products(gemm, x, g, du, n0, n1, across, padding):
     z = np.empty((POSITIONS, _stride(t * co)), dtype=x.dtype)
     v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
     _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
-    du += np.matmul(z[:, :t * co].reshape(POSITIONS, t, co).transpose(0, 2, 1), v[:, :t * ci].reshape(POSITIONS, t, ci))
+    _weight_products_numpy(z, v, du, t)

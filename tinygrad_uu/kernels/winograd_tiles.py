@@ -1,6 +1,6 @@
 """The tiles of Winograd's F(4x4, 3x3) (see conv_winograd.py for the algebra): the transforms
-along one axis, B^T, A^T and A, and the loops that apply them to every tile of a plane or
-a chunk of images, into the matrices of the 36 products and back.
+along one axis, B^T, A^T and A, the loops that apply them to every tile of a plane or
+a chunk of images, into the matrices of the 36 products and back, and the products.
 
 Two layouts of a transformed chunk: channel-major ((C, 36, tiles), the forward's V and M,
 one (image, channel) plane at a time in scalar registers) and channel-minor (position
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import cblas
 from .parallel import FAST, U
 
 TILE = 4  # outputs per side of a tile
@@ -274,3 +275,37 @@ def _grad_tiles_channel_minor(g, zf, block, n0, ty0, ty1, tw, images):
     for i in range(images):
         _rows_channels_innermost(gf, (n0 + i) * co * oh * ow, oh, ow, y0, y1, gp, -y0 * wp, wp)
         _grad_transforms_channel_minor(gp, wp, r, zf, block, i * rows * tw, rows, tw)
+
+
+# The 36 products of a chunk, through ``gemm`` (the BLAS's C function, cblas.py) from
+# numba, or through np.matmul from Python where no such function was found.
+@njit(nogil=True, inline="always")
+def _forward_products(gemm, u, v, m, t, stride):
+    """M[:, xi, :t] = U[xi] @ V[:, xi, :t]: V (C_in, 36, stride) and M (C_out, 36, stride),
+    position xi's rows 36 * stride values apart."""
+    ci, co = v.shape[0], m.shape[0]
+    row, size, one, zero = POSITIONS * stride, v.itemsize, v.dtype.type(1), v.dtype.type(0)
+    for xi in range(POSITIONS):
+        cblas.product(gemm, co, t, ci, one, u[xi].ctypes.data, ci, v.ctypes.data + xi * stride * size, row,
+                      zero, m.ctypes.data + xi * stride * size, row)
+
+
+def _forward_products_numpy(u, v, m, t):
+    """_forward_products by np.matmul."""
+    np.matmul(u, v[:, :, :t].transpose(1, 0, 2), out=m[:, :, :t].transpose(1, 0, 2))
+
+
+@njit(nogil=True, inline="always")
+def _weight_products(gemm, z, v, du, t):
+    """du[xi] += Z[xi]^T @ V[xi] (beta = 1): Z[xi] and V[xi] the (tiles, C_out) and
+    (tiles, C_in) matrices at z[xi] and v[xi], t tiles."""
+    co, ci, one = du.shape[1], du.shape[2], v.dtype.type(1)
+    for xi in range(POSITIONS):
+        cblas.product_transposed_a(gemm, co, ci, t, one, z[xi].ctypes.data, co, v[xi].ctypes.data, ci,
+                                   one, du[xi].ctypes.data, ci)
+
+
+def _weight_products_numpy(z, v, du, t):
+    """_weight_products by np.matmul."""
+    co, ci = du.shape[1], du.shape[2]
+    du += np.matmul(z[:, :t * co].reshape(POSITIONS, t, co).transpose(0, 2, 1), v[:, :t * ci].reshape(POSITIONS, t, ci))
