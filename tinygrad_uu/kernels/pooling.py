@@ -48,6 +48,13 @@ def _max_pool_forward(x, out, arg, kh, kw, sh, sw, ph, pw, relu, start, stop):
             _relu_after_pool(out.ravel(), arg.ravel(), task * oh * ow, oh * ow)
 
 
+@njit(nogil=True, inline="always")
+def _wins(b, a):
+    """Whether b replaces a as a window's max: b is larger, or b is a NaN and a is not (the
+    first of equal values stays; a NaN wins once)."""
+    return (a == a) & (not (b <= a))
+
+
 @njit(nogil=True, cache=True)
 def _max_pool_2x2_forward(x, out, arg, relu, start, stop):
     """_max_pool_forward for the common 2x2 window, stride 2, no padding: the same picks
@@ -59,7 +66,11 @@ def _max_pool_2x2_forward(x, out, arg, relu, start, stop):
     vectors, and numba checked each index for being negative; 1.3 -> 0.86 ms (measured).
     ``arg`` is int32 (shapes.argmax_dtype), and so is the index arithmetic: with int64
     indices the loop took 0.86 ms, 0.34 with int32 (eight lanes of floats and of indices
-    in a vector alike; measured, one thread)."""
+    in a vector alike; measured, one thread, AMD EPYC).
+    "b wins over a" is (a == a) & not (b <= a): larger, or a NaN where a is not one. Written
+    as (b > a) | ((b != b) & (a == a)), the same picks, LLVM left the loop in scalar code
+    on an Intel Xeon with AVX-512: 1.0 ms there, 0.47 ms now (one thread, measured); W4's
+    steps alternated in one process (40 rounds): 1.11x on one thread, 1.08x on two."""
     h, w = x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     xf, of, af = x.ravel(), out.ravel(), arg.ravel()
@@ -72,11 +83,11 @@ def _max_pool_2x2_forward(x, out, arg, relu, start, stop):
             for t in range(U(ow)):
                 left = U(2) * t
                 a0, a1, a2, a3 = xf[top + left], xf[top + left + U(1)], xf[bottom + left], xf[bottom + left + U(1)]
-                right = (a1 > a0) | ((a1 != a1) & (a0 == a0))  # a1 wins: larger, or a NaN (v != v)
+                right = _wins(a1, a0)
                 m01 = a1 if right else a0
-                right_below = (a3 > a2) | ((a3 != a3) & (a2 == a2))
+                right_below = _wins(a3, a2)
                 m23 = a3 if right_below else a2
-                below = (m23 > m01) | ((m23 != m23) & (m01 == m01))
+                below = _wins(m23, m01)
                 of[dst + t] = m23 if below else m01
                 af[dst + t] = base + np.int32(left) + (row + np.int32(right_below) if below else np.int32(right))
         if relu:
