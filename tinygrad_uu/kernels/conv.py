@@ -3,7 +3,7 @@
 * Winograd's F(4x4, 3x3) for 3x3 stride-1 convs with 16 channels or more on both sides
   (``conv_winograd.py``): 4x fewer multiplications; on maps of 24x24 and up the forward
   and dx only, except from 64x64 up on a CPU with AVX-512 (dw too; see
-  ``_winograd_backward_on_big_map``);
+  ``_winograd_dw_on_big_map``);
 * other 3x3 stride-1 convs on images of 24x24 and up (and dw of the big maps above):
   blocked direct loops that keep four output channels and three taps in registers
   (``conv3x3.py``);
@@ -102,12 +102,12 @@ def _cpu_has_avx512() -> bool:
         return False
 
 
-def _winograd_backward_on_big_map(x_shape, w_shape, stride, padding, dilation, groups):
-    """dx and dw in one pass by Winograd on a map of MIN_WINOGRAD_DW_PIXELS or more (under
-    24x24 they always are; between, the 3x3 loops take dw)."""
+def _winograd_dw_on_big_map(x_shape):
+    """Whether a Winograd conv (``_winograd``) on this map makes dx and dw in one pass by
+    Winograd: on a map of MIN_WINOGRAD_DW_PIXELS or more (under 24x24 it always does;
+    between, the 3x3 loops take dw)."""
     wanted = _cpu_has_avx512() if WINOGRAD_DW_ON_BIG_MAPS is None else WINOGRAD_DW_ON_BIG_MAPS
-    return (wanted and x_shape[2] * x_shape[3] >= MIN_WINOGRAD_DW_PIXELS
-            and _winograd(w_shape, stride, padding, dilation, groups))
+    return wanted and x_shape[2] * x_shape[3] >= MIN_WINOGRAD_DW_PIXELS
 
 
 # The conv entry points. ``saved`` is a dict the caller keeps from a forward to its backward
@@ -157,16 +157,19 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gx = matmul(g2, w2).reshape(x.shape) if need_x else None
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
         return gx, gw, db(grad_out)
-    if _is_3x3(x.shape, w.shape, stride, padding, dilation) and \
-            not _winograd_backward_on_big_map(x.shape, w.shape, stride, padding, dilation, groups):
+    winograd = _winograd(w.shape, stride, padding, dilation, groups)
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation) and not (winograd and _winograd_dw_on_big_map(x.shape)):
         # dx by Winograd or the 3x3 loops, dw by the loops
-        gx = conv2d_grad_input(grad_out, w, x.shape, stride, padding, dilation, groups) if need_x else None
+        gx = None
+        if need_x:
+            gx = conv2d_grad_input_winograd(grad_out, w, padding) if winograd else \
+                conv2d_grad_input_3x3(grad_out, w, x.shape, stride, padding, dilation, groups)
         if not need_w:
             return gx, None, db(grad_out)
         gb = np.empty(w.shape[0], dtype=grad_out.dtype)
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
-    if _winograd(w.shape, stride, padding, dilation, groups):
+    if winograd:
         return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
