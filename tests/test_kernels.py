@@ -618,6 +618,32 @@ def test_conv2d_batched_kernels_match_numpy(case):
         conv_batched.SIDE_BY_SIDE_BELOW, conv_batched.SIDE_BY_SIDE_BELOW_BACKWARD = below
 
 
+@pytest.mark.parametrize("n, k, stride", [(2, 3, 2), (3, 3, 2), (3, 1, 1), (3, 1, 2)])
+def test_conv2d_batched_with_blas_on_threads_matches_numpy(n, k, stride):
+    """A batch of a few big maps is one chunk, on this thread, with BLAS on two threads
+    (``_run_chunks``). Each image's product reads its im2col matrix through a raw address:
+    numba once freed the matrix after the address was taken, and OpenBLAS's threads then
+    wrote over it (forward and dw off by 4 in 16 -> 32 at 48x48, stride 2, batch 3)."""
+    from tinygrad_uu.kernels import conv_batched, reference
+    rng = np.random.default_rng(n * 10 + k + stride)
+    x, w = array(rng, (n, 16, 48, 48)), array(rng, (32, 16, k, k))
+    opts = ((stride, stride), (k // 2, k // 2), (1, 1), 1)
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        oh = 48 // stride
+        assert conv_batched._chunking(n, 16 * k * k, oh * oh, 4, 2 * 32 * 16 * k * k * oh * oh) == 1
+        for _ in range(3):
+            out = conv_batched.conv2d_forward_batched(x, w, None, *opts)
+            assert_same(reference.conv2d_forward(x, w, None, *opts), out)
+            g = array(rng, out.shape)
+            got = conv_batched.conv2d_backward_batched(x, w, g, *opts, True, True)
+            assert_same((reference.conv2d_grad_input(g, w, x.shape, *opts),
+                         reference.conv2d_grad_weight(x, g, w.shape, *opts), g.sum(axis=(0, 2, 3))), got)
+    finally:
+        tg.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape, stride", [((4, 6, 7, 7, 8, 3), 1), ((3, 5, 8, 8, 4, 3), 2),
                                            ((4, 8, 6, 6, 12, 1), 2), ((1, 4, 5, 5, 4, 3), 2),

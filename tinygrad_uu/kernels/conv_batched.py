@@ -174,6 +174,21 @@ def _columns_are_x(kh, kw, sh, sw, ph, pw):
     return kh == kw == 1 and sh == sw == 1 and ph == pw == 0
 
 
+@njit(nogil=True, inline="always")
+def _image_columns(x, n0, n1, rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Images n0..n1's im2col matrices, (images, rows, L): x[n0:n1] itself for a 1x1 conv at
+    stride 1 without padding, else made here. The products read them through raw
+    addresses (``.ctypes.data``); holding the array itself until the last product keeps
+    numba from freeing it before then (it frees an array after its last use, and an
+    address taken from it is not a use): with the address alone, images of a chunk whose
+    products BLAS ran on several threads came out wrong."""
+    if _columns_are_x(kh, kw, sh, sw, ph, pw):
+        return x[n0:n1].reshape(n1 - n0, rows, oh * ow)
+    cols = np.empty((n1 - n0, rows, oh * ow), dtype=x.dtype)
+    _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    return cols
+
+
 @njit(nogil=True, cache=True)
 def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """Images n0..n1 of the forward in one call: their im2col matrices, then the products
@@ -191,12 +206,7 @@ def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw
                           zero, rows.ctypes.data + grp * og * images * L * size, images * L)
         _rows_to_nchw(rows, bias, out[n0:n1], 0, co)
         return
-    if _columns_are_x(kh, kw, sh, sw, ph, pw):  # image i's matrix is x[n0 + i] itself
-        columns = x.ctypes.data + n0 * groups * rg * L * size
-    else:
-        cols = np.empty((images, groups * rg, L), dtype=x.dtype)
-        _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-        columns = cols.ctypes.data
+    cols = _image_columns(x, n0, n1, groups * rg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
     of = out.reshape(out.shape[0], co, L)
     beta = zero
     if bias.shape[0]:
@@ -206,7 +216,7 @@ def _chunk_forward_in_numba(gemm, x, wg, bias, out, n0, n1, side_by_side, kh, kw
                 of[i, o, :] = bias[o]
     for i in range(images):
         for grp in range(groups):
-            cblas.product(gemm, og, L, rg, one, wg[grp].ctypes.data, rg, columns + (i * groups + grp) * rg * L * size,
+            cblas.product(gemm, og, L, rg, one, wg[grp].ctypes.data, rg, cols[i].ctypes.data + grp * rg * L * size,
                           L, beta, of[n0 + i].ctypes.data + grp * og * L * size, L)
 
 
@@ -246,25 +256,20 @@ def _chunk_backward_in_numba(gemm, x, wt, grad_out, gx, gw_t, gb, n0, n1, side_b
         _add_channel_sums(gf[n0:n1], gb)
     itself = _columns_are_x(kh, kw, sh, sw, ph, pw)  # image i's matrix is x[n0 + i], dx's is gx[n0 + i]
     if need_w:
-        if itself:
-            columns = x.ctypes.data + n0 * c * L * size
-        else:
-            cols = np.empty((images, groups * rg, L), dtype=x.dtype)
-            _im2col_each(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-            columns = cols.ctypes.data
+        cols = _image_columns(x, n0, n1, groups * rg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         for i in range(images):
             for grp in range(groups):
-                cblas.product_transposed_b(gemm, rg, og, L, one, columns + (i * groups + grp) * rg * L * size, L,
+                cblas.product_transposed_b(gemm, rg, og, L, one, cols[i].ctypes.data + grp * rg * L * size, L,
                                            gf[n0 + i].ctypes.data + grp * og * L * size, L,
                                            one, gw_t[grp].ctypes.data, og)
     if need_x:
-        gcols = np.empty((0 if itself else images, groups * rg, L), dtype=x.dtype)
-        columns = gx.ctypes.data + n0 * c * L * size if itself else gcols.ctypes.data
+        # dx's columns: gx[n0 + i] itself, or a matrix per image that col2im then adds back
+        gcols = gx[n0:n1].reshape(images, groups * rg, L) if itself else np.empty((images, groups * rg, L), x.dtype)
         for i in range(images):
             for grp in range(groups):
                 cblas.product(gemm, rg, L, og, one, wt[grp].ctypes.data, og,
                               gf[n0 + i].ctypes.data + grp * og * L * size, L,
-                              zero, columns + (i * groups + grp) * rg * L * size, L)
+                              zero, gcols[i].ctypes.data + grp * rg * L * size, L)
         if not itself:
             _col2im_each(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
 
