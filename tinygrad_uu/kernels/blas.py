@@ -82,12 +82,16 @@ def _few_columns_product(a, b):
     return out
 
 
+def _product_here(a, b):
+    """``a @ b`` on this thread's BLAS setting, or by _rows_times_few_columns (no BLAS)
+    where b has few columns."""
+    return _few_columns_product(a, b) if _few_columns(a, b) else a @ b
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` (numpy's rules); on one BLAS thread when it is small."""
-    if _few_columns(a, b):
-        return _few_columns_product(a, b)
-    if get_num_threads() == 1:
-        return a @ b
+    if get_num_threads() == 1 or _few_columns(a, b):
+        return _product_here(a, b)
     if _flops(a, b) >= BLAS_THREADS_MIN_FLOPS:
         rest_threads()
         return a @ b
@@ -113,8 +117,7 @@ def matmul_pair(a1, b1, a2, b2):
     pairs, out = ((a1, b1), (a2, b2)), [None, None]
 
     def product(i):
-        a, b = pairs[i]
-        out[i] = _few_columns_product(a, b) if _few_columns(a, b) else a @ b
+        out[i] = _product_here(*pairs[i])
 
     with single_threaded_blas():
         pool.run(product, 2)
