@@ -48,6 +48,7 @@ import os
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from ..threads import get_num_threads, single_threaded_blas
 from .conv_im2col import _col2im, _col2im_from, _im2col, _im2col_into, _nchw_to_rows, _rows_to_nchw
@@ -168,7 +169,7 @@ def _numpy_calls(geometry, side_by_side, backward):
     return side_by_side and _pointwise(geometry, True) and (not backward or geometry[2] == geometry[3] == 1)
 
 
-@njit(nogil=True, inline="always")
+@register_jitable  # plain Python where Python calls it (_pointwise), compiled inside the kernels
 def _columns_are_x(kh, kw, sh, sw, ph, pw):
     """A 1x1 kernel at stride 1 without padding: an image's im2col matrix is the image."""
     return kh == kw == 1 and sh == sw == 1 and ph == pw == 0
