@@ -90,13 +90,13 @@ def _product_here(a, b):
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` (numpy's rules); on one BLAS thread when it is small."""
-    if get_num_threads() == 1 or _few_columns(a, b):
-        return _product_here(a, b)
-    if _flops(a, b) >= BLAS_THREADS_MIN_FLOPS:
-        rest_threads()
-        return a @ b
-    with single_threaded_blas():
-        return a @ b
+    if get_num_threads() > 1 and not _few_columns(a, b):
+        if _flops(a, b) >= BLAS_THREADS_MIN_FLOPS:
+            rest_threads()
+            return a @ b
+        with single_threaded_blas():
+            return a @ b
+    return _product_here(a, b)
 
 
 def matmul_pair(a1, b1, a2, b2):
