@@ -45,6 +45,29 @@ def test_basic_block_gradcheck(cin, cout, stride, training):
                      atol=1e-5, rtol=1e-3)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_fused_sum_and_relu_equal_the_two_ops(backend):
+    """The block's last sum and ReLU run as one op (nn.functional.add_relu): its output
+    and every gradient equal those of ``relu(body + shortcut)`` made of the two ops."""
+    manual_seed(0)
+    block = nn.BasicBlock(3, 4, 2).double()
+    x_data = np.random.default_rng(2).normal(size=(2, 3, 8, 8))
+    results = []
+    with kernels.use_backend(backend):
+        for fused in (True, False):
+            x = Tensor(x_data, requires_grad=True)
+            block.zero_grad()
+            if fused:
+                out = block(x)
+            else:
+                body = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+                out = (body + block.shortcut(x)).relu()
+            (out * Tensor(np.linspace(-1, 1, out.size).reshape(out.shape))).sum().backward()
+            results.append([out.data, x.grad.data] + [p.grad.data for p in block.parameters()])
+    for fused, apart in zip(*results):
+        np.testing.assert_allclose(fused, apart, rtol=1e-12, atol=1e-12)
+
+
 def test_gradcheck_catches_a_block_without_the_shortcut():
     """The negative control: a wrong backward (here: a forward whose graph drops the
     shortcut's gradient) must fail the check."""

@@ -158,6 +158,26 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 
 @SETTINGS
 @given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
+def test_add_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
+    """max(a + b, 0) (a residual block's output), with NaN, +-0 and +-inf among the values
+    (inf + -inf is NaN and stays NaN); ``split`` sends even small arrays through the
+    threads' blocks. Arrays of two shapes are refused, by the op's name."""
+    rng = np.random.default_rng(seed)
+    a = with_specials(array(rng, shape, contiguous, dtype), [np.nan, 0.0, -0.0, np.inf, 1.0])
+    b = with_specials(array(rng, shape, True, dtype), [1.0, -0.0, 0.0, -np.inf, -1.0])
+    with through_the_threads(split):
+        want, got = both(K.add_relu_forward, a, b)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == a.dtype and got.shape == a.shape
+        np.testing.assert_array_equal(K.add_relu_forward(np.array([1.0, -3.0], dtype), np.array([-2.0, 5.0], dtype)),
+                                      [0.0, 2.0])
+    with pytest.raises(ValueError, match=r"add_relu_forward: the arrays have shapes \(2,\) and \(3,\)"):
+        K.add_relu_forward(np.zeros(2, dtype), np.zeros(3, dtype))
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
        contiguous=st.booleans(), split=st.booleans(), slope=st.sampled_from([0.01, 0.1, 0.0, 1.5]),
        seed=st.integers(0, 2**16))
 def test_leaky_relu_numba_matches_numpy(shape, dtype, contiguous, split, slope, seed):

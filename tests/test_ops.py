@@ -89,6 +89,16 @@ def test_binary_broadcasting(name, data):
 
 
 @given(data=st.data())
+def test_add_relu(data):
+    """nn.functional.add_relu, relu(x + y) as one op: x + y is drawn away from the kink at
+    0 (y = z - x), so that finite differences see one side of it."""
+    from tinygrad_uu.nn.functional import add_relu
+    x = data.draw(S.array_and_shape("any"))
+    z = data.draw(S.arrays(x.shape, "away_from_zero"))
+    check(add_relu, lambda a, b: np.maximum(a + b, 0), x, z - x)
+
+
+@given(data=st.data())
 def test_where_broadcasting(data):
     shape_x, shape_y = data.draw(S.broadcastable_pair())
     x, y = data.draw(S.arrays(shape_x)), data.draw(S.arrays(shape_y))

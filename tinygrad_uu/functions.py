@@ -259,6 +259,20 @@ class ReLU(Function):
         return kernels.relu_backward(g, self.out)
 
 
+class AddReLU(Function):
+    """out = max(x + y, 0) for x and y of one shape: a residual block's sum and its ReLU
+    as one op (``nn.functional.add_relu``).   dL/dx = dL/dy = g where out > 0, else 0
+    (the ReLU's gradient, passed unchanged through the sum to both)."""
+
+    def forward(self, x, y):
+        self.out = kernels.add_relu_forward(x, y)
+        return self.out
+
+    def backward(self, g):
+        gx = kernels.relu_backward(g, self.out)
+        return gx, gx
+
+
 class LeakyReLU(Function):
     """out = x if x > 0 else slope * x.   dL/dx = g if x > 0 else slope * g.
 

@@ -65,6 +65,11 @@ for _cls, _onnx_op in {Fn.Add: "Add", Fn.Sub: "Sub", Fn.Mul: "Mul", Fn.Div: "Div
     EMITTERS[_cls] = _simple(_onnx_op)
 
 
+@register(Fn.AddReLU)
+def _add_relu(g, op):
+    return g.node("Relu", [g.node("Add", op.inputs)])
+
+
 @register(Fn.LeakyReLU)
 def _leaky_relu(g, op):
     return g.node("LeakyRelu", op.inputs, alpha=float(op.options["slope"]))

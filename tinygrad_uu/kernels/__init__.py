@@ -29,7 +29,7 @@ from .shapes import as_float, check_4d, float_dtype
 
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "add_relu_forward",
            "leaky_relu_forward", "leaky_relu_backward", "bce_with_logits_forward", "bce_with_logits_backward",
            "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
@@ -98,6 +98,14 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad_out.shape != out.shape:
         raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
     return _impl().relu_backward(grad_out, out)
+
+
+def add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """max(a + b, 0) of two float arrays of one shape (a NaN stays NaN); its backward is
+    relu_backward's, for both."""
+    if a.shape != b.shape:
+        raise ValueError(f"add_relu_forward: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    return _impl().add_relu_forward(a, b)
 
 
 def leaky_relu_forward(x: np.ndarray, negative_slope: float) -> np.ndarray:

@@ -56,6 +56,30 @@ def relu_backward(grad_out, out):
 
 
 @njit(nogil=True, cache=True)
+def _add_relu_forward(a, b, out, block, start, stop):
+    lo, hi = start * block, min(stop * block, a.size)
+    sa, sb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
+    zero = a.dtype.type(0)
+    for i in range(hi - lo):
+        v = sa[i] + sb[i]
+        dst[i] = zero if v <= 0 else v  # a NaN stays NaN, as in _relu_forward
+
+
+def add_relu_forward(a, b):
+    """max(a + b, 0) in one pass: a residual block's sum and its ReLU read and write the
+    maps once (apart, the sum on numpy's one thread, then the ReLU). W8's steps alternated
+    in one process (40 rounds, load 0.9-1.1): 1.019x and 1.031x on two threads, 1.017x and
+    1.021x on one."""
+    if (a.size < parallel.SMALL_WORK or a.dtype != b.dtype
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return reference.add_relu_forward(a, b)
+    out = np.empty_like(a)
+    _parallel(_add_relu_forward, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(),
+              RELU_BLOCK, streaming=True)
+    return out
+
+
+@njit(nogil=True, cache=True)
 def _leaky_relu_forward(x, slope, out, block, start, stop):
     lo, hi = start * block, min(stop * block, x.size)
     src, dst = x[lo:hi], out[lo:hi]

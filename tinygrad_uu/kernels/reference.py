@@ -87,6 +87,12 @@ def relu_backward(grad_out, out):
     return grad_out * (out > 0)
 
 
+def add_relu_forward(a, b):
+    """max(a + b, 0); a NaN stays NaN (and inf + -inf is one)."""
+    with np.errstate(invalid="ignore"):
+        return np.maximum(a + b, 0)
+
+
 def leaky_relu_forward(x, slope):
     """x where x > 0, else slope * x; a NaN stays NaN."""
     with np.errstate(invalid="ignore"):  # inf * 0 where x = +inf (not picked) and slope = 0

@@ -7,13 +7,15 @@ have stride 2, halving the height and width. The shortcut is the identity where 
 shapes allow, else a 1x1 convolution with the same stride and a batch norm (the
 "projection shortcut") that brings x to the body's channels and size. The gradient
 flows through both paths and adds up at x: d out/d x = d body/d x + d shortcut/d x,
-with the identity's term 1 keeping early layers trainable in deep nets. Nothing here
-needs a new Function: the block is composed of Conv2d, BatchNorm2d, ReLU and ``+``.
+with the identity's term 1 keeping early layers trainable in deep nets. The block is
+composed of Conv2d, BatchNorm2d and ReLU; its last sum and ReLU are one op,
+``nn.functional.add_relu``, whose backward hands the ReLU's gradient to both paths.
 """
 from __future__ import annotations
 
 from ..tensor import Tensor
 from .conv import Conv2d
+from .functional import add_relu
 from .layers import Identity, ReLU, Sequential, batch_norm_then
 from .module import Module
 from .normalization import BatchNorm2d
@@ -54,7 +56,7 @@ class BasicBlock(Module):
             raise ValueError(f"BasicBlock: expects (N, {self.in_channels}, H, W) input, got "
                              f"shape {x.shape}")
         body = self.bn2(self.conv2(batch_norm_then(self.bn1, self.relu, self.conv1(x))))
-        return self.relu(body + self.shortcut(x))
+        return add_relu(body, self.shortcut(x))  # the sum and the ReLU in one pass
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..functions import AddReLU
 from ..kernels.blas import matmul, matmul_pair
 from ..tensor import Tensor, get_rng, stack
 from .losses import (bce_dice_loss, binary_cross_entropy_with_logits,  # noqa: F401
@@ -21,6 +22,14 @@ from .normalization import batch_norm  # noqa: F401
 
 def relu(x: Tensor) -> Tensor:
     return x.relu()
+
+
+def add_relu(x: Tensor, y: Tensor) -> Tensor:
+    """relu(x + y), as one op where x and y have one shape and dtype (a residual block's
+    output: ``nn.BasicBlock``), else as the sum and then the ReLU."""
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return (x + y).relu()
+    return AddReLU.apply(x, y)
 
 
 def sigmoid(x: Tensor) -> Tensor:
