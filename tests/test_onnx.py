@@ -221,6 +221,29 @@ def test_composites_are_one_node_each(tmp_path):
     assert "ReduceSum" not in types and "Exp" not in types
 
 
+@pytest.mark.parametrize("bins", [1, 2])
+def test_average_pooling_by_hand_and_by_adaptive_pool_export_as_pools(bins, tmp_path):
+    """Equal bins averaged by a reshape and a mean (written by hand) and by
+    F.adaptive_avg_pool2d (an average pool): GlobalAveragePool for one bin, else
+    AveragePool, and onnxruntime's outputs equal the engine's."""
+    import tinygrad_uu.nn.functional as F
+
+    class ByHand(nn.Module):
+        def forward(self, x):
+            n, c, h, w = x.shape
+            return x.reshape(n, c, bins, h // bins, bins, w // bins).mean(axis=(3, 5))
+
+    class Adaptive(nn.Module):
+        def forward(self, x):
+            return F.adaptive_avg_pool2d(x, bins)
+
+    want = "GlobalAveragePool" if bins == 1 else "AveragePool"
+    for model in (ByHand(), Adaptive()):
+        path = tmp_path / f"{type(model).__name__}.onnx"
+        assert node_types(tg_onnx.export(model, np.zeros((1, 3, 4, 6), np.float32), path)) == [want]
+        assert_same_outputs(model, path, lambda b: np.random.default_rng(b).normal(size=(b, 3, 4, 6)).astype(np.float32))
+
+
 def test_batch_norm_with_its_activation_exports_as_two_nodes(tmp_path):
     """nn.Sequential runs BatchNorm -> ReLU / LeakyReLU as one op; ONNX gets the two nodes."""
     build, shape = STAND_INS["batch_norm_then_activations"]

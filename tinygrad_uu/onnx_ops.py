@@ -294,7 +294,19 @@ def _pool(op_type, **extra):
 
 
 EMITTERS[spatial.MaxPool2d] = _pool("MaxPool")
-EMITTERS[spatial.AvgPool2d] = _pool("AveragePool", count_include_pad=1)  # zeros count, as ours
+_average_pool = _pool("AveragePool", count_include_pad=1)  # zeros count, as ours
+
+
+@register(spatial.AvgPool2d)
+def _avg_pool(g, op):
+    """One window over the whole map, without padding (``F.adaptive_avg_pool2d(x, 1)``):
+    GlobalAveragePool; else AveragePool."""
+    o = op.options
+    kernel, _, padding, out_hw = shapes.pool2d_args(op.ctx.op_name, op.parents[0].shape, o["kernel_size"],
+                                                    o.get("stride"), o.get("padding", 0))
+    if tuple(out_hw) == (1, 1) and tuple(kernel) == tuple(op.parents[0].shape[2:]) and tuple(padding) == (0, 0):
+        return g.node("GlobalAveragePool", op.inputs)
+    return _average_pool(g, op)
 
 
 @register(spatial.Interpolate)
@@ -386,9 +398,9 @@ def _reduce_mean(x, axes, keepdims):
 
 
 def _adaptive_pool(s, r, options, consumers, protected):
-    """``F.adaptive_avg_pool2d`` with equal bins: x (N, C, H, W) reshaped to
-    (N, C, oh, H/oh, ow, W/ow) and averaged over axes 3 and 5. One GlobalAveragePool
-    (oh = ow = 1) or AveragePool. Returns the emitter, or None."""
+    """Average pooling written as x (N, C, H, W) reshaped to (N, C, oh, H/oh, ow, W/ow) and
+    averaged over axes 3 and 5 (``F.adaptive_avg_pool2d`` runs an average pool instead).
+    One GlobalAveragePool (oh = ow = 1) or AveragePool. Returns the emitter, or None."""
     if type(r._ctx) is not Fn.Reshape or not _single_use(r, consumers, protected):
         return None
     x = r._ctx.parents[0]

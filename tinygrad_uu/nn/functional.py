@@ -157,8 +157,11 @@ def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
     oh, ow = h if oh is None else oh, w if ow is None else ow
     if oh <= 0 or ow <= 0:
         raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size}")
-    if h % oh == 0 and w % ow == 0:  # equal bins: one reshape and a mean
-        return x.reshape(x.shape[0], x.shape[1], oh, h // oh, ow, w // ow).mean(axis=(3, 5))
+    if h % oh == 0 and w % ow == 0:  # equal bins: an average pool with the bin as its window
+        # (as a reshape and a mean, numpy's strided sum took 0.2 ms of a W8 step on one
+        # thread or two; W8 steps alternated in one process: 1.010x on two, 1.007x on one)
+        from ..spatial import avg_pool2d
+        return avg_pool2d(x, (h // oh, w // ow))
     rows = []
     for i in range(oh):
         y0, y1 = (i * h) // oh, -(-((i + 1) * h) // oh)
