@@ -184,24 +184,25 @@ def _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z):
 
 
 @njit(nogil=True, cache=True)
-def _packed_weight_products_in_numba(gemm, x, g, du, n0, n1, across, ph, pw, th, tw, z_block, v_block):
+def _packed_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, across, ph, pw, th, tw, z_block, v_block):
     """du[xi] += Z[xi]^T @ V[xi] for a packed chunk (see conv_winograd's unpacked one)."""
     z = np.empty((POSITIONS, z_block), dtype=x.dtype)
     v = np.empty((POSITIONS, v_block), dtype=x.dtype)
     _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
-    _weight_products(gemm, z, v, du, th * tw)
+    _weight_products(gemm, z, v, du, th * tw, beta)
 
 
-def packed_weight_products(gemm, x, g, du, n0, n1, across, padding):
-    """du += the packed chunk n0..n1's share of dU = sum over tiles of dZ[xi] V[xi]^T."""
+def packed_weight_products(gemm, x, g, du, beta, n0, n1, across, padding):
+    """du = the packed chunk n0..n1's share of dU = sum over tiles of dZ[xi] V[xi]^T, plus
+    beta * du (0: a thread's first chunk, 1: its later ones)."""
     (ph, pw), (h, w) = padding, x.shape[2:]
     th, tw = _grid_tiles(n1 - n0, across, h, w, ph, pw)
     t, ci, co = th * tw, x.shape[1], g.shape[1]
     if gemm is not None:
-        _packed_weight_products_in_numba(gemm, x, g, du, n0, n1, across, ph, pw, th, tw,
+        _packed_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, across, ph, pw, th, tw,
                                          _stride(t * co), _stride(t * ci))
         return
     z = np.empty((POSITIONS, _stride(t * co)), dtype=x.dtype)
     v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
     _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
-    _weight_products_numpy(z, v, du, t)
+    _weight_products_numpy(z, v, du, t, beta)

@@ -296,16 +296,22 @@ def _forward_products_numpy(u, v, m, t):
 
 
 @njit(nogil=True, inline="always")
-def _weight_products(gemm, z, v, du, t):
-    """du[xi] += Z[xi]^T @ V[xi] (beta = 1): Z[xi] and V[xi] the (tiles, C_out) and
-    (tiles, C_in) matrices at z[xi] and v[xi], t tiles."""
+def _weight_products(gemm, z, v, du, t, beta):
+    """du[xi] = Z[xi]^T @ V[xi] + beta * du[xi]: Z[xi] and V[xi] the (tiles, C_out) and
+    (tiles, C_in) matrices at z[xi] and v[xi], t tiles; beta 0 writes du (a thread's first
+    chunk), 1 adds to it."""
     co, ci, one = du.shape[1], du.shape[2], v.dtype.type(1)
     for xi in range(POSITIONS):
         cblas.product_transposed_a(gemm, co, ci, t, one, z[xi].ctypes.data, co, v[xi].ctypes.data, ci,
-                                   one, du[xi].ctypes.data, ci)
+                                   v.dtype.type(beta), du[xi].ctypes.data, ci)
 
 
-def _weight_products_numpy(z, v, du, t):
+def _weight_products_numpy(z, v, du, t, beta):
     """_weight_products by np.matmul."""
     co, ci = du.shape[1], du.shape[2]
-    du += np.matmul(z[:, :t * co].reshape(POSITIONS, t, co).transpose(0, 2, 1), v[:, :t * ci].reshape(POSITIONS, t, ci))
+    products = np.matmul(z[:, :t * co].reshape(POSITIONS, t, co).transpose(0, 2, 1),
+                         v[:, :t * ci].reshape(POSITIONS, t, ci))
+    if beta:
+        du += products
+    else:
+        du[...] = products
