@@ -159,6 +159,31 @@ def test_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 @SETTINGS
 @given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
        contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
+def test_add_into_numba_matches_numpy(shape, dtype, contiguous, split, seed):
+    """a += b in place (autograd's sum of two gradients), with NaN, +-0 and +-inf among the
+    values; ``split`` sends even small arrays through the threads' blocks. The sum lands
+    in a itself; b is left as it was; arrays of two shapes are refused, by the op's name."""
+    rng = np.random.default_rng(seed)
+    a = with_specials(array(rng, shape, True, dtype), [np.nan, 0.0, -0.0, np.inf, 1.0])
+    b = with_specials(array(rng, shape, contiguous, dtype), [1.0, -0.0, 0.0, -np.inf, -1.0])
+    b_before = b.copy()
+    with through_the_threads(split), np.errstate(invalid="ignore"):  # inf + -inf: NaN, as numpy's
+        sums = []
+        for backend in ("numpy", "numba"):
+            with K.use_backend(backend):
+                into = a.copy()
+                assert K.add_into(into, b) is None
+                sums.append(into)
+        np.testing.assert_array_equal(sums[1], sums[0])
+        np.testing.assert_array_equal(sums[0], a + b)
+        np.testing.assert_array_equal(b, b_before)
+    with pytest.raises(ValueError, match=r"add_into: the arrays have shapes \(2,\) and \(3,\)"):
+        K.add_into(np.zeros(2, dtype), np.zeros(3, dtype))
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
 def test_add_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):
     """max(a + b, 0) (a residual block's output), with NaN, +-0 and +-inf among the values
     (inf + -inf is NaN and stays NaN); ``split`` sends even small arrays through the

@@ -27,6 +27,8 @@ import weakref
 
 import numpy as np
 
+from . import kernels
+
 _grad_enabled = True
 _anomaly_enabled = False
 Tensor = None  # set by tensor.py once the class exists (tensor.py imports this module)
@@ -435,7 +437,7 @@ def _accumulate(grads, owned, key, pg, pg_owned) -> None:
     total = grads[key]
     for into, other, mine in ((total, pg, key in owned), (pg, total, pg_owned)):
         if mine and into.shape == other.shape and np.result_type(into, other) == into.dtype:
-            np.add(into, other, out=into)
+            kernels.add_into(into, other)  # split among the threads when big
             grads[key] = into
             owned.add(key)
             return

@@ -29,7 +29,7 @@ from .shapes import as_float, check_4d, float_dtype
 
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "add_relu_forward",
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "add_relu_forward", "add_into",
            "leaky_relu_forward", "leaky_relu_backward", "bce_with_logits_forward", "bce_with_logits_backward",
            "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
@@ -98,6 +98,13 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad_out.shape != out.shape:
         raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
     return _impl().relu_backward(grad_out, out)
+
+
+def add_into(a: np.ndarray, b: np.ndarray) -> None:
+    """a += b in place, for float arrays of one shape (autograd's sum of two gradients)."""
+    if a.shape != b.shape:
+        raise ValueError(f"add_into: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    _impl().add_into(a, b)
 
 
 def add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -80,6 +80,26 @@ def add_relu_forward(a, b):
 
 
 @njit(nogil=True, cache=True)
+def _add_into(a, b, block, start, stop):
+    lo, hi = start * block, min(stop * block, a.size)
+    sa, sb = a[lo:hi], b[lo:hi]
+    for i in range(hi - lo):
+        sa[i] += sb[i]
+
+
+def add_into(a, b):
+    """a += b, split among the threads for big arrays of one dtype (numpy's add runs on one):
+    autograd's sum of two paths' gradients (a residual block's input). W8's steps
+    alternated in one process (30-50 rounds, load 1.0-1.2): 1.009x, 1.013x and 1.026x on
+    two threads, 1.003x and 1.005x on one; W5 0.997x."""
+    if (a.size < parallel.SMALL_WORK or a.dtype != b.dtype
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        reference.add_into(a, b)
+        return
+    _parallel(_add_into, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), RELU_BLOCK, streaming=True)
+
+
+@njit(nogil=True, cache=True)
 def _leaky_relu_forward(x, slope, out, block, start, stop):
     lo, hi = start * block, min(stop * block, x.size)
     src, dst = x[lo:hi], out[lo:hi]

@@ -87,6 +87,11 @@ def relu_backward(grad_out, out):
     return grad_out * (out > 0)
 
 
+def add_into(a, b):
+    """a += b, in place (b of a's shape, or one that broadcasts to it)."""
+    np.add(a, b, out=a)
+
+
 def add_relu_forward(a, b):
     """max(a + b, 0); a NaN stays NaN (and inf + -inf is one)."""
     with np.errstate(invalid="ignore"):
