@@ -182,6 +182,35 @@ def test_add_into_numba_matches_numpy(shape, dtype, contiguous, split, seed):
 
 
 @SETTINGS
+@given(shape=st.sampled_from([(2, 3, 4, 5), (4, 6, 40, 50), (3, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(["contiguous", "channel slice", "transposed"]), split=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_add_numba_matches_numpy(shape, dtype, layout, split, seed):
+    """a + b into a new array (autograd's sum of two gradients) for contiguous arrays, a
+    channel slice of a bigger (N, C, H, W) array (a concat's gradient: planes one by one)
+    and a transposed view (to numpy), with NaN and +-inf among the values."""
+    rng = np.random.default_rng(seed)
+    b = array(rng, shape, True, dtype)
+    if layout == "channel slice" and len(shape) == 4:
+        a = array(rng, (shape[0], shape[1] + 3) + shape[2:], True, dtype)[:, 2:2 + shape[1]]
+    elif layout == "transposed":
+        a = array(rng, shape[::-1], True, dtype).T
+    else:
+        a = array(rng, shape, True, dtype)
+    b.reshape(-1)[:3] = [np.nan, np.inf, -np.inf]
+    a_before, b_before = a.copy(), b.copy()
+    with through_the_threads(split), np.errstate(invalid="ignore"):
+        want, got = both(K.add, a, b)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, a_before + b_before)
+        assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(a, a_before)
+    np.testing.assert_array_equal(b, b_before)
+    with pytest.raises(ValueError, match=r"add: the arrays have shapes \(2,\) and \(3,\)"):
+        K.add(np.zeros(2, dtype), np.zeros(3, dtype))
+
+
+@SETTINGS
 @given(shape=st.sampled_from([(5,), (3, 4), (2, 3, 40, 50), (300, 257)]), dtype=st.sampled_from([np.float32, np.float64]),
        contiguous=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
 def test_add_relu_numba_matches_numpy(shape, dtype, contiguous, split, seed):

@@ -441,7 +441,8 @@ def _accumulate(grads, owned, key, pg, pg_owned) -> None:
             grads[key] = into
             owned.add(key)
             return
-    total = total + pg
+    both = isinstance(total, np.ndarray) and isinstance(pg, np.ndarray) and total.shape == pg.shape
+    total = kernels.add(total, pg) if both else total + pg  # split among the threads when big
     grads[key] = total
     if isinstance(total, np.ndarray):
         owned.add(key)

@@ -29,12 +29,13 @@ from .shapes import as_float, check_4d, float_dtype
 
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward", "add_relu_forward", "add_into",
-           "leaky_relu_forward", "leaky_relu_backward", "bce_with_logits_forward", "bce_with_logits_backward",
-           "batch_norm_stats", "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
-           "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
-           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-           "upsample2d_forward", "upsample2d_backward"]
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
+           "add_relu_forward", "add", "add_into", "leaky_relu_forward", "leaky_relu_backward",
+           "bce_with_logits_forward", "bce_with_logits_backward", "batch_norm_stats",
+           "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
+           "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward",
+           "conv_transpose2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward", "upsample2d_forward", "upsample2d_backward"]
 
 
 def _checked_name(name: str) -> str:
@@ -100,11 +101,18 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     return _impl().relu_backward(grad_out, out)
 
 
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a + b, a new array, for float arrays of one shape (autograd's sum of two gradients)."""
+    if a.shape != b.shape:
+        raise ValueError(f"add: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    return _impl().add(a, b)
+
+
 def add_into(a: np.ndarray, b: np.ndarray) -> None:
-    """a += b in place, for float arrays of one shape (autograd's sum of two gradients)."""
+    """a += b in place, for float arrays of one shape whose sum has a's dtype."""
     if a.shape != b.shape:
         raise ValueError(f"add_into: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
-    _impl().add_into(a, b)
+    _impl().add(a, b, a)
 
 
 def add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:

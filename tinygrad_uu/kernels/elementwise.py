@@ -80,23 +80,49 @@ def add_relu_forward(a, b):
 
 
 @njit(nogil=True, cache=True)
-def _add_into(a, b, block, start, stop):
+def _add_flat(a, b, out, block, start, stop):
     lo, hi = start * block, min(stop * block, a.size)
-    sa, sb = a[lo:hi], b[lo:hi]
+    sa, sb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
     for i in range(hi - lo):
-        sa[i] += sb[i]
+        dst[i] = sa[i] + sb[i]
 
 
-def add_into(a, b):
-    """a += b, split among the threads for big arrays of one dtype (numpy's add runs on one):
-    autograd's sum of two paths' gradients (a residual block's input). W8's steps
-    alternated in one process (30-50 rounds, load 1.0-1.2): 1.009x, 1.013x and 1.026x on
-    two threads, 1.003x and 1.005x on one; W5 0.997x."""
-    if (a.size < parallel.SMALL_WORK or a.dtype != b.dtype
-            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
-        reference.add_into(a, b)
-        return
-    _parallel(_add_into, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), RELU_BLOCK, streaming=True)
+@njit(nogil=True, cache=True)
+def _add_planes(a, b, out, start, stop):
+    """out = a + b for (N, C, H, W) arrays of any strides (a channel slice of a concat's
+    gradient), a task per (image, channel) plane, row by row."""
+    channels = a.shape[1]
+    for task in range(start, stop):
+        pa, pb, po = a[task // channels, task % channels], b[task // channels, task % channels], \
+            out[task // channels, task % channels]
+        for y in range(a.shape[2]):
+            ra, rb, ro = pa[y], pb[y], po[y]
+            for x in range(a.shape[3]):
+                ro[x] = ra[x] + rb[x]
+
+
+def add(a, b, out=None):
+    """a + b into ``out`` (a new array; or a itself, in place), split among the threads for
+    big arrays of one dtype (numpy's add runs on one): autograd's sum of two paths'
+    gradients (a residual block's input, a U-Net's skip). Contiguous arrays go through a
+    flat kernel, (N, C, H, W) views of other strides plane by plane; the rest to numpy.
+    Steps alternated in one process (30-50 rounds, load 1.0-1.25), two threads / one: in
+    place, W8's three residual sums, 1.009x, 1.013x and 1.026x / 1.003x and 1.005x; into a
+    new array, W5's skip (a channel slice of the concat's gradient plus the pool's), 1.013x,
+    1.010x, 0.998x and 1.006x / 0.999x (0.988x through the plane kernel on one thread, where
+    numpy's add now runs)."""
+    if out is None:
+        out = np.empty(a.shape, np.result_type(a, b))
+    if parallel.on_one_thread(a.size, 3 * a.size, streaming=True) or not a.dtype == b.dtype == out.dtype:
+        return reference.add(a, b, out)  # on one thread numpy's add is as fast
+    if a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous:
+        _parallel(_add_flat, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(), RELU_BLOCK,
+                  streaming=True)
+    elif a.ndim == 4:
+        _parallel(_add_planes, a.shape[0] * a.shape[1], 3 * a.size, a, b, out, streaming=True)
+    else:
+        return reference.add(a, b, out)
+    return out
 
 
 @njit(nogil=True, cache=True)

@@ -87,9 +87,9 @@ def relu_backward(grad_out, out):
     return grad_out * (out > 0)
 
 
-def add_into(a, b):
-    """a += b, in place (b of a's shape, or one that broadcasts to it)."""
-    np.add(a, b, out=a)
+def add(a, b, out=None):
+    """a + b, into ``out`` where given (a itself: in place)."""
+    return np.add(a, b, out=out)
 
 
 def add_relu_forward(a, b):
