@@ -56,13 +56,15 @@ def relu_backward(grad_out, out):
 
 
 @njit(nogil=True, cache=True)
-def _add_relu_forward(a, b, out, block, start, stop):
+def _add_flat(a, b, out, relu, block, start, stop):
+    """out = a + b over flat arrays, with ``relu`` max(a + b, 0) (a NaN stays NaN, as in
+    _relu_forward); the flag is the same for the whole loop, which LLVM takes out of it."""
     lo, hi = start * block, min(stop * block, a.size)
     sa, sb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
     zero = a.dtype.type(0)
     for i in range(hi - lo):
         v = sa[i] + sb[i]
-        dst[i] = zero if v <= 0 else v  # a NaN stays NaN, as in _relu_forward
+        dst[i] = (zero if v <= 0 else v) if relu else v
 
 
 def add_relu_forward(a, b):
@@ -74,17 +76,9 @@ def add_relu_forward(a, b):
             or not (a.flags.c_contiguous and b.flags.c_contiguous)):
         return reference.add_relu_forward(a, b)
     out = np.empty_like(a)
-    _parallel(_add_relu_forward, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(),
+    _parallel(_add_flat, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(), True,
               RELU_BLOCK, streaming=True)
     return out
-
-
-@njit(nogil=True, cache=True)
-def _add_flat(a, b, out, block, start, stop):
-    lo, hi = start * block, min(stop * block, a.size)
-    sa, sb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
-    for i in range(hi - lo):
-        dst[i] = sa[i] + sb[i]
 
 
 @njit(nogil=True, cache=True)
@@ -116,8 +110,8 @@ def add(a, b, out=None):
     if parallel.on_one_thread(a.size, 3 * a.size, streaming=True) or not a.dtype == b.dtype == out.dtype:
         return reference.add(a, b, out)  # on one thread numpy's add is as fast
     if a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous:
-        _parallel(_add_flat, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(), RELU_BLOCK,
-                  streaming=True)
+        _parallel(_add_flat, -(-a.size // RELU_BLOCK), 3 * a.size, a.ravel(), b.ravel(), out.ravel(), False,
+                  RELU_BLOCK, streaming=True)
     elif a.ndim == 4:
         _parallel(_add_planes, a.shape[0] * a.shape[1], 3 * a.size, a, b, out, streaming=True)
     else:
