@@ -101,25 +101,27 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     return _impl().relu_backward(grad_out, out)
 
 
+def _one_shape(op: str, a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b, a new array, for float arrays of one shape (autograd's sum of two gradients)."""
-    if a.shape != b.shape:
-        raise ValueError(f"add: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    _one_shape("add", a, b)
     return _impl().add(a, b)
 
 
 def add_into(a: np.ndarray, b: np.ndarray) -> None:
     """a += b in place, for float arrays of one shape whose sum has a's dtype."""
-    if a.shape != b.shape:
-        raise ValueError(f"add_into: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    _one_shape("add_into", a, b)
     _impl().add(a, b, a)
 
 
 def add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """max(a + b, 0) of two float arrays of one shape (a NaN stays NaN); its backward is
     relu_backward's, for both."""
-    if a.shape != b.shape:
-        raise ValueError(f"add_relu_forward: the arrays have shapes {a.shape} and {b.shape}, expected one shape")
+    _one_shape("add_relu_forward", a, b)
     return _impl().add_relu_forward(a, b)
 
 
