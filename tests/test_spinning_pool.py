@@ -104,10 +104,10 @@ def test_a_worker_that_has_not_started_is_not_waited_for(monkeypatch, two_thread
     pool = parallel.SpinningPool(1)
     real_work = parallel._Job.work
 
-    def late_start(job):
+    def late_start(job, entry=None):
         if threading.current_thread() is not threading.main_thread():
             time.sleep(0.5)
-        return real_work(job)
+        return real_work(job, entry)
 
     monkeypatch.setattr(parallel._Job, "work", late_start)
     done = []
@@ -189,15 +189,31 @@ def test_workers_sent_to_rest_or_asleep_wake_for_the_next_job(spin_rounds, monke
 
 def test_publish_then_wait_publishes_the_count_and_then_waits_for_the_next_job():
     """A worker's chunk count in the job's counts, then its spin for the next job number, in one call."""
-    counts, flags = np.zeros(48, np.int64), np.zeros(1, np.int64)
-    flags[0] = 5  # job 5 is the latest
-    assert spinning.publish_then_wait(counts, 32, 3, flags, 0, 5, 10, 100) == 5  # no new job: ran out of rounds
+    counts, flags = np.zeros(48, np.int64), np.zeros(32, np.int64)
+    flags[0] = flags[16] = 5  # job 5 is the latest, its first chunk entered
+    assert spinning.publish_then_wait(counts, 32, 3, flags, 0, 5, 10, 16, 10, 100) == 5  # no new job: ran out
     assert counts[32] == 3
-    writer = threading.Timer(0.05, lambda: flags.__setitem__(0, 6))
+    writer = threading.Timer(0.05, lambda: (flags.__setitem__(16, 6), flags.__setitem__(0, 6)))
     writer.start()
-    seen = spinning.publish_then_wait(counts, 16, 4, flags, 0, 5, 10**9, 1000)  # 1000 pauses after it came
+    seen = spinning.publish_then_wait(counts, 16, 4, flags, 0, 5, 10**9, 16, 10**9, 1000)  # 1000 pauses after it came
     writer.join()
     assert seen == 6 and counts[16] == 4
+
+
+def test_publish_then_wait_waits_for_the_posting_threads_entry_after_the_job():
+    """Once the new job is seen, the spin goes on until the entry flag shows the same job
+    (the posting thread is at its first chunk), and no longer than entry_rounds when it never does."""
+    counts, flags = np.zeros(32, np.int64), np.zeros(32, np.int64)
+    flags[0] = 7  # job 7 posted, its entry not yet published
+    entered = []
+    writer = threading.Timer(0.05, lambda: (entered.append(time.perf_counter()), spinning.publish(flags, 16, 7)))
+    writer.start()
+    assert spinning.publish_then_wait(counts, 0, 1, flags, 0, 6, 10**9, 16, 10**9, 0) == 7
+    returned = time.perf_counter()
+    writer.join()
+    assert entered and returned >= entered[0]
+    flags[16] = 0  # an entry that never comes: the spin ends after entry_rounds
+    assert spinning.publish_then_wait(counts, 0, 1, flags, 0, 6, 10, 16, 1000, 0) == 7
 
 
 def test_a_published_flag_is_what_the_spin_wait_returns():

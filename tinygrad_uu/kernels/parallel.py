@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from ..threads import get_num_threads
-from .spinning import SPIN_ROUNDS, publish_then_wait, publish_then_wait_total, wait_until_total, wait_while_equal
+from .spinning import (SPIN_ROUNDS, publish, publish_then_wait, publish_then_wait_total, wait_until_total,
+                       wait_while_equal)
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # no "nnan"/"ninf": NaN must propagate
 # Offsets into flat views as unsigned integers: numba then skips the check (and wrap) of
@@ -44,13 +45,20 @@ STREAMING_WORK = 1 << 19
 CHUNKS_PER_THREAD = 4
 FLAG_STRIDE = 16  # int64s between two threads' flags: 128 bytes, so each has its own cache line
 SWITCH_INTERVAL = 1e-4  # seconds a thread waits for the GIL before it asks for it, during a job (run)
-# A worker that sees a new job waits this many more spin rounds (about 5 us) before it
-# takes the GIL: the thread that posted the job holds the GIL until its own first chunk
-# is inside its kernel, a few microseconds, and a worker that asked for the GIL then
-# slept on it and woke 15-20 us later. W4 on two threads: the worker's first chunk
-# started 23 -> 10-14 us after the job was posted (medians); steps alternated in one
-# process (80 rounds), W4 1.02x, W7 1.01x, W8 1.02x, W5 1.01x.
-HANDOFF_ROUNDS = 200
+# A worker that sees a new job does not take the GIL at once: the thread that posted the
+# job holds it until its own first chunk is inside its kernel, and a worker that asks for
+# it then sleeps on it and wakes 15-50 us later. The posting thread publishes, in
+# ``flags[ENTRY_FLAG]``, the job's number just before it calls its first chunk; the worker
+# spins until it sees that (at most ENTRY_ROUNDS), then HANDOFF_ROUNDS more (about 10 us
+# on an Intel Xeon) while the kernel call is dispatched, and only then asks for the GIL.
+# Measured with the cycle counter in a W8 step on two threads, Intel Xeon: the worker's
+# first chunk started a median 44-51 us after the job was posted when it waited 200
+# rounds after seeing the job (no entry flag), 28-31 us now; steps alternated in one
+# process (40 rounds, load 0.4-0.6): W4 1.038x, W8 1.017x, W7 1.021x. 400 and 1100
+# rounds after the entry in place of 700: W4 0.988x and 0.992x, W8 1.008x and 0.998x.
+ENTRY_ROUNDS = 3_000
+HANDOFF_ROUNDS = 700
+ENTRY_FLAG = FLAG_STRIDE  # flags' own cache line for it
 _pools: dict = {}
 
 
@@ -71,8 +79,10 @@ class _Job:
         self.finished = np.zeros(FLAG_STRIDE * len(slots), np.int64)
         self.errors: list = []
 
-    def work(self) -> int:
+    def work(self, entry=None) -> int:
         """Take chunks and run them until none is left; return how many this thread ran.
+        ``entry``: (flags, index, value) to publish just before the first chunk (the
+        posting thread's, see HANDOFF_ROUNDS).
         The count is published once, after the last chunk, in the same numba call as the
         wait that follows (``finish``, or the worker's wait for the next job): a thread
         that published it in a call of its own needed the GIL again just after, at the
@@ -83,6 +93,9 @@ class _Job:
         for i in iter(self.taken.__next__, None):
             if i >= self.chunks:
                 break
+            if entry is not None:
+                publish(*entry)
+                entry = None
             try:
                 self.do_chunk(i)
             except BaseException as error:  # handed to the thread that waits for the job
@@ -102,9 +115,10 @@ class _Job:
 class SpinningPool:
     """``workers`` threads that run one job at a time together with the thread that hands it out.
 
-    ``flags[0]`` is the number of the latest job. A worker that has finished a job spins on
-    it (without the GIL) for SPIN_ROUNDS, then sleeps on a condition until the next job;
-    the thread that hands the job out spins until every chunk is finished (``_Job.finish``).
+    ``flags[0]`` is the number of the latest job (``flags[ENTRY_FLAG]``: see HANDOFF_ROUNDS).
+    A worker that has finished a job spins on it (without the GIL) for SPIN_ROUNDS, then
+    sleeps on a condition until the next job; the thread that hands the job out spins
+    until every chunk is finished (``_Job.finish``).
 
     A worker publishes its count of chunks and starts spinning in one numba call
     (publish_then_wait). Between two calls it would take the GIL for a moment, and the
@@ -115,7 +129,7 @@ class SpinningPool:
     """
 
     def __init__(self, workers: int):
-        self.flags = np.zeros(1, np.int64)
+        self.flags = np.zeros(2 * FLAG_STRIDE, np.int64)
         self.threads = workers + 1
         self._slots = FLAG_STRIDE * np.arange(self.threads)  # each thread's count in a job's ``finished``
         self._current = (0, None)  # (job number, job); job None: stop spinning, sleep
@@ -142,7 +156,8 @@ class SpinningPool:
                 continue
             count = job.work()
             # publish the count, then spin for the next job, without taking the GIL in between
-            latest = publish_then_wait(job.finished, slot, count, flags, 0, seen, SPIN_ROUNDS, HANDOFF_ROUNDS)
+            latest = publish_then_wait(job.finished, slot, count, flags, 0, seen, SPIN_ROUNDS, ENTRY_FLAG,
+                                       ENTRY_ROUNDS, HANDOFF_ROUNDS)
 
     def _post(self, job) -> int:
         number = self._current[0] + 1
@@ -171,10 +186,10 @@ class SpinningPool:
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             job = _Job(do_chunk, chunks, self._slots)
-            self._post(job)
+            number = self._post(job)
             count = 0
             try:
-                count = job.work()
+                count = job.work((self.flags, ENTRY_FLAG, number))
             finally:
                 job.finish(count)
             if job.errors:

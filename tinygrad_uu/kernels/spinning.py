@@ -22,7 +22,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# One round is a load and a pause: 26 ns on this AMD EPYC, so about 1 ms.
+# One round is a load and a pause: 26 ns on an AMD EPYC, so about 1 ms (13-16 ns on an
+# Intel Xeon: about half a millisecond).
 # TINYGRAD_UU_SPIN=0 turns spinning off (the threads sleep at once), for a machine shared
 # with other busy jobs, where a spinning thread takes a core someone else needs.
 SPIN_ROUNDS = 40_000 if os.environ.get("TINYGRAD_UU_SPIN", "1").strip() != "0" else 0
@@ -86,15 +87,20 @@ def wait_while_equal(flags, index, value, rounds):
 
 
 @njit(nogil=True, cache=True)
-def publish_then_wait(counts, index, count, flags, wait_index, value, rounds, then_rounds):
+def publish_then_wait(counts, index, count, flags, wait_index, value, rounds, entry_index, entry_rounds, then_rounds):
     """publish(counts, index, count), then wait_while_equal(flags, wait_index, value,
     rounds), in one call: the thread does not take the GIL in between, so the thread that
     waits for the published count gets the GIL at once (a thread that finds it taken
-    sleeps, and waking it takes microseconds). When a new value comes, ``then_rounds``
-    more rounds of ``pause`` before returning (see parallel.HANDOFF_ROUNDS)."""
+    sleeps, and waking it takes microseconds). When a new value comes, spin on until
+    flags[entry_index] holds it too (at most ``entry_rounds`` rounds), then ``then_rounds``
+    rounds of ``pause`` more, before returning (see parallel.HANDOFF_ROUNDS)."""
     publish(counts, index, count)
     now = wait_while_equal(flags, wait_index, value, rounds)
     if now != value:
+        for _ in range(entry_rounds):
+            if _load_acquire(flags, entry_index) == now:
+                break
+            _pause()
         for _ in range(then_rounds):
             _pause()
     return now
