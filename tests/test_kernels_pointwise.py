@@ -271,15 +271,15 @@ def test_bce_with_logits_numba_matches_numpy(shape, dtype, contiguous, split, on
 
 
 @SETTINGS
-@given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (2, 16, 40, 40)]),
+@given(shape=st.sampled_from([(2, 3), (5, 1), (2, 4, 7), (3, 2, 5, 6), (9, 3, 4, 4), (2, 16, 40, 40)]),
        dtype=st.sampled_from([np.float32, np.float64]), batch_stats=st.booleans(), split=st.booleans(),
        negative_slope=st.sampled_from([1.0, 0.0, 0.1]), seed=st.integers(0, 2**16))
 def test_batch_norm_numba_matches_numpy(shape, dtype, batch_stats, split, negative_slope, seed):
     """The batch-norm kernels: per-channel statistics, the forward, the backward with the
     batch's statistics and without, with no activation (slope 1), a ReLU and a leaky
-    ReLU; ``split`` sends even small arrays through the threads, by channels; else those
-    with rows of up to BY_IMAGES_MAX_LENGTH values (all but the last shape) are made image
-    by image on one thread."""
+    ReLU; ``split`` sends even small arrays through the threads: by channels, or those
+    with rows of up to BY_IMAGES_MAX_LENGTH values (all but the last shape) by chunks of
+    images; else the short rows are made image by image on one thread."""
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -371,16 +371,16 @@ def test_batch_norm_statistics_keep_their_precision_far_from_zero(offset, dtype,
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape", [(4, 6, 4, 4), (3, 5, 8, 8), (2, 3, 16, 16)])
-def test_batch_norm_on_one_thread_goes_image_by_image_on_short_rows(shape, threads, monkeypatch):
-    """On one thread (or a batch too small to split), rows of up to BY_IMAGES_MAX_LENGTH
-    values take the _by_images kernels, longer ones the per-channel kernels; on two
-    threads with the batch split by channels, the per-channel ones. The same numbers
-    either way."""
+@pytest.mark.parametrize("shape", [(4, 6, 4, 4), (3, 5, 8, 8), (11, 3, 6, 6), (2, 3, 16, 16)])
+def test_batch_norm_goes_image_by_image_on_short_rows(shape, threads, monkeypatch):
+    """Rows of up to BY_IMAGES_MAX_LENGTH values take the _by_images kernels on one thread
+    and the _shared ones (chunks of images) on two; longer ones the per-channel kernels.
+    The same numbers either way."""
     import tinygrad_uu as tg
     from tinygrad_uu.kernels import normalization, parallel
     calls = []
-    for name in ("_bn_train_forward_by_images", "_bn_backward_by_images"):
+    for name in ("_bn_train_forward_by_images", "_bn_backward_by_images", "_bn_train_forward_shared",
+                 "_bn_backward_shared"):
         kernel = getattr(normalization, name)
         monkeypatch.setattr(normalization, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
     if threads == 2:
@@ -400,4 +400,50 @@ def test_batch_norm_on_one_thread_goes_image_by_image_on_short_rows(shape, threa
         assert_same(a, b, 1e-5)
     assert_same(want, got)
     short = shape[2] * shape[3] <= normalization.BY_IMAGES_MAX_LENGTH
-    assert calls == (["_bn_train_forward_by_images", "_bn_backward_by_images"] if short and threads == 1 else [])
+    kind = "by_images" if threads == 1 else "shared"
+    forward, backward = f"_bn_train_forward_{kind}", f"_bn_backward_{kind}"
+    if not short:
+        assert calls == []
+    else:  # the shared kernels: one call per thread that joined (at most two)
+        assert calls[0] == forward and set(calls) == {forward, backward} and len(calls) <= 2 * threads
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_shared_kernels_on_one_thread_do_every_chunk_and_a_late_thread_nothing(dtype):
+    """A thread that runs a shared kernel alone claims every chunk and makes the whole
+    output; a second thread that comes after finds every chunk claimed and returns
+    without writing (nor waiting). The chunks' sums, added in chunk order, give the
+    statistics and gradients of the one-thread kernels."""
+    from tinygrad_uu.kernels import normalization as nz
+    rng = np.random.default_rng(5)
+    n, c, length, chunks = 7, 3, 36, 4
+    x = (rng.standard_normal((n, c, length)) * 2 + 3).astype(dtype)
+    g = rng.standard_normal((n, c, length)).astype(dtype)
+    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    slope = dtype(0.1)
+
+    def outputs():
+        return np.full_like(x, np.nan), np.full(c, np.nan), np.full(c, np.nan), np.full(c, np.nan, dtype)
+
+    want = outputs()
+    nz._bn_train_forward_by_images(x, weight, bias, 1e-5, slope, *want)
+    got, state = outputs(), np.zeros(2 * nz.FLAG_STRIDE, np.int64)
+    sums = (np.empty((chunks, c)), np.empty((chunks, c)), state)
+    nz._bn_train_forward_shared(x, weight, bias, 1e-5, slope, *got, *sums)
+    assert state[nz.CHUNK_CLAIMS] == chunks + 1 and state[nz.CHUNKS_DONE] == chunks
+    late = outputs()
+    nz._bn_train_forward_shared(x, weight, bias, 1e-5, slope, *late, *sums)
+    assert all(np.isnan(a).all() for a in late)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+
+    mean, inv_std = got[1], got[3]
+    want_dx, want_gx, want_g = np.empty_like(g), np.empty(c, dtype), np.empty(c, dtype)
+    nz._bn_backward_by_images(g, x, mean, inv_std, weight, bias, slope, True, want_dx, want_gx, want_g)
+    dx, sum_gx, sum_g = np.full_like(g, np.nan), np.full(c, np.nan, dtype), np.full(c, np.nan, dtype)
+    state[:] = 0
+    nz._bn_backward_shared(g, x, mean, inv_std, weight, bias, slope, True, dx, sum_gx, sum_g, *sums)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=tol)
+    np.testing.assert_allclose(sum_gx, want_gx, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sum_g, want_g, rtol=tol, atol=tol)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .parallel import FAST, U, _parallel, on_one_thread
+from ..threads import get_num_threads
+from .parallel import CHUNKS_PER_THREAD, FAST, FLAG_STRIDE, U, _parallel, _pool, on_one_thread
+from .spinning import _fetch_add, _load_acquire, _pause
 
 # =========================================================================== batch norm
 # x as (N, C, L). A task is one channel: its N * L values, read in N contiguous rows,
@@ -161,18 +163,76 @@ def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats,
                                 shift, along_xhat)
 
 
-# When a batch norm runs on one thread and its rows are short (maps of 8x8 and smaller),
-# the same sums and outputs are made image by image instead (the _by_images kernels):
-# each pass reads x in memory order, where by channel each 64-byte row of a 4x4 map is
-# a whole image's channels away from the next (8 KB for 128 channels), too far for the
-# CPU's prefetcher. Measured on an Intel Xeon, one thread, training's forward alone,
-# caches flushed before each call (not): 64 x 128 x 4x4 1.65x (1.44x), 64 x 64 x 8x8
-# 1.50x (1.60x), 16 x 64 x 8x8 1.24x (1.24x); on longer rows less, 64 x 32 x 16x16 1.14x
-# (1.17x), 64 x 16 x 32x32 1.07x (1.05x). Steps alternated in one process (30-40
-# rounds): W8 1.019x and 1.023x on one thread, 1.015x and 0.992x on two, W7 1.00x; with
-# every row length, W8 0.987x on two threads against this rule (its 64 x 32 x 16x16
-# batch norms are then made on one thread, not split by channels).
+# When a batch norm's rows are short (maps of 8x8 and smaller), the same sums and outputs
+# are made image by image instead (the _by_images and _shared kernels): each pass reads x
+# in memory order, where by channel each 64-byte row of a 4x4 map is a whole image's
+# channels away from the next (8 KB for 128 channels), too far for the CPU's prefetcher.
+# Measured on an Intel Xeon, one thread, training's forward alone, caches flushed before
+# each call (not): 64 x 128 x 4x4 1.65x (1.44x), 64 x 64 x 8x8 1.50x (1.60x), 16 x 64 x
+# 8x8 1.24x (1.24x); on longer rows less, 64 x 32 x 16x16 1.14x (1.17x), 64 x 16 x 32x32
+# 1.07x (1.05x). Steps alternated in one process (30-40 rounds): W8 1.019x and 1.023x on
+# one thread, W7 1.00x; with every row length, W8 0.987x on two threads against this rule
+# (its 64 x 32 x 16x16 batch norms are then made on one thread, not split by channels).
+#
+# On several threads the images are cut into chunks, and each thread that joins the job
+# claims chunks (an atomic count, ``_fetch_add``) and sums over their images; when every
+# chunk is summed, each thread computes the statistics from all the chunks' sums (in
+# chunk order: the same numbers whichever thread summed which chunk) and makes the output
+# of the chunks it claimed, while their values are still in its core's cache. One job,
+# one hand-off. A thread waits only for chunks that a running thread has claimed: one
+# that joins late finds every chunk claimed and returns, so the job never waits for a
+# thread that has not started. Per call inside W8's step on two threads, against the
+# per-channel split (medians of 20 steps each, alternated, Intel Xeon): 64 x 64 x 8x8
+# forward 250-286 -> 175-187 us, backward 334-375 -> 188-220 us; 64 x 128 x 4x4 forward
+# 95-120 -> 102-130 us, backward 166-182 -> 156-187 us; on longer rows it lost (64 x 32 x
+# 16x16 forward 306 -> 330 us, 64 x 16 x 32x32 454 -> 520 us). Steps alternated (40-60
+# rounds, load 0.4-1.4): W8 1.017x and 1.023x, W7 0.990x and 0.995x (its 8x8 batch norms
+# run on one thread).
 BY_IMAGES_MAX_LENGTH = 64
+CHUNK_CLAIMS, CHUNKS_DONE = 0, FLAG_STRIDE  # a shared job's counts, each on its own cache line
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _image_sums(xf, channels, length, first, last, shift, total, squares):
+    """total[c] and squares[c] += the sums of d and d * d (d = x - shift[c]) over images
+    [first, last), as in _bn_stats."""
+    for b in range(first, last):
+        for c in range(channels):
+            row_total, row_squares = _row_sums(xf, U((b * channels + c) * length), length, shift[c])
+            total[c] += row_total
+            squares[c] += row_squares
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _normalize_images(xf, of, channels, length, first, last, mean, inv_std, weight, bias, negative_slope):
+    """The output of images [first, last), as in _bn_forward."""
+    for b in range(first, last):
+        for c in range(channels):
+            _normalize_row(xf, of, U((b * channels + c) * length), length, xf.dtype.type(mean[c]), inv_std[c],
+                           weight[c], bias[c], negative_slope)
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _image_gradient_sums(gf, xf, channels, length, first, last, mean, inv_std, weight, bias, negative_slope,
+                         sg, sgx):
+    """sg[c] and sgx[c] += the sums of gy and gy * xhat over images [first, last), as in _bn_backward."""
+    for b in range(first, last):
+        for c in range(channels):
+            row_g, row_gx = _row_gradient_sums(gf, xf, U((b * channels + c) * length), length,
+                                               xf.dtype.type(mean[c]), inv_std[c], weight[c], bias[c],
+                                               negative_slope)
+            sg[c] += row_g
+            sgx[c] += row_gx
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _input_gradient_images(gf, xf, df, channels, length, first, last, mean, inv_std, weight, bias,
+                           negative_slope, shift, along_xhat):
+    """dx of images [first, last), as in _bn_backward."""
+    for b in range(first, last):
+        for c in range(channels):
+            _row_input_gradient(gf, xf, df, U((b * channels + c) * length), length, xf.dtype.type(mean[c]),
+                                inv_std[c], weight[c], bias[c], negative_slope, shift[c], along_xhat[c])
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
@@ -180,44 +240,119 @@ def _bn_train_forward_by_images(x, weight, bias, eps, negative_slope, out, mean,
     """_bn_train_forward over all channels, image by image: the sums (as in _bn_stats) in
     one pass, then the output in another."""
     n, channels, length = x.shape[0], x.shape[1], U(x.shape[2])
-    xf, of = x.ravel(), out.ravel()
     total, squares = np.zeros(channels), np.zeros(channels)
     shift = x[0, :, 0].copy()
-    for b in range(n):
-        for c in range(channels):
-            row_total, row_squares = _row_sums(xf, U((b * channels + c) * length), length, shift[c])
-            total[c] += row_total
-            squares[c] += row_squares
+    _image_sums(x.ravel(), channels, length, 0, n, shift, total, squares)
     for c in range(channels):
         _set_statistics(c, total[c], squares[c], n * x.shape[2], shift[c], mean, var)
         _set_inv_std(c, var, eps, inv_std)
-    for b in range(n):
-        for c in range(channels):
-            _normalize_row(xf, of, U((b * channels + c) * length), length, x.dtype.type(mean[c]), inv_std[c],
-                           weight[c], bias[c], negative_slope)
+    _normalize_images(x.ravel(), out.ravel(), channels, length, 0, n, mean, inv_std, weight, bias, negative_slope)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _bn_backward_by_images(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats, dx, sum_gx, sum_g):
     """_bn_backward over all channels, image by image: the sums in one pass, dx in another."""
     n, channels, length = g.shape[0], g.shape[1], U(g.shape[2])
-    gf, xf, df = g.ravel(), x.ravel(), dx.ravel()
+    gf, xf = g.ravel(), x.ravel()
     sg, sgx = np.zeros(channels), np.zeros(channels)  # float64 over the rows, as in _bn_backward
-    for b in range(n):
-        for c in range(channels):
-            row_g, row_gx = _row_gradient_sums(gf, xf, U((b * channels + c) * length), length,
-                                               x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c],
-                                               negative_slope)
-            sg[c] += row_g
-            sgx[c] += row_gx
+    _image_gradient_sums(gf, xf, channels, length, 0, n, mean, inv_std, weight, bias, negative_slope, sg, sgx)
     shift, along_xhat = np.empty(channels, g.dtype), np.empty(channels, g.dtype)
     for c in range(channels):
         shift[c], along_xhat[c] = _gradient_terms(c, sg[c], sgx[c], n * g.shape[2], batch_stats, sum_g, sum_gx,
                                                   g.dtype)
-    for b in range(n):
-        for c in range(channels):
-            _row_input_gradient(gf, xf, df, U((b * channels + c) * length), length, x.dtype.type(mean[c]),
-                                inv_std[c], weight[c], bias[c], negative_slope, shift[c], along_xhat[c])
+    _input_gradient_images(gf, xf, dx.ravel(), channels, length, 0, n, mean, inv_std, weight, bias, negative_slope,
+                           shift, along_xhat)
+
+
+@njit(nogil=True, inline="always")
+def _chunk_images(k, n, chunks):
+    """(first image, last image + 1) of chunk k of ``chunks``."""
+    return n * k // chunks, n * (k + 1) // chunks
+
+
+@njit(nogil=True, inline="always")
+def _wait_for_every_chunk(state, chunks):
+    while _load_acquire(state, CHUNKS_DONE) < chunks:
+        _pause()
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _bn_train_forward_shared(x, weight, bias, eps, negative_slope, out, mean, var, inv_std, totals, squares, state):
+    """One thread's part of _bn_train_forward_by_images cut into chunks of images (see
+    above): totals[k] and squares[k] hold chunk k's sums; ``state`` the counts of chunks
+    claimed and done. The thread that summed chunk 0 writes mean, var and inv_std."""
+    n, channels, length, chunks = x.shape[0], x.shape[1], U(x.shape[2]), totals.shape[0]
+    xf = x.ravel()
+    shift = x[0, :, 0].copy()
+    mine, count = np.empty(chunks, np.int64), 0
+    while True:
+        k = _fetch_add(state, CHUNK_CLAIMS, 1)
+        if k >= chunks:
+            break
+        mine[count], count = k, count + 1
+        totals[k, :], squares[k, :] = 0.0, 0.0
+        first, last = _chunk_images(k, n, chunks)
+        _image_sums(xf, channels, length, first, last, shift, totals[k], squares[k])
+        _fetch_add(state, CHUNKS_DONE, 1)
+    if count == 0:
+        return
+    _wait_for_every_chunk(state, chunks)
+    chunk_mean, chunk_var, chunk_inv_std = np.empty(channels), np.empty(channels), np.empty(channels, x.dtype)
+    for c in range(channels):
+        _set_statistics(c, totals[:, c].sum(), squares[:, c].sum(), n * x.shape[2], shift[c], chunk_mean, chunk_var)
+        _set_inv_std(c, chunk_var, eps, chunk_inv_std)
+    if mine[0] == 0:  # the first claim of the thread that claimed chunk 0
+        mean[:], var[:], inv_std[:] = chunk_mean, chunk_var, chunk_inv_std
+    for j in range(count):
+        first, last = _chunk_images(mine[j], n, chunks)
+        _normalize_images(xf, out.ravel(), channels, length, first, last, chunk_mean, chunk_inv_std, weight, bias,
+                          negative_slope)
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _bn_backward_shared(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats, dx, sum_gx, sum_g, sgs, sgxs,
+                        state):
+    """One thread's part of _bn_backward_by_images cut into chunks of images, as
+    _bn_train_forward_shared: sgs[k] and sgxs[k] hold chunk k's sums."""
+    n, channels, length, chunks = g.shape[0], g.shape[1], U(g.shape[2]), sgs.shape[0]
+    gf, xf = g.ravel(), x.ravel()
+    mine, count = np.empty(chunks, np.int64), 0
+    while True:
+        k = _fetch_add(state, CHUNK_CLAIMS, 1)
+        if k >= chunks:
+            break
+        mine[count], count = k, count + 1
+        sgs[k, :], sgxs[k, :] = 0.0, 0.0
+        first, last = _chunk_images(k, n, chunks)
+        _image_gradient_sums(gf, xf, channels, length, first, last, mean, inv_std, weight, bias, negative_slope,
+                             sgs[k], sgxs[k])
+        _fetch_add(state, CHUNKS_DONE, 1)
+    if count == 0:
+        return
+    _wait_for_every_chunk(state, chunks)
+    shift, along_xhat = np.empty(channels, g.dtype), np.empty(channels, g.dtype)
+    chunk_sum_g, chunk_sum_gx = np.empty(channels, g.dtype), np.empty(channels, g.dtype)
+    for c in range(channels):
+        shift[c], along_xhat[c] = _gradient_terms(c, sgs[:, c].sum(), sgxs[:, c].sum(), n * g.shape[2], batch_stats,
+                                                  chunk_sum_g, chunk_sum_gx, g.dtype)
+    if mine[0] == 0:
+        sum_g[:], sum_gx[:] = chunk_sum_g, chunk_sum_gx
+    for j in range(count):
+        first, last = _chunk_images(mine[j], n, chunks)
+        _input_gradient_images(gf, xf, dx.ravel(), channels, length, first, last, mean, inv_std, weight, bias,
+                               negative_slope, shift, along_xhat)
+
+
+def _by_images(one_thread_kernel, shared_kernel, n, c, work, args):
+    """Short rows: the one-thread kernel, or the shared one on every thread with a pair of
+    (chunks, c) float64 arrays for the chunks' sums."""
+    if on_one_thread(n, work, streaming=True):
+        one_thread_kernel(*args)
+        return
+    threads = min(get_num_threads(), n)
+    chunks = min(n, CHUNKS_PER_THREAD * threads)
+    sums = (np.empty((chunks, c)), np.empty((chunks, c)), np.zeros(2 * FLAG_STRIDE, np.int64))
+    _pool().run(lambda i: shared_kernel(*args, *sums), threads)
 
 
 def batch_norm_stats(x):
@@ -238,8 +373,8 @@ def batch_norm_train_forward(x, weight, bias, eps, negative_slope):
     c = x.shape[1]
     out, mean, var, inv_std = np.empty_like(x), np.empty(c), np.empty(c), np.empty(c, x.dtype)
     args = (x, weight, bias, float(eps), x.dtype.type(negative_slope), out, mean, var, inv_std)
-    if x.shape[2] <= BY_IMAGES_MAX_LENGTH and on_one_thread(c, 3 * x.size, streaming=True):
-        _bn_train_forward_by_images(*args)
+    if x.shape[2] <= BY_IMAGES_MAX_LENGTH:
+        _by_images(_bn_train_forward_by_images, _bn_train_forward_shared, x.shape[0], c, 3 * x.size, args)
     else:
         _parallel(_bn_train_forward, c, 3 * x.size, *args, streaming=True)
     return out, mean, var, inv_std
@@ -249,8 +384,8 @@ def batch_norm_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch
     c = g.shape[1]
     dx, sum_gx, sum_g = np.empty_like(g), np.empty(c, g.dtype), np.empty(c, g.dtype)
     args = (g, x, mean, inv_std, weight, bias, g.dtype.type(negative_slope), batch_stats, dx, sum_gx, sum_g)
-    if g.shape[2] <= BY_IMAGES_MAX_LENGTH and on_one_thread(c, 5 * g.size, streaming=True):
-        _bn_backward_by_images(*args)
+    if g.shape[2] <= BY_IMAGES_MAX_LENGTH:
+        _by_images(_bn_backward_by_images, _bn_backward_shared, g.shape[0], c, 5 * g.size, args)
     else:
         _parallel(_bn_backward, c, 5 * g.size, *args, streaming=True)
     return dx, sum_gx, sum_g

@@ -56,6 +56,19 @@ def _store_release(typingctx, array, index, value):
 
 
 @intrinsic
+def _fetch_add(typingctx, array, index, value):
+    """array[index] += value as one atomic step (acquire and release ordering); returns the
+    value before: each thread that adds 1 gets a number of its own."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1]])
+        value = context.cast(builder, args[2], signature.args[2], array_type.dtype)
+        return builder.atomic_rmw("add", pointer, value, "acq_rel")
+    return array.dtype(array, index, value), codegen
+
+
+@intrinsic
 def _pause(typingctx):
     """x86's ``pause`` instruction (a hint that this is a spin loop); nothing elsewhere."""
     def codegen(context, builder, signature, args):
