@@ -84,6 +84,30 @@ def test_avg_pool2d_numba_matches_numpy(case):
     assert_same(*both(K.avg_pool2d_backward, g, x.shape, case["kernel"], case["stride"], case["padding"]))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 5, 3, 7), (3, 2, 1, 1), (2, 4, 9, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_global_avg_pool_matches_numpy_and_takes_the_plane_kernels(shape, dtype, contiguous, monkeypatch):
+    """A window over the whole plane (no padding): the mean of each plane and its gradient
+    spread evenly, as the reference, through the _global kernels (the interface hands
+    them contiguous copies of strided views)."""
+    from tinygrad_uu.kernels import pooling
+    calls = []
+    for name in ("_global_avg_pool_forward", "_global_avg_pool_backward"):
+        kernel = getattr(pooling, name)
+        monkeypatch.setattr(pooling, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+    rng = np.random.default_rng(sum(shape))
+    x = array(rng, shape, contiguous, dtype)
+    g = array(rng, shape[:2] + (1, 1), contiguous, dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-14  # sums in another order: rounding apart
+    want, got = both(K.avg_pool2d_forward, x, shape[2:], None, 0)
+    assert got.shape == shape[:2] + (1, 1) and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    want, got = both(K.avg_pool2d_backward, g, x.shape, shape[2:], None, 0)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    assert calls == ["_global_avg_pool_forward", "_global_avg_pool_backward"]
+
+
 @SETTINGS
 @given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
        resize=st.one_of(st.tuples(st.integers(1, 3), st.integers(1, 3)).map(lambda s: {"scale_factor": s}),

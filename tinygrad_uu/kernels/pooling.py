@@ -170,18 +170,60 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     return gx.reshape(x_shape)
 
 
+# A window that covers the whole plane (a ResNet's global average pooling before its
+# head) is a plane's sum, read (and, backward, written) as one flat run of values in
+# vector lanes: on one thread (64, 128, 4, 4) 143 -> 27 us forward, 150 -> 13 us backward,
+# against the window loops above (measured, Intel Xeon). Inside W8's step (30 steps
+# each, alternated, per step): forward 403 -> 211 us on two threads and 186 -> 79 us on
+# one, backward 274 -> 163 and 187 -> 45 us; the steps themselves, 1.007x and 0.989x on
+# two threads (60 and 40 rounds), 1.005x on one, within their noise.
+@njit(nogil=True, cache=True)
+def _global_avg_pool_forward(x, out, start, stop):
+    """out[p] = the mean of plane p of x (planes of L values, p = image * C + channel)."""
+    plane = U(x.shape[2] * x.shape[3])
+    xf, of = x.ravel(), out.ravel()
+    scale = x.dtype.type(1.0 / plane)
+    for p in range(U(start), U(stop)):
+        total = x.dtype.type(0)
+        for t in range(plane):
+            total += xf[p * plane + t]
+        of[p] = total * scale
+
+
+@njit(nogil=True, cache=True)
+def _global_avg_pool_backward(g, gx, start, stop):
+    """Every value of plane p of gx = g[p] / L."""
+    plane = U(gx.shape[2] * gx.shape[3])
+    gf, xf = g.ravel(), gx.ravel()
+    scale = g.dtype.type(1.0 / plane)
+    for p in range(U(start), U(stop)):
+        share = gf[p] * scale
+        for t in range(plane):
+            xf[p * plane + t] = share
+
+
+def _is_global(x_shape, kernel, padding):
+    return tuple(kernel) == tuple(x_shape[2:]) and tuple(padding) == (0, 0)
+
+
 def avg_pool2d_forward(x, kernel, stride, padding):
     n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    _parallel(_avg_pool_forward, n * c, x.size, x, out, *kernel, *stride, *padding)
+    if _is_global(x.shape, kernel, padding):
+        _parallel(_global_avg_pool_forward, n * c, x.size, x, out, streaming=True)
+    else:
+        _parallel(_avg_pool_forward, n * c, x.size, x, out, *kernel, *stride, *padding)
     return out
 
 
 def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
     gx = np.empty(x_shape, dtype=grad_out.dtype)
     # work counts the writes: by grad_out (one value a plane for a global pool) it stayed on one thread
-    _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], gx.size, grad_out, gx, *kernel, *stride, *padding)
+    if _is_global(x_shape, kernel, padding):
+        _parallel(_global_avg_pool_backward, x_shape[0] * x_shape[1], gx.size, grad_out, gx, streaming=True)
+    else:
+        _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], gx.size, grad_out, gx, *kernel, *stride, *padding)
     return gx
 
 
