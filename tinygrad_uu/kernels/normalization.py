@@ -185,9 +185,9 @@ def _bn_backward(g, x, mean, inv_std, weight, bias, negative_slope, batch_stats,
 # per-channel split (medians of 20 steps each, alternated, Intel Xeon): 64 x 64 x 8x8
 # forward 250-286 -> 175-187 us, backward 334-375 -> 188-220 us; 64 x 128 x 4x4 forward
 # 95-120 -> 102-130 us, backward 166-182 -> 156-187 us; on longer rows it lost (64 x 32 x
-# 16x16 forward 306 -> 330 us, 64 x 16 x 32x32 454 -> 520 us). Steps alternated (40-60
-# rounds, load 0.4-1.4): W8 1.017x and 1.023x, W7 0.990x and 0.995x (its 8x8 batch norms
-# run on one thread).
+# 16x16 forward 306 -> 330 us, 64 x 16 x 32x32 454 -> 520 us). Steps alternated in one
+# process (40 rounds, load 0.8-0.95): W8 1.028x on two threads and 1.002x on one, W7 1.000x
+# and 0.996x (its 8x8 batch norms, of 16 images, are too small to split).
 BY_IMAGES_MAX_LENGTH = 64
 CHUNK_CLAIMS, CHUNKS_DONE = 0, FLAG_STRIDE  # a shared job's counts, each on its own cache line
 
@@ -344,8 +344,8 @@ def _bn_backward_shared(g, x, mean, inv_std, weight, bias, negative_slope, batch
 
 
 def _by_images(one_thread_kernel, shared_kernel, n, c, work, args):
-    """Short rows: the one-thread kernel, or the shared one on every thread with a pair of
-    (chunks, c) float64 arrays for the chunks' sums."""
+    """Short rows: the one-thread kernel, or the shared one on every thread, given a pair
+    of (chunks, c) float64 arrays for the chunks' sums and the array of the job's counts."""
     if on_one_thread(n, work, streaming=True):
         one_thread_kernel(*args)
         return

@@ -53,9 +53,10 @@ SWITCH_INTERVAL = 1e-4  # seconds a thread waits for the GIL before it asks for 
 # on an Intel Xeon) while the kernel call is dispatched, and only then asks for the GIL.
 # Measured with the cycle counter in a W8 step on two threads, Intel Xeon: the worker's
 # first chunk started a median 44-51 us after the job was posted when it waited 200
-# rounds after seeing the job (no entry flag), 28-31 us now; steps alternated in one
-# process (40 rounds, load 0.4-0.6): W4 1.038x, W8 1.017x, W7 1.021x. 400 and 1100
-# rounds after the entry in place of 700: W4 0.988x and 0.992x, W8 1.008x and 0.998x.
+# rounds after seeing the job (no entry flag), 28-31 us now. Steps alternated in one
+# process (40-60 rounds, load 0.4-1.3), three runs: W4 1.038x, 1.013x and 1.026x, W8
+# 1.017x, 1.003x and 1.024x, W7 1.021x and 1.010x, W5 1.000x. 400 and 1100 rounds after
+# the entry in place of 700: W4 0.988x and 0.992x, W8 1.008x and 0.998x.
 ENTRY_ROUNDS = 3_000
 HANDOFF_ROUNDS = 700
 ENTRY_FLAG = FLAG_STRIDE  # flags' own cache line for it
