@@ -214,6 +214,10 @@ def test_publish_then_wait_waits_for_the_posting_threads_entry_after_the_job():
     assert entered and returned >= entered[0]
     flags[16] = 0  # an entry that never comes: the spin ends after entry_rounds
     assert spinning.publish_then_wait(counts, 0, 1, flags, 0, 6, 10, 16, 1000, 0) == 7
+    flags[16] = 8  # the posting thread already at a later job's first chunk: no wait at all
+    started = time.perf_counter()
+    assert spinning.publish_then_wait(counts, 0, 1, flags, 0, 6, 10, 16, 10**9, 0) == 7
+    assert time.perf_counter() - started < 0.5
 
 
 def test_fetch_add_gives_every_thread_numbers_of_its_own():

@@ -105,13 +105,13 @@ def publish_then_wait(counts, index, count, flags, wait_index, value, rounds, en
     rounds), in one call: the thread does not take the GIL in between, so the thread that
     waits for the published count gets the GIL at once (a thread that finds it taken
     sleeps, and waking it takes microseconds). When a new value comes, spin on until
-    flags[entry_index] holds it too (at most ``entry_rounds`` rounds), then ``then_rounds``
-    rounds of ``pause`` more, before returning (see parallel.HANDOFF_ROUNDS)."""
+    flags[entry_index] holds it too, or a later one (at most ``entry_rounds`` rounds), then
+    ``then_rounds`` rounds of ``pause`` more, before returning (see parallel.HANDOFF_ROUNDS)."""
     publish(counts, index, count)
     now = wait_while_equal(flags, wait_index, value, rounds)
     if now != value:
         for _ in range(entry_rounds):
-            if _load_acquire(flags, entry_index) == now:
+            if _load_acquire(flags, entry_index) >= now:  # job numbers only grow
                 break
             _pause()
         for _ in range(then_rounds):
