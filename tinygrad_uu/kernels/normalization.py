@@ -271,6 +271,17 @@ def _chunk_images(k, n, chunks):
 
 
 @njit(nogil=True, inline="always")
+def _claim(state, chunks, mine, count):
+    """The next unclaimed chunk, noted in mine[count] (this thread's claims), and the new
+    count; -1 when every chunk is claimed."""
+    k = _fetch_add(state, CHUNK_CLAIMS, 1)
+    if k >= chunks:
+        return -1, count
+    mine[count] = k
+    return k, count + 1
+
+
+@njit(nogil=True, inline="always")
 def _wait_for_every_chunk(state, chunks):
     while _load_acquire(state, CHUNKS_DONE) < chunks:
         _pause()
@@ -285,15 +296,13 @@ def _bn_train_forward_shared(x, weight, bias, eps, negative_slope, out, mean, va
     xf = x.ravel()
     shift = x[0, :, 0].copy()
     mine, count = np.empty(chunks, np.int64), 0
-    while True:
-        k = _fetch_add(state, CHUNK_CLAIMS, 1)
-        if k >= chunks:
-            break
-        mine[count], count = k, count + 1
+    k, count = _claim(state, chunks, mine, count)
+    while k >= 0:
         totals[k, :], squares[k, :] = 0.0, 0.0
         first, last = _chunk_images(k, n, chunks)
         _image_sums(xf, channels, length, first, last, shift, totals[k], squares[k])
         _fetch_add(state, CHUNKS_DONE, 1)
+        k, count = _claim(state, chunks, mine, count)
     if count == 0:
         return
     _wait_for_every_chunk(state, chunks)
@@ -317,16 +326,14 @@ def _bn_backward_shared(g, x, mean, inv_std, weight, bias, negative_slope, batch
     n, channels, length, chunks = g.shape[0], g.shape[1], U(g.shape[2]), sgs.shape[0]
     gf, xf = g.ravel(), x.ravel()
     mine, count = np.empty(chunks, np.int64), 0
-    while True:
-        k = _fetch_add(state, CHUNK_CLAIMS, 1)
-        if k >= chunks:
-            break
-        mine[count], count = k, count + 1
+    k, count = _claim(state, chunks, mine, count)
+    while k >= 0:
         sgs[k, :], sgxs[k, :] = 0.0, 0.0
         first, last = _chunk_images(k, n, chunks)
         _image_gradient_sums(gf, xf, channels, length, first, last, mean, inv_std, weight, bias, negative_slope,
                              sgs[k], sgxs[k])
         _fetch_add(state, CHUNKS_DONE, 1)
+        k, count = _claim(state, chunks, mine, count)
     if count == 0:
         return
     _wait_for_every_chunk(state, chunks)
