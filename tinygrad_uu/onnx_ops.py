@@ -280,33 +280,34 @@ def _conv_transpose(g, op):
                                        _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))))
 
 
-def _pool(op_type, **extra):
-    def emit(g, op):
-        o = op.options
-        kernel, stride, padding, _ = shapes.pool2d_args(op.ctx.op_name, op.parents[0].shape,
-                                                        o["kernel_size"], o.get("stride"),
-                                                        o.get("padding", 0))
-        attributes = _window_attributes(kernel, stride, padding)
-        del attributes["dilations"]  # AveragePool has none in opset 17; 1 is the default
-        out = g.node(op_type, op.inputs, **attributes, **extra)
-        return g.node("Relu", [out]) if o.get("relu") else out  # a ReLU in the same pass (nn.Sequential's)
-    return emit
+def _pool_args(op):
+    """A pooling op's (kernel, stride, padding), checked and normalised as the op did."""
+    o = op.options
+    kernel, stride, padding, _ = shapes.pool2d_args(op.ctx.op_name, op.parents[0].shape, o["kernel_size"],
+                                                    o.get("stride"), o.get("padding", 0))
+    return kernel, stride, padding
 
 
-EMITTERS[spatial.MaxPool2d] = _pool("MaxPool")
-_average_pool = _pool("AveragePool", count_include_pad=1)  # zeros count, as ours
+def _pool_node(g, op, op_type, kernel, stride, padding, **extra):
+    attributes = _window_attributes(kernel, stride, padding)
+    del attributes["dilations"]  # AveragePool has none in opset 17; 1 is the default
+    out = g.node(op_type, op.inputs, **attributes, **extra)
+    return g.node("Relu", [out]) if op.options.get("relu") else out  # a ReLU in the same pass (nn.Sequential's)
+
+
+@register(spatial.MaxPool2d)
+def _max_pool(g, op):
+    return _pool_node(g, op, "MaxPool", *_pool_args(op))
 
 
 @register(spatial.AvgPool2d)
 def _avg_pool(g, op):
     """One window over the whole map, without padding (``F.adaptive_avg_pool2d(x, 1)``):
-    GlobalAveragePool; else AveragePool."""
-    o = op.options
-    kernel, _, padding, out_hw = shapes.pool2d_args(op.ctx.op_name, op.parents[0].shape, o["kernel_size"],
-                                                    o.get("stride"), o.get("padding", 0))
-    if tuple(out_hw) == (1, 1) and tuple(kernel) == tuple(op.parents[0].shape[2:]) and tuple(padding) == (0, 0):
+    GlobalAveragePool; else AveragePool, zeros counted as ours."""
+    kernel, stride, padding = _pool_args(op)
+    if shapes.covers_plane(op.parents[0].shape, kernel, padding):
         return g.node("GlobalAveragePool", op.inputs)
-    return _average_pool(g, op)
+    return _pool_node(g, op, "AveragePool", kernel, stride, padding, count_include_pad=1)
 
 
 @register(spatial.Interpolate)

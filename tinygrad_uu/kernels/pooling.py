@@ -6,7 +6,7 @@ from numba import njit
 
 from .elementwise import _out_hw
 from .parallel import FAST, U, _parallel
-from .shapes import argmax_dtype
+from .shapes import argmax_dtype, covers_plane
 
 # =========================================================================== pooling
 # A task is one (image, channel) plane. Windows are clipped to the image instead of
@@ -202,15 +202,11 @@ def _global_avg_pool_backward(g, gx, start, stop):
             xf[p * plane + t] = share
 
 
-def _is_global(x_shape, kernel, padding):
-    return tuple(kernel) == tuple(x_shape[2:]) and tuple(padding) == (0, 0)
-
-
 def avg_pool2d_forward(x, kernel, stride, padding):
     n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    if _is_global(x.shape, kernel, padding):
+    if covers_plane(x.shape, kernel, padding):
         _parallel(_global_avg_pool_forward, n * c, x.size, x, out, streaming=True)
     else:
         _parallel(_avg_pool_forward, n * c, x.size, x, out, *kernel, *stride, *padding)
@@ -220,7 +216,7 @@ def avg_pool2d_forward(x, kernel, stride, padding):
 def avg_pool2d_backward(grad_out, x_shape, kernel, stride, padding):
     gx = np.empty(x_shape, dtype=grad_out.dtype)
     # work counts the writes: by grad_out (one value a plane for a global pool) it stayed on one thread
-    if _is_global(x_shape, kernel, padding):
+    if covers_plane(x_shape, kernel, padding):
         _parallel(_global_avg_pool_backward, x_shape[0] * x_shape[1], gx.size, grad_out, gx, streaming=True)
     else:
         _parallel(_avg_pool_backward, x_shape[0] * x_shape[1], gx.size, grad_out, gx, *kernel, *stride, *padding)

@@ -154,6 +154,12 @@ def pool2d_args(op: str, x_shape, kernel_size, stride, padding):
     return kernel, stride, padding, window_out(op, x_shape, kernel, stride, padding)
 
 
+def covers_plane(x_shape, kernel, padding) -> bool:
+    """Whether a pooling window is the whole (H, W) plane, without padding: global pooling,
+    one output per plane."""
+    return tuple(kernel) == tuple(x_shape[2:]) and tuple(padding) == (0, 0)
+
+
 def upsample_size(op: str, x_shape, size=None, scale_factor=None) -> tuple[int, int]:
     """The output (OH, OW) from exactly one of ``size`` or an integer ``scale_factor``."""
     if (size is None) == (scale_factor is None):
