@@ -14,6 +14,7 @@ from tinygrad_uu import gradcheck
 from tinygrad_uu import kernels as K
 from tinygrad_uu.kernels import cblas, conv, conv_batched, conv_winograd, reference
 from tinygrad_uu.kernels import conv_winograd_packed as packed
+from tinygrad_uu.kernels import winograd_tiles
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -152,6 +153,75 @@ def test_channel_minor_input_transform_is_the_transposed_v(n, ci, h, w, p):
     want = v[:, :, :t].transpose(1, 2, 0)  # to rounding: fastmath may order the sums otherwise
     np.testing.assert_allclose(vt[:, :t * ci].reshape(36, t, ci), want, rtol=0, atol=1e-13 * np.abs(want).max())
     assert np.isnan(vt[:, t * ci:]).all() and (block > t * ci) == ((t * ci) % 64 == 0)
+
+
+@pytest.mark.parametrize("n, ci, h, w, p", [
+    (1, 3, 5, 7, 1),    # odd sizes: the last tiles' patches reach past the image
+    (2, 4, 8, 8, 0),    # no padding
+    (4, 16, 4, 4, 1),   # a ResNet's last stage: one tile per image
+    (3, 5, 6, 9, 2),    # padding 2
+    (2, 32, 16, 16, 1),  # 4 x 4 tiles, their patches overlapping
+])
+def test_dx_patches_are_the_adjoint_of_the_input_transform(n, ci, h, w, p):
+    """The transposed algorithm's dx (_input_grad_tiles_channel_minor) is the adjoint of
+    dU's V (_input_tiles_channel_minor): <V(x), dV> == <x, V^T(dV)> for any x and dV, and
+    one tile's patch is B dV B^T written out with the matrices."""
+    rng = np.random.default_rng(n + ci)
+    x = rng.standard_normal((n, ci, h, w))
+    th, tw = conv_winograd._tiles(h + 2 * p - 2, w + 2 * p - 2)
+    t = n * th * tw
+    block = conv_winograd._stride(t * ci)
+    v = np.zeros((36, block))
+    conv_winograd._input_tiles_channel_minor(x, v.ravel(), block, 0, p, p, 0, th, tw, n)
+    dv = rng.standard_normal((36, block))
+    gx = np.full(x.shape, np.nan)
+    winograd_tiles._input_grad_tiles_channel_minor(dv.ravel(), block, gx, 0, p, p, th, tw, n)
+    used = np.s_[:, :t * ci]  # past t * ci: the padding between the matrices, in neither sum
+    assert np.isclose(np.sum(v[used] * dv[used]), np.sum(x * gx), rtol=1e-12)
+    one = rng.standard_normal((36, 1))  # a 4x4 image, padding 1: its patch is the image with a border
+    gx = np.empty((1, 1, 4, 4))
+    winograd_tiles._input_grad_tiles_channel_minor(one.ravel(), 1, gx, 0, 1, 1, 1, 1, 1)
+    np.testing.assert_allclose(gx[0, 0], (BT.T @ one.reshape(6, 6) @ BT)[1:5, 1:5], rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dx_by_the_transposed_algorithm_where_chunks_are_whole_images(threads, monkeypatch):
+    """dx comes from dW's Z (dV = Z U, then B dV B^T onto the patches) in chunks of whole
+    unpacked images; in bands of tile rows (whose patches would overlap another band's)
+    and on packed planes, from the forward on grad_out with U turned. Each against the
+    reference, and the chunks counted."""
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((8, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 24, 8, 8)).astype(np.float32)
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    want = reference.conv2d_grad_input(g, w, x.shape, *opts)
+    calls = {"transposed": 0, "turned": 0}
+    real_t, real_f = conv_winograd._chunk_backward_in_numba, conv_winograd._chunk_forward
+    monkeypatch.setattr(conv_winograd, "_chunk_backward_in_numba", lambda *a: (
+        calls.__setitem__("transposed", calls["transposed"] + 1), real_t(*a))[1])
+    monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda *a: (
+        calls.__setitem__("turned", calls["turned"] + 1), real_f(*a))[1])
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(threads)
+        for bands, need_w in ((False, True), (False, False), (True, True)):
+            if bands:  # a chunk budget of a byte: every image cut into bands of one tile row
+                monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 1)
+                monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
+            calls.update(transposed=0, turned=0)
+            gx, gw, _ = conv_winograd.conv2d_backward_winograd(x, w, g, (1, 1), True, need_w)
+            assert_close(want, gx, np.float32)
+            assert (calls["transposed"] > 0) != bands and (calls["turned"] > 0) == bands
+            if need_w:
+                assert_close(reference.conv2d_grad_weight(x, g, w.shape, *opts), gw, np.float32)
+        monkeypatch.setattr(conv_winograd, "TRANSPOSED_DX", False)
+        calls.update(transposed=0, turned=0)
+        gx, _, _ = conv_winograd.conv2d_backward_winograd(x, w, g, (1, 1), True, True)
+        assert_close(want, gx, np.float32)
+        assert calls["transposed"] == 0 and calls["turned"] > 0
+    finally:
+        tg.set_num_threads(before)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, expected", [

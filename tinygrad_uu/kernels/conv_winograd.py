@@ -27,8 +27,12 @@ on one thread against it, forward: 1.12-1.15x at 14x14 (whose 4x4 tiles cover 16
 1.32-1.36x at 16x16, 1.43-1.55x at 8x8 and 4x4 (W2's, W4's, W7's and W8's layers).
 The two gradients, by the chain rule through the same algebra:
 
-* dx: a 3x3 stride-1 conv's input gradient is the conv of grad_out with the kernel
-  turned 180 degrees and its channel axes swapped, padding 2 - p: the same forward.
+* dx, by the transposed algorithm: from the forward's algebra, dV[xi] = U[xi]^T dZ[xi]
+  (the dZ below, which dw makes anyway), and each tile's B dV B^T added onto its 6x6
+  input patch (patches overlap by two). In bands of tile rows and on packed planes
+  (whose patches would be added from two chunks at once), as the conv of grad_out with
+  the kernel turned 180 degrees and its channel axes swapped, padding 2 - p: the same
+  forward, with grad_out's tiles transformed again and U of the turned kernel.
 * dw: Z = U (.) V per tile and Y = A^T Z A give dZ = A dY A^T, so
   dU[o, c] = sum over tiles of dZ[o] (.) V[c]: 36 products dZ[xi] @ V[xi]^T, summed over
   the batch; then dw = G^T dU G (the adjoint of the filter transform). There V[xi]^T is
@@ -61,8 +65,9 @@ from .conv_winograd_packed import packed_chunk_forward, packed_weight_products, 
 from .parallel import FAST, U, PerThread, _parallel
 from ..threads import get_num_threads
 from .winograd_tiles import (POSITIONS, _forward_products, _forward_products_numpy, _grad_tiles_channel_minor,
-                             _input_tiles, _input_tiles_channel_minor, _output_tiles, _stride, _tiles,
-                             _weight_products, _weight_products_numpy)
+                             _input_grad_products, _input_grad_tiles_channel_minor, _input_tiles,
+                             _input_tiles_channel_minor, _output_tiles, _stride, _tiles, _weight_products,
+                             _weight_products_numpy)
 
 
 def _is_winograd(w_shape, stride, padding, dilation, groups):
@@ -229,6 +234,33 @@ def _chunk_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, ty0, ty1, ph, 
     _weight_products(gemm, z, v, du, (n1 - n0) * (ty1 - ty0) * tw, beta)
 
 
+@njit(nogil=True, cache=True)
+def _chunk_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, th, ph, pw, tw, z_block, v_block, need_w):
+    """Whole images n0..n1 of the backward from one Z = A dY A^T per tile: dU's share as in
+    _chunk_weight_products_in_numba (``need_w``), and dx by the transposed algorithm, dV[xi]
+    = Z[xi] @ U[xi], each tile's B dV B^T added onto its input patch (``_backward_tiles``)."""
+    t = (n1 - n0) * th * tw
+    z = np.empty((POSITIONS, z_block), dtype=x.dtype)
+    v = np.empty((POSITIONS, v_block), dtype=x.dtype)  # x's V, then dV
+    _grad_tiles_channel_minor(g, z.ravel(), z_block, n0, 0, th, tw, n1 - n0)
+    if need_w:
+        _input_tiles_channel_minor(x, v.ravel(), v_block, n0, ph, pw, 0, th, tw, n1 - n0)
+        _weight_products(gemm, z, v, du, t, beta)
+    _input_grad_products(gemm, z, u, v, t)
+    _input_grad_tiles_channel_minor(v.ravel(), v_block, gx, n0, ph, pw, th, tw, n1 - n0)
+
+
+# dx by the transposed algorithm (True) or always as the forward on grad_out with U turned
+# (False). Measured on an Intel Xeon with AVX-512, the backward alone (dx, dw, db) against
+# the turned forward, one thread (two), medians of 55 alternated calls: 64 x 128->128 at
+# 4x4 1.32x (1.32x), 64 x 64->64 at 8x8 1.21x (1.19x), 64 x 32->32 at 16x16 1.15x (1.15x),
+# 16 x 48->48 at 16x16 1.18x (1.14x), 16 x 32->32 at 32x32 1.11x (1.08x). The turned U
+# and grad_out's tiles in the channel-major layout (one (image, channel) plane at a time,
+# scalar) cost more than B dV B^T along the channels: at 4x4 with 128 channels, 0.33 and
+# 0.44 ms of the turned forward's 1.8 ms on one thread. Steps alternated in one process
+# (20 rounds, load 0.4-0.7): W8 1.054x (1.054x), W7 1.019x (1.028x), W5 1.009x (1.002x),
+# W4 1.004x (1.004x; its 14x14 layer is packed).
+TRANSPOSED_DX = True
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
 
 
@@ -305,10 +337,12 @@ def conv2d_forward_winograd(x, w, b, padding):
     return _forward_tiles(x, _filter_transform(w), b, padding)
 
 
-def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False):
-    """(dx or None, dU's parts or None, db or None) in one pass over chunks: a chunk's dx is the
-    forward's three steps on its grad_out (padding 2 - p, U turned), and its share of dU
-    the products of its (A dY A^T) and x's V, summed per thread. One pass instead of one
+def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False):
+    """(dx or None, dU's parts or None, db or None) in one pass over chunks: a chunk's share of
+    dU is the products of its Z = A dY A^T and x's V, summed per thread; its dx comes
+    from the same Z (the transposed algorithm, ``TRANSPOSED_DX``) when the chunk holds
+    whole unpacked images, else it is the forward's three steps on its grad_out (padding
+    2 - p, U turned). One pass instead of one
     for each: a hand-off to the threads fewer, and each chunk of grad_out read while in
     cache. Cut in bands, band j of an image is band j of both tile grids (dx's and dY's).
     Packed (14x14 maps, conv_winograd_packed.py), a chunk's images lie on one plane for
@@ -333,13 +367,17 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
     else:
         chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
                               2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
+    gemm = cblas.gemm_address(x.dtype)
+    transposed = TRANSPOSED_DX and need_x and not packed and bands == 1 and gemm is not None
+    if need_x:  # dx's U: the forward's (transposed), or the turned kernel's
+        u = _filter_transform(w) if transposed else _turned(w)
     # dU, a sum per thread: slices of one array, each with the beta of its thread's next
     # products: 0 for the first chunk, which writes the sum (no zeroing first: 0.35 ms of a
     # W8 step on two threads went to zeroing them), 1 for the later ones, which add to it
     sums = np.empty((get_num_threads(), POSITIONS, co, ci), dtype=x.dtype) if need_w else None
     taken = itertools.count()
     partials = PerThread(lambda: [sums[next(taken)], 0.0])
-    gemm = cblas.gemm_address(x.dtype)
+    no_sum = np.empty((POSITIONS, 1, 1), dtype=x.dtype)
     db = []
 
     def task(start, stop):
@@ -350,14 +388,22 @@ def _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b=False
             if packed:
                 n0, n1 = k * images, min(n, (k + 1) * images)
                 if need_x:
-                    packed_chunk_forward(gemm, grad_out, u_turned, no_bias, gx, n0, n1, across, (2 - ph, 2 - pw))
+                    packed_chunk_forward(gemm, grad_out, u, no_bias, gx, n0, n1, across, (2 - ph, 2 - pw))
                 if need_w:
                     du = partials.mine()
                     packed_weight_products(gemm, x, grad_out, du[0], du[1], n0, n1, across, padding)
                     du[1] = 1.0
                 continue
+            if transposed:  # dx and dU's share from one Z per tile
+                n0, n1 = _chunk(k, n, chunks)
+                t = (n1 - n0) * th * tw
+                du = partials.mine() if need_w else [no_sum, 0.0]
+                _chunk_backward_in_numba(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, th, ph, pw, tw,
+                                         _stride(t * co), _stride(t * ci), need_w)
+                du[1] = 1.0
+                continue
             if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
-                _chunk_forward(gemm, grad_out, u_turned, no_bias, gx, *_piece(k, n, chunks, bands, xth),
+                _chunk_forward(gemm, grad_out, u, no_bias, gx, *_piece(k, n, chunks, bands, xth),
                                2 - ph, 2 - pw, xtw)
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
                 n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
@@ -399,6 +445,5 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
 
 def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b=True):
     """(dx or None, dw or None, db or None)."""
-    u_turned = _turned(w) if need_x else None
-    gx, du, gb = _backward_tiles(x, grad_out, u_turned, padding, need_x, need_w, need_b)
+    gx, du, gb = _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b)
     return gx, (_weight_gradient(du, w.shape, x.dtype) if need_w else None), gb

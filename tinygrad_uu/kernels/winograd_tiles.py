@@ -4,8 +4,8 @@ a chunk of images, into the matrices of the 36 products and back, and the produc
 
 Two layouts of a transformed chunk: channel-major ((C, 36, tiles), the forward's V and M,
 one (image, channel) plane at a time in scalar registers) and channel-minor (position
-xi's (tiles, C) matrix, the weight gradient's V and dZ, each step of a tile's transform
-a loop along the channels in vector lanes).
+xi's (tiles, C) matrix, the weight gradient's V and dZ and the input gradient's dV, each
+step of a tile's transform a loop along the channels in vector lanes).
 """
 from __future__ import annotations
 
@@ -72,6 +72,17 @@ def _a(y0, y1, y2, y3):
     t, e = y1 + y1, y3 + y3
     t4, e4 = y2 + y2 + y2 + y2, e + e + e + e
     return y0, s + d, s - d, y0 + t + t4 + e4, y0 - t + t4 - e4, y3
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _b(e0, e1, e2, e3, e4, e5):
+    """B (e0, ..., e5): the adjoint of _bt, six values to six (dx's patches, B dV B^T)."""
+    s, d = e1 + e2, e1 - e2
+    p, q = e3 + e4, e3 - e4
+    d2, q2, f2 = d + d, q + q, e5 + e5
+    return ((e0 + e0) + (e0 + e0), (f2 + f2) - (d2 + d2) - q2,
+            -((e0 + e0 + e0 + e0 + e0) + (s + s + s + s) + p), (d + q2) - (e5 + e5 + e5 + e5 + e5),
+            e0 + s + p, e5)
 
 
 @njit(fastmath=FAST, nogil=True, inline="always")
@@ -182,6 +193,64 @@ def _input_tiles_channel_minor(x, vf, block, n0, ph, pw, ty0, ty1, tw, images):
 
 
 @njit(fastmath=FAST, nogil=True, inline="always")
+def _patch_adjoints_channel_minor(vf, block, first, rows, tw, r, xp, wp):
+    """The adjoint of _patch_transforms_channel_minor: xp's 6x6 patch under tile (ty, tx) +=
+    B dV B^T, dV the tile's 36 values, row first + ty * tw + tx of position xi's (tiles, C)
+    matrix at vf[xi * block:]. Neighbouring patches overlap by two rows or columns, and
+    add there. r is a (36, C) scratch for dV B^T."""
+    ch = xp.shape[1]
+    for ty in range(rows):
+        for tx in range(tw):
+            q = (first + ty * tw + tx) * ch
+            for a in range(6):  # r = dV B^T, row a of dV at a time: r[6a + j] is its value j
+                p = 6 * a * block + q
+                v0, v1, v2 = vf[p:p + ch], vf[p + block:p + block + ch], vf[p + 2 * block:p + 2 * block + ch]
+                v3, v4 = vf[p + 3 * block:p + 3 * block + ch], vf[p + 4 * block:p + 4 * block + ch]
+                v5 = vf[p + 5 * block:p + 5 * block + ch]
+                e0, e1, e2, e3, e4, e5 = r[6 * a], r[6 * a + 1], r[6 * a + 2], r[6 * a + 3], r[6 * a + 4], r[6 * a + 5]
+                for c in range(ch):
+                    e0[c], e1[c], e2[c], e3[c], e4[c], e5[c] = _b(v0[c], v1[c], v2[c], v3[c], v4[c], v5[c])
+            corner = TILE * (ty * wp + tx)
+            for j in range(6):  # the patch's column j = B (column j of r), added in place
+                s0, s1, s2, s3, s4, s5 = r[j], r[6 + j], r[12 + j], r[18 + j], r[24 + j], r[30 + j]
+                d0, d1, d2 = xp[corner + j], xp[corner + wp + j], xp[corner + 2 * wp + j]
+                d3, d4, d5 = xp[corner + 3 * wp + j], xp[corner + 4 * wp + j], xp[corner + 5 * wp + j]
+                for c in range(ch):
+                    y0, y1, y2, y3, y4, y5 = _b(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c])
+                    d0[c] += y0
+                    d1[c] += y1
+                    d2[c] += y2
+                    d3[c] += y3
+                    d4[c] += y4
+                    d5[c] += y5
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _input_grad_tiles_channel_minor(vf, block, gx, n0, ph, pw, th, tw, images):
+    """gx[n0 + i] for whole images from dV, laid out as _input_tiles_channel_minor's V
+    (position xi's (tiles, C_in) matrix at vf[xi * block:], th x tw tiles an image): each
+    tile's B dV B^T added onto its 6x6 input patch at (4 ty - ph, 4 tx - pw), the adjoint
+    of that V's transform. An image's patches are summed in a zeroed buffer with the
+    channels innermost (each step a loop along the channels, in vector lanes); then the
+    pixels inside the image are copied out to gx's planes (the padding's are dropped)."""
+    ch, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    wp = TILE * tw + 2
+    xp = np.empty(((TILE * th + 2) * wp, ch), dtype=gx.dtype)  # (pixel, C_in)
+    r = np.empty((36, ch), dtype=gx.dtype)
+    gf = gx.ravel()
+    first = ph * wp + pw  # the image's pixel (0, 0) in the buffer
+    for i in range(images):
+        xp[:] = 0
+        _patch_adjoints_channel_minor(vf, block, i * th * tw, th, tw, r, xp, wp)
+        image = (n0 + i) * ch * h * w
+        for c in range(ch):
+            for y in range(h):
+                row, src = image + (c * h + y) * w, first + y * wp
+                for k in range(w):
+                    gf[row + k] = xp[src + k, c]
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
 def _tile_columns(mf, p, step):
     """r = A^T m for the tile whose 36 values are mf[p + xi * step]: its six columns, four
     values each (r's rows are k0[a], ..., k5[a]); the tile's output row a is
@@ -288,6 +357,16 @@ def _forward_products(gemm, u, v, m, t, stride):
     for xi in range(POSITIONS):
         cblas.product(gemm, co, t, ci, one, u[xi].ctypes.data, ci, v.ctypes.data + xi * stride * size, row,
                       zero, m.ctypes.data + xi * stride * size, row)
+
+
+@njit(nogil=True, inline="always")
+def _input_grad_products(gemm, z, u, dv, t):
+    """dV[xi] = Z[xi] @ U[xi]: Z[xi] and dV[xi] the (tiles, C_out) and (tiles, C_in) matrices at
+    z[xi] and dv[xi], t tiles; U (36, C_out, C_in) the forward's filter transform."""
+    co, ci, one, zero = u.shape[1], u.shape[2], dv.dtype.type(1), dv.dtype.type(0)
+    for xi in range(POSITIONS):
+        cblas.product(gemm, t, ci, co, one, z[xi].ctypes.data, co, u[xi].ctypes.data, ci,
+                      zero, dv[xi].ctypes.data, ci)
 
 
 def _forward_products_numpy(u, v, m, t):
