@@ -224,6 +224,29 @@ def test_dx_by_the_transposed_algorithm_where_chunks_are_whole_images(threads, m
         tg.set_num_threads(before)
 
 
+def test_the_backward_takes_the_forwards_filter_transform(monkeypatch):
+    """The forward leaves U in ``saved``; the backward's dx (transposed algorithm) then takes
+    it instead of transforming w again, with the same result. Through kernels.conv, as
+    the Conv2d op calls it."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 16, 8, 8))
+    w = rng.standard_normal((20, 16, 3, 3))
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    saved = {}
+    conv.conv2d_forward(x, w, None, *opts, saved=saved)
+    np.testing.assert_array_equal(saved["winograd_u"], conv_winograd._filter_transform(w))
+    g = rng.standard_normal((4, 20, 8, 8))
+    transforms = []
+    real = conv_winograd._filter_transform
+    monkeypatch.setattr(conv_winograd, "_filter_transform", lambda *a, **k: (transforms.append(1), real(*a, **k))[1])
+    gx, gw, _ = conv.conv2d_backward(x, w, g, *opts, True, True, saved=saved)
+    assert transforms == []
+    assert_close(reference.conv2d_grad_input(g, w, x.shape, *opts), gx, np.float64)
+    assert_close(reference.conv2d_grad_weight(x, g, w.shape, *opts), gw, np.float64)
+    conv.conv2d_backward(x, w, g, *opts, True, True)
+    assert transforms == [1]  # without the forward's dict: made again
+
+
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, expected", [
     ((64, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, True),     # W2's conv, the MNIST CNN's size
     ((64, 128, 4, 4), (128, 128, 3, 3), 1, 1, 1, True),    # a ResNet's last stage

@@ -137,7 +137,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
             out += b
         return out.reshape(x.shape[0], w.shape[0], 1, 1)
     if _winograd(w.shape, stride, padding, dilation, groups):
-        return conv2d_forward_winograd(x, w, b, padding)
+        return conv2d_forward_winograd(x, w, b, padding, saved)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         return conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved)
     if _direct(w.shape, stride, groups):
@@ -170,7 +170,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gw = conv2d_grad_weight_3x3(x, grad_out, w.shape, stride, padding, dilation, groups, saved, gb)
         return gx, gw, gb
     if winograd:
-        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b)
+        return conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b, saved)
     if not _direct(w.shape, stride, groups):
         if _batched(x.shape):
             return conv2d_backward_batched(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, need_b)

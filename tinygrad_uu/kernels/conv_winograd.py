@@ -328,16 +328,21 @@ def _forward_tiles(x, u, b, padding):
     return out
 
 
-def conv2d_forward_winograd(x, w, b, padding):
-    """The forward. The backward transforms x's tiles again for dw rather than keep the
-    forward's V (2.25x the size of x): V written to memory in the forward and read back
-    in the backward cost more than the transform in cache (measured with F(2x2, 3x3),
-    training steps alternated in one process: W8 1.005-1.08x on two threads and 1.05x
-    on one, W7 0.98-1.05x and 1.01x)."""
-    return _forward_tiles(x, _filter_transform(w), b, padding)
+def conv2d_forward_winograd(x, w, b, padding, saved=None):
+    """The forward; U is left in ``saved`` (when given a dict) for the backward's dx. The
+    backward transforms x's tiles again for dw rather than keep the forward's V (2.25x
+    the size of x): V written to memory in the forward and read back in the backward cost
+    more than the transform in cache (measured with F(2x2, 3x3), training steps
+    alternated in one process: W8 1.005-1.08x on two threads and 1.05x on one, W7
+    0.98-1.05x and 1.01x)."""
+    u = _filter_transform(w)
+    if saved is not None:  # steps alternated in one process (30 rounds), against the
+        # backward transforming w again, two threads (one): W8 1.016x (1.015x), W7 1.020x (1.003x)
+        saved["winograd_u"] = u
+    return _forward_tiles(x, u, b, padding)
 
 
-def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False):
+def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=None):
     """(dx or None, dU's parts or None, db or None) in one pass over chunks: a chunk's share of
     dU is the products of its Z = A dY A^T and x's V, summed per thread; its dx comes
     from the same Z (the transposed algorithm, ``TRANSPOSED_DX``) when the chunk holds
@@ -369,8 +374,8 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False):
                               2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     gemm = cblas.gemm_address(x.dtype)
     transposed = TRANSPOSED_DX and need_x and not packed and bands == 1 and gemm is not None
-    if need_x:  # dx's U: the forward's (transposed), or the turned kernel's
-        u = _filter_transform(w) if transposed else _turned(w)
+    if need_x:  # dx's U: the forward's (transposed: ``u``, or made again), or the turned kernel's
+        u = (_filter_transform(w) if u is None else u) if transposed else _turned(w)
     # dU, a sum per thread: slices of one array, each with the beta of its thread's next
     # products: 0 for the first chunk, which writes the sum (no zeroing first: 0.35 ms of a
     # W8 step on two threads went to zeroing them), 1 for the later ones, which add to it
@@ -443,7 +448,9 @@ def conv2d_grad_weight_winograd(x, grad_out, w_shape, padding):
     return _weight_gradient(du, w_shape, x.dtype)
 
 
-def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b=True):
-    """(dx or None, dw or None, db or None)."""
-    gx, du, gb = _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b)
+def conv2d_backward_winograd(x, w, grad_out, padding, need_x, need_w, need_b=True, saved=None):
+    """(dx or None, dw or None, db or None); ``saved``: the forward's dict, whose U dx then
+    takes rather than transform w again."""
+    u = saved.get("winograd_u") if saved is not None else None
+    gx, du, gb = _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b, u)
     return gx, (_weight_gradient(du, w.shape, x.dtype) if need_w else None), gb
