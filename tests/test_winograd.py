@@ -187,39 +187,45 @@ def test_dx_patches_are_the_adjoint_of_the_input_transform(n, ci, h, w, p):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_dx_by_the_transposed_algorithm_where_chunks_are_whole_images(threads, monkeypatch):
     """dx comes from dW's Z (dV = Z U, then B dV B^T onto the patches) in chunks of whole
-    unpacked images; in bands of tile rows (whose patches would overlap another band's)
-    and on packed planes, from the forward on grad_out with U turned. Each against the
-    reference, and the chunks counted."""
+    images, unpacked or packed on planes; in bands of tile rows (whose patches would
+    overlap another band's), and everywhere with TRANSPOSED_DX off, from the forward on
+    grad_out with U turned. Each against the reference, and the chunks counted."""
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((8, 16, 8, 8)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
     g = rng.standard_normal((8, 24, 8, 8)).astype(np.float32)
     opts = ((1, 1), (1, 1), (1, 1), 1)
     want = reference.conv2d_grad_input(g, w, x.shape, *opts)
-    calls = {"transposed": 0, "turned": 0}
-    real_t, real_f = conv_winograd._chunk_backward_in_numba, conv_winograd._chunk_forward
-    monkeypatch.setattr(conv_winograd, "_chunk_backward_in_numba", lambda *a: (
-        calls.__setitem__("transposed", calls["transposed"] + 1), real_t(*a))[1])
-    monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda *a: (
-        calls.__setitem__("turned", calls["turned"] + 1), real_f(*a))[1])
+    calls = {}
+
+    def spy(name, kind):
+        real = getattr(conv_winograd, name)
+        monkeypatch.setattr(conv_winograd, name, lambda *a: (calls.__setitem__(kind, calls[kind] + 1), real(*a))[1])
+
+    spy("_chunk_backward_in_numba", "transposed")
+    spy("packed_backward", "transposed")
+    spy("_chunk_forward", "turned")
+    spy("packed_chunk_forward", "turned")
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(threads)
-        for bands, need_w in ((False, True), (False, False), (True, True)):
-            if bands:  # a chunk budget of a byte: every image cut into bands of one tile row
+        for layout, need_w, expected in (("whole", True, "transposed"), ("whole", False, "transposed"),
+                                         ("packed", True, "transposed"), ("packed", False, "transposed"),
+                                         ("bands", True, "turned"), ("off", True, "turned")):
+            if layout == "packed":  # three images to a plane, two across
+                monkeypatch.setattr(conv_winograd, "packing", lambda *args: (3, 2))
+            else:
+                monkeypatch.setattr(conv_winograd, "packing", lambda *args: None)
+            if layout == "bands":  # a chunk budget of a byte: every image cut into bands of one tile row
                 monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 1)
                 monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
+            monkeypatch.setattr(conv_winograd, "TRANSPOSED_DX", layout != "off")
             calls.update(transposed=0, turned=0)
             gx, gw, _ = conv_winograd.conv2d_backward_winograd(x, w, g, (1, 1), True, need_w)
             assert_close(want, gx, np.float32)
-            assert (calls["transposed"] > 0) != bands and (calls["turned"] > 0) == bands
+            assert calls[expected] > 0 and sum(calls.values()) == calls[expected], (layout, calls)
             if need_w:
                 assert_close(reference.conv2d_grad_weight(x, g, w.shape, *opts), gw, np.float32)
-        monkeypatch.setattr(conv_winograd, "TRANSPOSED_DX", False)
-        calls.update(transposed=0, turned=0)
-        gx, _, _ = conv_winograd.conv2d_backward_winograd(x, w, g, (1, 1), True, True)
-        assert_close(want, gx, np.float32)
-        assert calls["transposed"] == 0 and calls["turned"] > 0
     finally:
         tg.set_num_threads(before)
 

@@ -29,10 +29,11 @@ The two gradients, by the chain rule through the same algebra:
 
 * dx, by the transposed algorithm: from the forward's algebra, dV[xi] = U[xi]^T dZ[xi]
   (the dZ below, which dw makes anyway), and each tile's B dV B^T added onto its 6x6
-  input patch (patches overlap by two). In bands of tile rows and on packed planes
-  (whose patches would be added from two chunks at once), as the conv of grad_out with
-  the kernel turned 180 degrees and its channel axes swapped, padding 2 - p: the same
-  forward, with grad_out's tiles transformed again and U of the turned kernel.
+  input patch (patches overlap by two), in chunks of whole images, packed on planes or
+  not. In bands of tile rows (whose patches would be added from two chunks at once), as
+  the conv of grad_out with the kernel turned 180 degrees and its channel axes swapped,
+  padding 2 - p: the same forward, with grad_out's tiles transformed again and U of the
+  turned kernel.
 * dw: Z = U (.) V per tile and Y = A^T Z A give dZ = A dY A^T, so
   dU[o, c] = sum over tiles of dZ[o] (.) V[c]: 36 products dZ[xi] @ V[xi]^T, summed over
   the batch; then dw = G^T dU G (the adjoint of the filter transform). There V[xi]^T is
@@ -61,7 +62,7 @@ from numba import njit
 
 from .conv_batched import _chunk, _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
-from .conv_winograd_packed import packed_chunk_forward, packed_weight_products, packing
+from .conv_winograd_packed import packed_backward, packed_chunk_forward, packed_weight_products, packing
 from .parallel import FAST, U, PerThread, _parallel
 from ..threads import get_num_threads
 from .winograd_tiles import (POSITIONS, _forward_products, _forward_products_numpy, _grad_tiles_channel_minor,
@@ -254,12 +255,17 @@ def _chunk_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, th, ph, pw, tw
 # (False). Measured on an Intel Xeon with AVX-512, the backward alone (dx, dw, db) against
 # the turned forward, one thread (two), medians of 55 alternated calls: 64 x 128->128 at
 # 4x4 1.32x (1.32x), 64 x 64->64 at 8x8 1.21x (1.19x), 64 x 32->32 at 16x16 1.15x (1.15x),
-# 16 x 48->48 at 16x16 1.18x (1.14x), 16 x 32->32 at 32x32 1.11x (1.08x). The turned U
+# 16 x 48->48 at 16x16 1.18x (1.14x), 16 x 32->32 at 32x32 1.11x (1.08x); packed on
+# planes (conv_winograd_packed.py), 64 x 32->64 at 14x14 1.25x (1.25x), 64 x 16->32 1.18x
+# (1.19x), 16 x 32->32 1.21x (1.18x). In bands (8 x 48->16 at 128x128, one thread, adding
+# into a zeroed dx) 0.93x, 8 x 16->16 at 128x128 0.99x: not there. The turned U
 # and grad_out's tiles in the channel-major layout (one (image, channel) plane at a time,
 # scalar) cost more than B dV B^T along the channels: at 4x4 with 128 channels, 0.33 and
 # 0.44 ms of the turned forward's 1.8 ms on one thread. Steps alternated in one process
 # (20 rounds, load 0.4-0.7): W8 1.054x (1.054x), W7 1.019x (1.028x), W5 1.009x (1.002x),
-# W4 1.004x (1.004x; its 14x14 layer is packed).
+# W4 1.004x (1.004x; its 14x14 layer is packed). With the packed planes too (30 rounds,
+# load 1.0): W4 1.059x (1.054x), W2 32->64 at 14x14 fwd+bwd 1.169x (1.156x), W7 1.034x
+# (1.034x), W8 1.058x (1.070x).
 TRANSPOSED_DX = True
 MIN_CHUNK_TILES = 32  # tiles per chunk: the columns of its 36 products (see _plan)
 
@@ -346,8 +352,8 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
     """(dx or None, dU's parts or None, db or None) in one pass over chunks: a chunk's share of
     dU is the products of its Z = A dY A^T and x's V, summed per thread; its dx comes
     from the same Z (the transposed algorithm, ``TRANSPOSED_DX``) when the chunk holds
-    whole unpacked images, else it is the forward's three steps on its grad_out (padding
-    2 - p, U turned). One pass instead of one
+    whole images (packed or not), else it is the forward's three steps on its grad_out
+    (padding 2 - p, U turned). One pass instead of one
     for each: a hand-off to the threads fewer, and each chunk of grad_out read while in
     cache. Cut in bands, band j of an image is band j of both tile grids (dx's and dY's).
     Packed (14x14 maps, conv_winograd_packed.py), a chunk's images lie on one plane for
@@ -373,7 +379,7 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
         chunks, bands = _plan(n, POSITIONS * (ci + co), min(th, xth), max(tw, xtw), x.itemsize,
                               2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     gemm = cblas.gemm_address(x.dtype)
-    transposed = TRANSPOSED_DX and need_x and not packed and bands == 1 and gemm is not None
+    transposed = TRANSPOSED_DX and need_x and bands == 1 and gemm is not None
     if need_x:  # dx's U: the forward's (transposed: ``u``, or made again), or the turned kernel's
         u = (_filter_transform(w) if u is None else u) if transposed else _turned(w)
     # dU, a sum per thread: slices of one array, each with the beta of its thread's next
@@ -392,6 +398,11 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
                 continue
             if packed:
                 n0, n1 = k * images, min(n, (k + 1) * images)
+                if transposed:
+                    du = partials.mine() if need_w else [no_sum, 0.0]
+                    packed_backward(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, across, padding, need_w)
+                    du[1] = 1.0
+                    continue
                 if need_x:
                     packed_chunk_forward(gemm, grad_out, u, no_bias, gx, n0, n1, across, (2 - ph, 2 - pw))
                 if need_w:

@@ -11,10 +11,13 @@ the 36 products are conv_winograd's; only the copies in and out differ.
 With padding p (0 to 2), image (r, q) of a grid ``across`` images wide sits at rows
 p + r (h + p), columns p + q (w + p) of the zero plane, and its output at rows r (h + p),
 columns q (w + p): output row y < h + 2p - 2 <= h + p of an image reads only its own
-rows and the p zeros on each side of it, which it shares with its neighbours. dx (the
-forward on grad_out with padding 2 - p) sees the same grid: grad_out's images sit
-(h + 2p - 2) + (2 - p) = h + p apart too. For dw, dY's plane has zeros between the
-images, so the tiles that straddle two images add nothing for the positions between.
+rows and the p zeros on each side of it, which it shares with its neighbours. For dw,
+dY's plane has zeros between the images, so the tiles that straddle two images add
+nothing for the positions between; dx by the transposed algorithm (conv_winograd.py)
+adds each tile's patch onto the input plane, and an image's pixels there receive only
+what its own outputs read from them. Where no BLAS function is found, dx is the
+forward on grad_out with padding 2 - p, which sees the same grid: grad_out's images
+sit (h + 2p - 2) + (2 - p) = h + p apart too.
 
 Measured on the Intel Xeon (2 cores), 64 x 32 -> 64 at 14x14, the forward alone: 3.4 ms
 -> 2.9-3.0 (chunks of 32 images) on one thread, 1.94 -> 1.64-1.67 on two; 16 -> 32 (W4's
@@ -31,8 +34,9 @@ from numba import njit
 
 from ..threads import get_num_threads
 from .winograd_tiles import (POSITIONS, TILE, _at, _forward_products, _forward_products_numpy,
-                             _grad_transforms_channel_minor, _patch_transforms, _patch_transforms_channel_minor,
-                             _rows_channels_innermost, _stride, _tile_columns, _tiles, _weight_products,
+                             _grad_transforms_channel_minor, _input_grad_products, _patch_adjoints_channel_minor,
+                             _patch_transforms, _patch_transforms_channel_minor, _rows_channels_innermost,
+                             _rows_channels_outermost, _stride, _tile_columns, _tiles, _weight_products,
                              _weight_products_numpy)
 from .parallel import FAST, U
 
@@ -166,21 +170,64 @@ def packed_chunk_forward(gemm, x, u, bias, out, n0, n1, across, padding):
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z):
     """dU's operands for a packed chunk, channel-minor (as winograd_tiles'): x's V over the
-    zero-separated plane (v: (36, v_block)) and dY's Z = A dY A^T over the output plane,
-    zero between the images (z: (36, z_block))."""
+    zero-separated plane (v: (36, v_block)) and dY's Z (``_packed_grad_tiles``)."""
     ci, h, w = x.shape[1], x.shape[2], x.shape[3]
-    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
     wp = TILE * tw + 2
     xp = np.zeros(((TILE * th + 2) * wp, ci), dtype=x.dtype)
-    gp = np.zeros((TILE * th * TILE * tw, co), dtype=g.dtype)
-    xf, gf = x.ravel(), g.ravel()
+    xf = x.ravel()
     for i in range(n1 - n0):
         _rows_channels_innermost(xf, (n0 + i) * ci * h * w, h, w, 0, h, xp,
                                  _place(i, across, h, w, ph, pw, wp, ph, pw), wp)
+    _patch_transforms_channel_minor(xp, wp, np.empty((36, ci), dtype=x.dtype), v.ravel(), v.shape[1], 0, th, tw)
+    _packed_grad_tiles(g, n0, n1, across, h, w, ph, pw, th, tw, z)
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _packed_grad_tiles(g, n0, n1, across, h, w, ph, pw, th, tw, z):
+    """dY's Z = A dY A^T over a packed chunk's output plane (zero between the images),
+    channel-minor (z: (36, z_block)); h x w the input's size, which sets the places."""
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    gp = np.zeros((TILE * th * TILE * tw, co), dtype=g.dtype)
+    gf = g.ravel()
+    for i in range(n1 - n0):
         _rows_channels_innermost(gf, (n0 + i) * co * oh * ow, oh, ow, 0, oh, gp,
                                  _place(i, across, h, w, ph, pw, TILE * tw, 0, 0), TILE * tw)
-    _patch_transforms_channel_minor(xp, wp, np.empty((36, ci), dtype=x.dtype), v.ravel(), v.shape[1], 0, th, tw)
     _grad_transforms_channel_minor(gp, TILE * tw, np.empty((24, co), dtype=g.dtype), z.ravel(), z.shape[1], 0, th, tw)
+
+
+@njit(nogil=True, cache=True)
+def _packed_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, across, ph, pw, th, tw, z_block, v_block,
+                              need_w):
+    """A packed chunk's backward from one Z per tile: dU's share (``need_w``) as in
+    _packed_weight_products_in_numba, and dx by the transposed algorithm: dV = Z U, each
+    tile's B dV B^T added onto its patch of the zero-separated plane, and each image's
+    pixels copied out (an image's outputs read only its own pixels and the zeros beside
+    it, so the patches add nothing of one image into another's)."""
+    ci, h, w = x.shape[1], x.shape[2], x.shape[3]
+    z = np.empty((POSITIONS, z_block), dtype=x.dtype)
+    v = np.empty((POSITIONS, v_block), dtype=x.dtype)  # x's V, then dV
+    if need_w:
+        _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
+        _weight_products(gemm, z, v, du, th * tw, beta)
+    else:
+        _packed_grad_tiles(g, n0, n1, across, h, w, ph, pw, th, tw, z)
+    _input_grad_products(gemm, z, u, v, th * tw)
+    wp = TILE * tw + 2
+    xp = np.zeros(((TILE * th + 2) * wp, ci), dtype=x.dtype)
+    _patch_adjoints_channel_minor(v.ravel(), v_block, 0, th, tw, np.empty((36, ci), dtype=x.dtype), xp, wp)
+    gf = gx.ravel()
+    for i in range(n1 - n0):
+        _rows_channels_outermost(xp, _place(i, across, h, w, ph, pw, wp, ph, pw), wp, gf, (n0 + i) * ci * h * w, h, w)
+
+
+def packed_backward(gemm, x, g, u, gx, du, beta, n0, n1, across, padding, need_w):
+    """dx of the packed chunk n0..n1 into gx, by the transposed algorithm (U the forward's,
+    (36, C_out, C_in)), and with ``need_w`` its share of dU into du (plus beta * du)."""
+    (ph, pw), (h, w) = padding, x.shape[2:]
+    th, tw = _grid_tiles(n1 - n0, across, h, w, ph, pw)
+    t, ci, co = th * tw, x.shape[1], g.shape[1]
+    _packed_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, across, ph, pw, th, tw,
+                              _stride(t * co), _stride(t * ci), need_w)
 
 
 @njit(nogil=True, cache=True)

@@ -148,6 +148,18 @@ def _rows_channels_innermost(af, image, h, w, y0, y1, buf, first, wp):
                 row[c] = af[p + c * h * w]
 
 
+@njit(nogil=True, inline="always")
+def _rows_channels_outermost(buf, first, wp, af, image, h, w):
+    """The inverse of _rows_channels_innermost: the (C, h, w) image at af[image] gets, in
+    plane c at (y, k), buf[first + y * wp + k, c]."""
+    ch = buf.shape[1]
+    for c in range(ch):
+        for y in range(h):
+            row, src = image + (c * h + y) * w, first + y * wp
+            for k in range(w):
+                af[row + k] = buf[src + k, c]
+
+
 @njit(fastmath=FAST, nogil=True, inline="always")
 def _patch_transforms_channel_minor(xp, wp, r, vf, block, first, rows, tw):
     """The V of _patch_transforms with the channels innermost: tile (ty, tx) of the (pixel, C)
@@ -238,16 +250,10 @@ def _input_grad_tiles_channel_minor(vf, block, gx, n0, ph, pw, th, tw, images):
     xp = np.empty(((TILE * th + 2) * wp, ch), dtype=gx.dtype)  # (pixel, C_in)
     r = np.empty((36, ch), dtype=gx.dtype)
     gf = gx.ravel()
-    first = ph * wp + pw  # the image's pixel (0, 0) in the buffer
     for i in range(images):
         xp[:] = 0
         _patch_adjoints_channel_minor(vf, block, i * th * tw, th, tw, r, xp, wp)
-        image = (n0 + i) * ch * h * w
-        for c in range(ch):
-            for y in range(h):
-                row, src = image + (c * h + y) * w, first + y * wp
-                for k in range(w):
-                    gf[row + k] = xp[src + k, c]
+        _rows_channels_outermost(xp, ph * wp + pw, wp, gf, (n0 + i) * ch * h * w, h, w)
 
 
 @njit(fastmath=FAST, nogil=True, inline="always")
