@@ -380,8 +380,10 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
                               2 * POSITIONS * co * ci * (need_x * xth * xtw + need_w * th * tw))
     gemm = cblas.gemm_address(x.dtype)
     transposed = TRANSPOSED_DX and need_x and bands == 1 and gemm is not None
-    if need_x:  # dx's U: the forward's (transposed: ``u``, or made again), or the turned kernel's
-        u = (_filter_transform(w) if u is None else u) if transposed else _turned(w)
+    if need_x and not transposed:  # dx as the forward on grad_out, with the turned kernel's U
+        u = _turned(w)
+    elif need_x and u is None:  # the forward's U, when the forward left none
+        u = _filter_transform(w)
     # dU, a sum per thread: slices of one array, each with the beta of its thread's next
     # products: 0 for the first chunk, which writes the sum (no zeroing first: 0.35 ms of a
     # W8 step on two threads went to zeroing them), 1 for the later ones, which add to it
