@@ -224,6 +224,34 @@ def test_conv2d_3x3_on_images_of_several_strips(hw, padding, dilation):
     assert_same(reference.conv2d_grad_weight(x, g, w.shape, *args), cpu.conv2d_grad_weight_3x3(x, g, w.shape, *args))
 
 
+@pytest.mark.parametrize("w_shape, groups", [((7, 4, 3, 3), 1), ((6, 2, 3, 3), 2), ((40, 4, 3, 3), 1)])
+def test_conv2d_3x3_weight_gradient_by_chunks_of_images(w_shape, groups, monkeypatch):
+    """On two threads the nine-tap weight gradient takes chunks of images, each with every
+    block of output channels, summed per thread, where there are fewer blocks than
+    chunks (7 channels: two blocks, the second repeating its last channel, which must be
+    added once; two groups of 3); else (40 channels: ten blocks) the blocks. Against the
+    reference, with the bias gradient on the way, and which way ran."""
+    from tinygrad_uu.kernels import conv3x3 as cpu, reference
+    rng = np.random.default_rng(len(w_shape) + groups)
+    x = rng.standard_normal((16, w_shape[1] * groups, 32, 32)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = rng.standard_normal((16, w_shape[0], 32, 32)).astype(np.float32)
+    args = ((1, 1), (1, 1), (1, 1), groups)
+    runs = []
+    real_pool = cpu._pool
+    monkeypatch.setattr(cpu, "_pool", lambda: (runs.append(1), real_pool())[1])
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        gb = np.full(w_shape[0], np.nan, dtype=np.float32)
+        gw = cpu.conv2d_grad_weight_3x3(x, g, w.shape, *args, None, gb)
+    finally:
+        tg.set_num_threads(before)
+    assert_same(reference.conv2d_grad_weight(x, g, w.shape, *args), gw)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-3)
+    assert bool(runs) == (w_shape[0] < 40)
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 28, 28, 32), (2, 3, 9, 7, 4), (2, 5, 6, 8, 3)])
 def test_conv2d_all_strategies_agree(shape):
     """The numba backend picks the 3x3 kernels, direct loops or im2col + BLAS by shape:
