@@ -347,9 +347,10 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_packing_where_it_saves_tiles(threads):
-    """Packed on planes: 14x14 maps (W2's and W4's layers), in a chunk for each thread and
-    within MAX_CHUNK_BYTES; 16x16, 8x8 and 7x7 maps are whole tiles already (or no fewer
-    packed), and a batch of one has no neighbour to share zeros with."""
+    """Packed on planes: 14x14 maps (W2's and W4's layers), in chunks that divide among the
+    threads (on two, at least two chunks each: one thread's late start is not waited
+    out) and within MAX_CHUNK_BYTES; 16x16, 8x8 and 7x7 maps are whole tiles already (or
+    no fewer packed), and a batch of one has no neighbour to share zeros with."""
     before = tg.get_num_threads()
     try:
         tg.set_num_threads(threads)
@@ -360,8 +361,10 @@ def test_packing_where_it_saves_tiles(threads):
             assert th * tw * per_tile <= packed.MAX_CHUNK_BYTES
             assert (64 // images) % threads == 0 and 64 % images == 0
             assert th * tw <= images * 16 * 0.9  # 16 tiles of 4x4 cover a 14x14 image alone
-        assert packed.packing(64, 14, 14, 1, 1, 36 * 96 * 4) == (32, 4)  # 64 images' tiles: 12 MB
-        assert packed.packing(64, 14, 14, 1, 1, 36 * 48 * 4) == ((64, 4) if threads == 1 else (32, 4))
+        # 64 images' tiles: 12 MB, too many for a chunk on one thread
+        assert packed.packing(64, 14, 14, 1, 1, 36 * 96 * 4) == ((32, 4) if threads == 1 else (16, 4))
+        assert packed.packing(64, 14, 14, 1, 1, 36 * 48 * 4) == ((64, 4) if threads == 1 else (16, 4))
+        assert packed.packing(6, 14, 14, 1, 1, 36 * 48 * 4) == ((6, 2) if threads == 1 else (3, 1))  # 1 chunk each
         for h, p in ((16, 1), (8, 1), (7, 1), (4, 1)):
             assert packed.packing(64, h, h, p, p, 36 * 96 * 4) is None
         assert packed.packing(1, 14, 14, 1, 1, 36 * 96 * 4) is None
