@@ -171,7 +171,8 @@ def test_conv_chunks_cover_the_batch_and_give_every_thread_as_many(n, rows, posi
     """16 images cut 7 + 7 + 2 left one of two threads 9 of them: the chunk count is a
     multiple of the thread count wherever the batch allows it; a batch with too little
     work for a second thread is one chunk."""
-    from tinygrad_uu.kernels.conv_batched import MIN_CHUNK_FLOPS, _chunk, _chunking
+    from tinygrad_uu.kernels.conv_batched import MIN_CHUNK_FLOPS, _chunking
+    from tinygrad_uu.kernels.parallel import _chunk
     tg.set_num_threads(2)
     flops = 2 * out_channels * rows * positions
     chunks = _chunking(n, rows, positions, 4, flops)

@@ -6,7 +6,7 @@ from numba import njit
 
 from .elementwise import _out_hw, _pad
 from ..threads import get_num_threads
-from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _parallel, _pool, on_one_thread
+from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _chunk, _parallel, _pool, on_one_thread
 
 # =========================================================================== conv2d: 3x3, stride 1
 # The course's convolutions are nearly all 3x3 with stride 1. For them the direct loops
@@ -257,23 +257,21 @@ def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, grou
     xp = _pad(x, padding) if xp is None else xp
     blocks = _out_blocks(w_shape[0], groups)
     chunks = min(n, CHUNKS_PER_THREAD * get_num_threads())
+    size = int(np.prod(w_shape))
+
+    def parts(total):  # the float64 sums of dw and db, one array
+        return total[:size].reshape(w_shape), total[size:]
+
     if get_num_threads() == 1 or chunks <= blocks or on_one_thread(chunks, grad_out.size * w_shape[1] * 9):
-        acc, sums = np.zeros(w_shape), np.zeros(w_shape[0])
+        total = np.zeros(size + w_shape[0])
         _parallel(_conv3x3_grad_weight, blocks, grad_out.size * w_shape[1] * 9,
-                  xp, grad_out, acc, sums, *dilation, groups, 0, n)
+                  xp, grad_out, *parts(total), *dilation, groups, 0, n)
     else:
-        partials = PerThread(lambda: (np.zeros(w_shape), np.zeros(w_shape[0])))
-
-        def task(k):
-            acc, sums = partials.mine()
-            n0, n1 = n * k // chunks, n * (k + 1) // chunks
-            _conv3x3_grad_weight(xp, grad_out, acc, sums, *dilation, groups, n0, n1, 0, blocks)
-
-        _pool().run(task, chunks)
-        (acc, sums), *rest = partials.values()
-        for more_acc, more_sums in rest:
-            acc += more_acc
-            sums += more_sums
+        partials = PerThread(lambda: np.zeros(size + w_shape[0]))
+        _pool().run(lambda k: _conv3x3_grad_weight(xp, grad_out, *parts(partials.mine()), *dilation, groups,
+                                                   *_chunk(k, n, chunks), 0, blocks), chunks)
+        total = partials.total()
+    gw, sums = parts(total)
     if gb is not None:
         gb[...] = sums
-    return acc.astype(x.dtype)
+    return gw.astype(x.dtype)

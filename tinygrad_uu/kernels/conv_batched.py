@@ -54,7 +54,7 @@ from ..threads import get_num_threads, single_threaded_blas
 from .conv_im2col import _col2im, _col2im_from, _im2col, _im2col_into, _nchw_to_rows, _rows_to_nchw
 from .elementwise import _out_hw
 from . import cblas
-from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _pool
+from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _chunk, _pool
 
 
 def l2_cache_bytes(default: int = 1 << 20, base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
@@ -319,11 +319,6 @@ def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
     if 1 < chunks and chunks % threads and n >= threads:
         chunks = min(n, chunks + threads - chunks % threads)
     return chunks
-
-
-def _chunk(k, n, chunks):
-    """(first image, last image + 1) of chunk k of ``chunks``."""
-    return n * k // chunks, n * (k + 1) // chunks
 
 
 def _run_chunks(task, chunks, n_images):

@@ -60,10 +60,10 @@ import itertools
 import numpy as np
 from numba import njit
 
-from .conv_batched import _chunk, _chunk_budget, _chunking, _run_chunks, bias_gradient
+from .conv_batched import _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
 from .conv_winograd_packed import packed_backward, packed_chunk_forward, packed_weight_products, packing
-from .parallel import FAST, U, PerThread, _parallel
+from .parallel import FAST, U, PerThread, _chunk, _parallel
 from ..threads import get_num_threads
 from .winograd_tiles import (POSITIONS, _forward_products, _forward_products_numpy, _grad_tiles_channel_minor,
                              _input_grad_products, _input_grad_tiles_channel_minor, _input_tiles,
@@ -227,12 +227,13 @@ def _chunk_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, ty0, ty1, ph, 
     """du[xi] = (A dY A^T)[xi] @ V[xi]^T + beta * du[xi] for images n0..n1, tile rows
     ty0..ty1 (see _backward_tiles), the products through ``gemm``: Z[xi] and V[xi] are
     the (tiles, C_out) and (tiles, C_in) matrices at z[xi] and v[xi], so the product is
-    Z[xi]^T @ V[xi]."""
+    Z[xi]^T @ V[xi]. Returns (z, v), for dx by the transposed algorithm."""
     z = np.empty((POSITIONS, z_block), dtype=x.dtype)
     v = np.empty((POSITIONS, v_block), dtype=x.dtype)
     _input_tiles_channel_minor(x, v.ravel(), v_block, n0, ph, pw, ty0, ty1, tw, n1 - n0)
     _grad_tiles_channel_minor(g, z.ravel(), z_block, n0, ty0, ty1, tw, n1 - n0)
     _weight_products(gemm, z, v, du, (n1 - n0) * (ty1 - ty0) * tw, beta)
+    return z, v
 
 
 @njit(nogil=True, cache=True)
@@ -240,14 +241,13 @@ def _chunk_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, th, ph, pw, tw
     """Whole images n0..n1 of the backward from one Z = A dY A^T per tile: dU's share as in
     _chunk_weight_products_in_numba (``need_w``), and dx by the transposed algorithm, dV[xi]
     = Z[xi] @ U[xi], each tile's B dV B^T added onto its input patch (``_backward_tiles``)."""
-    t = (n1 - n0) * th * tw
-    z = np.empty((POSITIONS, z_block), dtype=x.dtype)
-    v = np.empty((POSITIONS, v_block), dtype=x.dtype)  # x's V, then dV
-    _grad_tiles_channel_minor(g, z.ravel(), z_block, n0, 0, th, tw, n1 - n0)
-    if need_w:
-        _input_tiles_channel_minor(x, v.ravel(), v_block, n0, ph, pw, 0, th, tw, n1 - n0)
-        _weight_products(gemm, z, v, du, t, beta)
-    _input_grad_products(gemm, z, u, v, t)
+    if need_w:  # v: x's V, then dV
+        z, v = _chunk_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, 0, th, ph, pw, tw, z_block, v_block)
+    else:
+        z = np.empty((POSITIONS, z_block), dtype=x.dtype)
+        v = np.empty((POSITIONS, v_block), dtype=x.dtype)
+        _grad_tiles_channel_minor(g, z.ravel(), z_block, n0, 0, th, tw, n1 - n0)
+    _input_grad_products(gemm, z, u, v, (n1 - n0) * th * tw)
     _input_grad_tiles_channel_minor(v.ravel(), v_block, gx, n0, ph, pw, th, tw, n1 - n0)
 
 

@@ -214,12 +214,12 @@ def _packed_backward_in_numba(gemm, x, g, u, gx, du, beta, n0, n1, across, ph, p
     pixels copied out (an image's outputs read only its own pixels and the zeros beside
     it, so the patches add nothing of one image into another's)."""
     ci, h, w = x.shape[1], x.shape[2], x.shape[3]
-    z = np.empty((POSITIONS, z_block), dtype=x.dtype)
-    v = np.empty((POSITIONS, v_block), dtype=x.dtype)  # x's V, then dV
-    if need_w:
-        _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
-        _weight_products(gemm, z, v, du, th * tw, beta)
+    if need_w:  # v: x's V, then dV
+        z, v = _packed_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, across, ph, pw, th, tw, z_block,
+                                                v_block)
     else:
+        z = np.empty((POSITIONS, z_block), dtype=x.dtype)
+        v = np.empty((POSITIONS, v_block), dtype=x.dtype)
         _packed_grad_tiles(g, n0, n1, across, h, w, ph, pw, th, tw, z)
     _input_grad_products(gemm, z, u, v, th * tw)
     wp = TILE * tw + 2
@@ -242,11 +242,13 @@ def packed_backward(gemm, x, g, u, gx, du, beta, n0, n1, across, padding, need_w
 
 @njit(nogil=True, cache=True)
 def _packed_weight_products_in_numba(gemm, x, g, du, beta, n0, n1, across, ph, pw, th, tw, z_block, v_block):
-    """du[xi] += Z[xi]^T @ V[xi] for a packed chunk (see conv_winograd's unpacked one)."""
+    """du[xi] += Z[xi]^T @ V[xi] for a packed chunk (see conv_winograd's unpacked one).
+    Returns (z, v), for dx by the transposed algorithm."""
     z = np.empty((POSITIONS, z_block), dtype=x.dtype)
     v = np.empty((POSITIONS, v_block), dtype=x.dtype)
     _packed_weight_tiles(x, g, n0, n1, across, ph, pw, th, tw, v, z)
     _weight_products(gemm, z, v, du, th * tw, beta)
+    return z, v
 
 
 def packed_weight_products(gemm, x, g, du, beta, n0, n1, across, padding):

@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 from ..threads import get_num_threads
-from .parallel import CHUNKS_PER_THREAD, FAST, FLAG_STRIDE, U, _parallel, _pool, on_one_thread
+from .parallel import CHUNKS_PER_THREAD, FAST, FLAG_STRIDE, U, _chunk, _parallel, _pool, on_one_thread
 from .spinning import _fetch_add, _load_acquire, _pause
 
 # =========================================================================== batch norm
@@ -265,12 +265,6 @@ def _bn_backward_by_images(g, x, mean, inv_std, weight, bias, negative_slope, ba
 
 
 @njit(nogil=True, inline="always")
-def _chunk_images(k, n, chunks):
-    """(first image, last image + 1) of chunk k of ``chunks``."""
-    return n * k // chunks, n * (k + 1) // chunks
-
-
-@njit(nogil=True, inline="always")
 def _claim(state, chunks, mine, count):
     """The next unclaimed chunk, noted in mine[count] (this thread's claims), and the new
     count; -1 when every chunk is claimed."""
@@ -299,7 +293,7 @@ def _bn_train_forward_shared(x, weight, bias, eps, negative_slope, out, mean, va
     k, count = _claim(state, chunks, mine, count)
     while k >= 0:
         totals[k, :], squares[k, :] = 0.0, 0.0
-        first, last = _chunk_images(k, n, chunks)
+        first, last = _chunk(k, n, chunks)
         _image_sums(xf, channels, length, first, last, shift, totals[k], squares[k])
         _fetch_add(state, CHUNKS_DONE, 1)
         k, count = _claim(state, chunks, mine, count)
@@ -313,7 +307,7 @@ def _bn_train_forward_shared(x, weight, bias, eps, negative_slope, out, mean, va
     if mine[0] == 0:  # the first claim of the thread that claimed chunk 0
         mean[:], var[:], inv_std[:] = chunk_mean, chunk_var, chunk_inv_std
     for j in range(count):
-        first, last = _chunk_images(mine[j], n, chunks)
+        first, last = _chunk(mine[j], n, chunks)
         _normalize_images(xf, out.ravel(), channels, length, first, last, chunk_mean, chunk_inv_std, weight, bias,
                           negative_slope)
 
@@ -329,7 +323,7 @@ def _bn_backward_shared(g, x, mean, inv_std, weight, bias, negative_slope, batch
     k, count = _claim(state, chunks, mine, count)
     while k >= 0:
         sgs[k, :], sgxs[k, :] = 0.0, 0.0
-        first, last = _chunk_images(k, n, chunks)
+        first, last = _chunk(k, n, chunks)
         _image_gradient_sums(gf, xf, channels, length, first, last, mean, inv_std, weight, bias, negative_slope,
                              sgs[k], sgxs[k])
         _fetch_add(state, CHUNKS_DONE, 1)
@@ -345,7 +339,7 @@ def _bn_backward_shared(g, x, mean, inv_std, weight, bias, negative_slope, batch
     if mine[0] == 0:
         sum_g[:], sum_gx[:] = chunk_sum_g, chunk_sum_gx
     for j in range(count):
-        first, last = _chunk_images(mine[j], n, chunks)
+        first, last = _chunk(mine[j], n, chunks)
         _input_gradient_images(gf, xf, dx.ravel(), channels, length, first, last, mean, inv_std, weight, bias,
                                negative_slope, shift, along_xhat)
 

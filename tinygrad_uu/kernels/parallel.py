@@ -25,6 +25,7 @@ import threading
 import time
 
 import numpy as np
+from numba.extending import register_jitable
 
 from ..threads import get_num_threads
 from .spinning import (SPIN_ROUNDS, publish, publish_then_wait, publish_then_wait_total, wait_until_total,
@@ -229,6 +230,13 @@ def rest_threads() -> None:
     for (owner, _), pool in _pools.items():
         if owner == pid:
             pool.rest()
+
+
+@register_jitable  # plain Python where Python calls it, compiled inside the kernels
+def _chunk(k, n, chunks):
+    """(first image, last image + 1) of chunk k of ``chunks``: sizes that differ by one
+    image at most."""
+    return n * k // chunks, n * (k + 1) // chunks
 
 
 class PerThread:
