@@ -134,6 +134,9 @@ def test_conv2d_numba_matches_numpy(case):
     opts = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
     want, got = both(K.conv2d_forward, x, w, b, **opts)
     assert_same(want, got)
+    relu = np.maximum(want, 0)  # with its ReLU in the same op: the numba kernels', numpy's after
+    assert_same(*both(K.conv2d_forward, x, w, b, **opts, relu=True))
+    assert_same(relu, K.conv2d_forward(x, w, b, **opts, relu=True))
     g = array(rng, want.shape, case["contiguous"])
     assert_same(*both(K.conv2d_backward, x, w, g, **opts))
 
@@ -196,6 +199,7 @@ def _check_3x3_case(case, cpu, reference):
     assert cpu._is_3x3(x.shape, w.shape, case["stride"], case["padding"], case["dilation"])
     want, got = both(K.conv2d_forward, x, w, b, **opts)
     assert_same(want, got)
+    assert_same(np.maximum(want, 0), K.conv2d_forward(x, w, b, **opts, relu=True))  # the ReLU as rows are written
     g = array(rng, want.shape, case["contiguous"])
     assert_same(*both(K.conv2d_backward, x, w, g, **opts))
     args = tuple(opts.values())

@@ -42,7 +42,7 @@ def cases(draw):
 @SETTINGS
 @given(case=cases())
 def test_winograd_matches_the_reference(case):
-    """Forward, dx, dw and db, each gradient asked for alone and together, with the images
+    """Forward (and with its ReLU), dx, dw and db, each gradient asked for alone and together, with the images
     whole in chunks or cut into bands of tile rows, or packed on planes (as the engine
     chooses, or a grid of any size drawn: ``images`` to a chunk, ``across`` to a row); the
     products called from numba (kernels/cblas.py) or, as where no BLAS function is found,
@@ -67,6 +67,7 @@ def test_winograd_matches_the_reference(case):
         tg.set_num_threads(case["threads"])
         out = conv_winograd.conv2d_forward_winograd(x, w, b, p)
         assert_close(reference.conv2d_forward(x, w, b, *opts), out, dt)
+        assert_close(np.maximum(out, 0), conv_winograd.conv2d_forward_winograd(x, w, b, p, relu=True), dt)
         g = rng.standard_normal(out.shape).astype(dt)
         want_x = reference.conv2d_grad_input(g, w, x.shape, *opts)
         want_w = reference.conv2d_grad_weight(x, g, w.shape, *opts)
@@ -100,7 +101,7 @@ def test_tile_transforms_against_the_matrices():
     np.testing.assert_allclose(v.reshape(6, 6), BT @ np.pad(x[0, 0], 1) @ BT.T, rtol=1e-12, atol=1e-12)
     m = rng.standard_normal((1, 36, 1))
     out = np.empty((1, 1, 4, 4))
-    conv_winograd._output_tiles(m, np.array([0.5]), out, 0, 0, 1, 1, 0, 1)
+    conv_winograd._output_tiles(m, np.array([0.5]), False, out, 0, 0, 1, 1, 0, 1)
     np.testing.assert_allclose(out[0, 0], AT @ m.reshape(6, 6) @ AT.T + 0.5, rtol=1e-12)
     dy = rng.standard_normal((1, 3, 4, 4))  # three channels: each position's row holds all three
     z = np.empty((36, 3))
@@ -328,8 +329,8 @@ def test_a_forward_chunk_holds_its_tiles_in_and_out_within_the_budget(monkeypatc
     pieces = []
     monkeypatch.setattr(conv_winograd, "packing", lambda *args: None)
     real = conv_winograd._chunk_forward
-    monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda gemm, x, u, b, out, n0, n1, *rest: (
-        pieces.append(n1 - n0), real(gemm, x, u, b, out, n0, n1, *rest))[1])
+    monkeypatch.setattr(conv_winograd, "_chunk_forward", lambda gemm, x, u, b, relu, out, n0, n1, *rest: (
+        pieces.append(n1 - n0), real(gemm, x, u, b, relu, out, n0, n1, *rest))[1])
     rng = np.random.default_rng(3)
     x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
@@ -383,7 +384,7 @@ def test_a_packed_plane_puts_each_image_in_its_place():
     w = rng.standard_normal((3, 2, 3, 3))
     u = conv_winograd._filter_transform(w)
     out = np.full((3, 3, 14, 14), np.nan)
-    packed.packed_chunk_forward(cblas.gemm_address(x.dtype), x, u, np.zeros(0), out, 0, 3, 2, (1, 1))
+    packed.packed_chunk_forward(cblas.gemm_address(x.dtype), x, u, np.zeros(0), False, out, 0, 3, 2, (1, 1))
     for i in range(3):
         assert_close(reference.conv2d_forward(x[i:i + 1], w, None, (1, 1), (1, 1), (1, 1), 1), out[i:i + 1], np.float64)
     assert packed._grid_tiles(3, 2, 14, 14, 1, 1) == (8, 8)  # a 29 x 29 plane

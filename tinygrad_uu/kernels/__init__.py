@@ -30,6 +30,7 @@ from .shapes import as_float, check_4d, float_dtype
 BACKENDS = {"numba": "cpu", "numpy": "reference"}
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forward", "relu_backward",
+           "relu_backward_and_channel_sums",
            "add_relu_forward", "add", "add_into", "leaky_relu_forward", "leaky_relu_backward",
            "bce_with_logits_forward", "bce_with_logits_backward", "batch_norm_stats",
            "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
@@ -99,6 +100,15 @@ def relu_backward(grad_out: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad_out.shape != out.shape:
         raise ValueError(f"relu_backward: grad_out has shape {grad_out.shape}, expected {out.shape}")
     return _impl().relu_backward(grad_out, out)
+
+
+def relu_backward_and_channel_sums(grad_out: np.ndarray, out: np.ndarray):
+    """(gx, sums) for (N, C, H, W) arrays: relu_backward's gx, and gx summed over N, H and
+    W for each channel (the bias gradient of a conv whose ReLU is in the same op)."""
+    if grad_out.shape != out.shape or grad_out.ndim != 4:
+        raise ValueError(f"relu_backward_and_channel_sums: grad_out has shape {grad_out.shape}, "
+                         f"expected {out.shape}, an (N, C, H, W) shape")
+    return _impl().relu_backward_and_channel_sums(grad_out, out)
 
 
 def _one_shape(op: str, a: np.ndarray, b: np.ndarray) -> None:
@@ -259,7 +269,8 @@ def _saving(impl, saved) -> dict:
     return {"saved": saved} if getattr(impl, "SAVES_WORK", False) else {}
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, saved=None) -> np.ndarray:
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, saved=None,
+                   relu=False) -> np.ndarray:
     """2-D cross-correlation (PyTorch's conv2d), NCHW.
 
     x: (N, C_in, H, W); w: (C_out, C_in / groups, kH, kW); b: (C_out,) or None.
@@ -269,13 +280,19 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, save
     ``saved``: an optional dict, to hand to ``conv2d_backward`` with the same x and w;
     the backend may leave in it what the backward can reuse (the numba backend: the
     im2col matrix of x, which it would otherwise build again).
+
+    ``relu``: return max(out, 0) instead (a NaN stays NaN); the numba backend takes it as
+    it writes the output, where its kernel can.
     """
     op = "conv2d"
     dtype, x, w, b = _conv_inputs(op, x, w, b)
     stride, padding, dilation, _ = shapes.conv2d_args(op, x.shape, w.shape, stride, padding, dilation, groups)
     _check_bias(op, b, w.shape[0])
     impl = _impl()
-    return impl.conv2d_forward(x, w, b, stride, padding, dilation, groups, **_saving(impl, saved))
+    if relu and getattr(impl, "FUSES_RELU", False):
+        return impl.conv2d_forward(x, w, b, stride, padding, dilation, groups, **_saving(impl, saved), relu=True)
+    out = impl.conv2d_forward(x, w, b, stride, padding, dilation, groups, **_saving(impl, saved))
+    return impl.relu_forward(out, out) if relu else out
 
 
 def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1,

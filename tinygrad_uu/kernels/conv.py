@@ -27,6 +27,7 @@ from ..threads import get_num_threads
 from .conv3x3 import _is_3x3, conv2d_forward_3x3, conv2d_grad_input_3x3, conv2d_grad_weight_3x3
 from .blas import matmul
 from .conv_batched import bias_gradient, conv2d_backward_batched, conv2d_forward_batched
+from .elementwise import relu_forward
 from .conv_direct import conv2d_forward_direct, conv2d_grad_input_direct, conv2d_grad_weight_direct
 from .conv_winograd import (_is_winograd, conv2d_backward_winograd, conv2d_forward_winograd,
                             conv2d_grad_input_winograd, conv2d_grad_weight_winograd)
@@ -130,16 +131,28 @@ def _on_pixels(x_shape, w_shape, padding, groups):
     return tuple(w_shape[2:]) == (1, 1) and tuple(x_shape[2:]) == (1, 1) and padding == (0, 0) and groups == 1
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None):
+FUSES_RELU = True  # tells kernels/__init__.py that conv2d_forward takes ``relu``
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None, relu=False):
+    """The conv (+ b); with ``relu`` its ReLU: as the output is written by Winograd and the
+    3x3 loops, in place on the output they made by the other paths."""
+    if _winograd(w.shape, stride, padding, dilation, groups):
+        return conv2d_forward_winograd(x, w, b, padding, saved, relu)
+    if _is_3x3(x.shape, w.shape, stride, padding, dilation):
+        return conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved, relu)
+    out = _conv2d_forward(x, w, b, stride, padding, dilation, groups, saved)
+    if relu:
+        relu_forward(out, out)
+    return out
+
+
+def _conv2d_forward(x, w, b, stride, padding, dilation, groups, saved):
     if _on_pixels(x.shape, w.shape, padding, groups):
         out = matmul(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1).T)
         if b is not None:
             out += b
         return out.reshape(x.shape[0], w.shape[0], 1, 1)
-    if _winograd(w.shape, stride, padding, dilation, groups):
-        return conv2d_forward_winograd(x, w, b, padding, saved)
-    if _is_3x3(x.shape, w.shape, stride, padding, dilation):
-        return conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved)
     if _direct(w.shape, stride, groups):
         return conv2d_forward_direct(x, w, b, stride, padding, dilation, groups)
     if _batched(x.shape):

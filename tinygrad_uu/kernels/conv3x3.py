@@ -55,20 +55,24 @@ def _block_channels(block, og, blocks, chan):
 
 
 @njit(nogil=True, cache=True)
-def _strip_to_rows(strip, s0, m, wp, dst, add):
-    """dst[y, x] = strip[y * wp + x - s0] + add for the wide positions [s0, s0 + m) that
-    hold outputs (x < dst's width); the gaps between rows are left out."""
+def _strip_to_rows(strip, s0, m, wp, dst, add, relu):
+    """dst[y, x] = strip[y * wp + x - s0] + add (its ReLU with ``relu``; a NaN stays NaN)
+    for the wide positions [s0, s0 + m) that hold outputs (x < dst's width); the gaps
+    between rows are left out."""
     oh, ow = dst.shape
+    zero = dst.dtype.type(0)
     for y in range(s0 // wp, min(oh, (s0 + m + wp - 1) // wp)):
         lo, hi = max(0, s0 - y * wp), min(ow, s0 + m - y * wp)
         src, row = strip[y * wp + lo - s0:], dst[y, lo:]
         for t in range(hi - lo):
-            row[t] = src[t] + add
+            value = src[t] + add
+            row[t] = (zero if value <= 0 else value) if relu else value
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _conv3x3_forward(xp, w, bias, out, dh, dw, groups, start, stop):
-    """out[b, o] = bias[o] + sum_c sum_{i,j} w[o, c, i, j] * xp[b, c'] shifted by (i*dh, j*dw).
+def _conv3x3_forward(xp, w, bias, out, dh, dw, groups, relu, start, stop):
+    """out[b, o] = bias[o] + sum_c sum_{i,j} w[o, c, i, j] * xp[b, c'] shifted by (i*dh, j*dw),
+    its ReLU with ``relu``.
 
     A task is an image b and a block of OUT_BLOCK output channels of one group. A block
     short of channels (the group's last) repeats its last channel: the same sums twice,
@@ -116,7 +120,7 @@ def _conv3x3_forward(xp, w, bias, out, dh, dw, groups, start, stop):
             for k in range(OUT_BLOCK):
                 o = chan[k]
                 add = bias[o] if bias.shape[0] else xp.dtype.type(0)
-                _strip_to_rows(strips[k], s0, m, wp, out[b, o], add)
+                _strip_to_rows(strips[k], s0, m, wp, out[b, o], add, relu)
 
 
 def _out_blocks(channels, groups):
@@ -208,8 +212,9 @@ def _is_3x3(x_shape, w_shape, stride, padding, dilation):
             and all(0 <= p <= 2 * d for p, d in zip(padding, dilation)))
 
 
-def conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved=None):
-    """Keeps the padded x in ``saved["xpad"]`` (when given a dict) for the weight gradient."""
+def conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved=None, relu=False):
+    """Keeps the padded x in ``saved["xpad"]`` (when given a dict) for the weight gradient;
+    with ``relu``, the output's ReLU as it is written."""
     n, co = x.shape[0], w.shape[0]
     oh, ow = _out_hw(x.shape, w.shape[2:], stride, padding, dilation)
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
@@ -218,7 +223,7 @@ def conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved=None):
     if saved is not None:
         saved["xpad"] = xp
     _parallel(_conv3x3_forward, n * _out_blocks(co, groups), out.size * w[0].size, xp, w, bias, out,
-              *dilation, groups)
+              *dilation, groups, relu)
     return out
 
 
@@ -237,7 +242,7 @@ def conv2d_grad_input_3x3(grad_out, w, x_shape, stride, padding, dilation, group
     gp = _pad(grad_out, (2 * dh - ph, 2 * dw - pw))
     gx = np.empty(x_shape, dtype=grad_out.dtype)
     _parallel(_conv3x3_forward, x_shape[0] * _out_blocks(x_shape[1], groups), gx.size * w.shape[0] // groups * 9,
-              gp, _flipped_transposed(w, groups), np.zeros(0, dtype=grad_out.dtype), gx, dh, dw, groups)
+              gp, _flipped_transposed(w, groups), np.zeros(0, dtype=grad_out.dtype), gx, dh, dw, groups, False)
     return gx
 
 

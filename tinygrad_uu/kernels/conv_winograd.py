@@ -194,24 +194,25 @@ def _turned(w):
     return _filter_transform(w, turned=True)
 
 
-def _chunk_forward(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw):
+def _chunk_forward(gemm, x, u, bias, relu, out, n0, n1, ty0, ty1, ph, pw, tw):
     """Images n0..n1, tile rows ty0..ty1, of out = A^T [U (.) V] A: their input tiles V, the
-    36 products U[xi] @ V[xi], and the output tiles (+ bias) into out. In one numba call
-    when ``gemm``, the address of the BLAS's C function, is at hand (``cblas.gemm_address``:
-    no GIL taken between the steps); else the products through np.matmul."""
+    36 products U[xi] @ V[xi], and the output tiles (+ bias, then the ReLU with ``relu``)
+    into out. In one numba call when ``gemm``, the address of the BLAS's C function, is at
+    hand (``cblas.gemm_address``: no GIL taken between the steps); else the products
+    through np.matmul."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
     if gemm is not None:
-        _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, _stride(t))
+        _chunk_forward_in_numba(gemm, x, u, bias, relu, out, n0, n1, ty0, ty1, ph, pw, tw, _stride(t))
         return
     v = np.empty((ci, POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((co, POSITIONS, _stride(t)), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
     _forward_products_numpy(u, v, m, t)
-    _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
+    _output_tiles(m, bias, relu, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
 @njit(nogil=True, cache=True)
-def _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw, stride):
+def _chunk_forward_in_numba(gemm, x, u, bias, relu, out, n0, n1, ty0, ty1, ph, pw, tw, stride):
     """_chunk_forward's three steps; the products through ``gemm`` (cblas.product): position
     xi's matrices are V[:, xi, :t] and M[:, xi, :t], rows 36 * stride values apart."""
     ci, co, t = x.shape[1], u.shape[1], (n1 - n0) * (ty1 - ty0) * tw
@@ -219,7 +220,7 @@ def _chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, ty0, ty1, ph, pw, tw,
     m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
     _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, 0, (n1 - n0) * ci)
     _forward_products(gemm, u, v, m, t, stride)
-    _output_tiles(m, bias, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
+    _output_tiles(m, bias, relu, out, n0, ty0, ty1, tw, 0, (n1 - n0) * co)
 
 
 @njit(nogil=True, cache=True)
@@ -303,10 +304,10 @@ def _piece(k, n, chunks, bands, th):
     return image, image + 1, th * band // bands, th * (band + 1) // bands
 
 
-def _forward_tiles(x, u, b, padding):
-    """out = A^T [U (.) V] A per output tile; u is (36, C_out, C_in). In chunks of whole
-    images (or bands of tile rows), or of images packed on one plane where that takes
-    fewer tiles (14x14 maps: conv_winograd_packed.py)."""
+def _forward_tiles(x, u, b, padding, relu=False):
+    """out = A^T [U (.) V] A per output tile (+ b, then its ReLU with ``relu``); u is (36,
+    C_out, C_in). In chunks of whole images (or bands of tile rows), or of images packed on
+    one plane where that takes fewer tiles (14x14 maps: conv_winograd_packed.py)."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -326,16 +327,17 @@ def _forward_tiles(x, u, b, padding):
     def task(start, stop):
         for k in range(start, stop):
             if packed:
-                packed_chunk_forward(gemm, x, u, bias, out, k * images, min(n, (k + 1) * images), across, padding)
+                packed_chunk_forward(gemm, x, u, bias, relu, out, k * images, min(n, (k + 1) * images), across, padding)
             else:
-                _chunk_forward(gemm, x, u, bias, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
+                _chunk_forward(gemm, x, u, bias, relu, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
 
     _run_chunks(task, chunks, n * bands)
     return out
 
 
-def conv2d_forward_winograd(x, w, b, padding, saved=None):
-    """The forward; U is left in ``saved`` (when given a dict) for the backward's dx. The
+def conv2d_forward_winograd(x, w, b, padding, saved=None, relu=False):
+    """The forward (with ``relu``, its ReLU as the output tiles are written); U is left in
+    ``saved`` (when given a dict) for the backward's dx. The
     backward transforms x's tiles again for dw rather than keep the forward's V (2.25x
     the size of x): V written to memory in the forward and read back in the backward cost
     more than the transform in cache (measured with F(2x2, 3x3), training steps
@@ -345,7 +347,7 @@ def conv2d_forward_winograd(x, w, b, padding, saved=None):
     if saved is not None:  # steps alternated in one process (30 rounds), against the
         # backward transforming w again, two threads (one): W8 1.016x (1.015x), W7 1.020x (1.003x)
         saved["winograd_u"] = u
-    return _forward_tiles(x, u, b, padding)
+    return _forward_tiles(x, u, b, padding, relu)
 
 
 def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=None):
@@ -406,7 +408,7 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
                     du[1] = 1.0
                     continue
                 if need_x:
-                    packed_chunk_forward(gemm, grad_out, u, no_bias, gx, n0, n1, across, (2 - ph, 2 - pw))
+                    packed_chunk_forward(gemm, grad_out, u, no_bias, False, gx, n0, n1, across, (2 - ph, 2 - pw))
                 if need_w:
                     du = partials.mine()
                     packed_weight_products(gemm, x, grad_out, du[0], du[1], n0, n1, across, padding)
@@ -421,7 +423,7 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
                 du[1] = 1.0
                 continue
             if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
-                _chunk_forward(gemm, grad_out, u, no_bias, gx, *_piece(k, n, chunks, bands, xth),
+                _chunk_forward(gemm, grad_out, u, no_bias, False, gx, *_piece(k, n, chunks, bands, xth),
                                2 - ph, 2 - pw, xtw)
             if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
                 n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)

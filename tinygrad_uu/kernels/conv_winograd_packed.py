@@ -122,16 +122,18 @@ def _packed_input_tiles(x, v, n0, n1, across, ph, pw, th, tw):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw):
-    """out[n0 + i, o] = image i's part of the plane A^T m[o, :, t] A (+ bias[o]): the plane's
-    tiles into a buffer, then each image's rows out of it. One output channel at a time."""
+def _packed_output_tiles(m, bias, relu, out, n0, n1, across, ph, pw, th, tw):
+    """out[n0 + i, o] = image i's part of the plane A^T m[o, :, t] A (+ bias[o]), its ReLU
+    with ``relu``: the plane's tiles into a buffer, then each image's rows out of it. One
+    output channel at a time."""
     co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     h, w = oh + 2 - 2 * ph, ow + 2 - 2 * pw  # the input's size, which sets the images' places
     mf, of = m.ravel(), out.ravel()
     step, wb = U(m.shape[2]), U(TILE * tw)
     plane = np.empty(TILE * th * TILE * tw, dtype=m.dtype)
+    zero = m.dtype.type(0)
     for o in range(co):
-        add = bias[o] if bias.shape[0] else m.dtype.type(0)
+        add = bias[o] if bias.shape[0] else zero
         base = U(o * POSITIONS) * step
         for ty in range(U(th)):
             for tx in range(U(tw)):
@@ -147,34 +149,36 @@ def _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw):
             for y in range(U(oh)):
                 row, s = dst + y * U(ow), first + y * wb
                 for k in range(U(ow)):
-                    of[row + k] = plane[s + k]
+                    value = plane[s + k]
+                    of[row + k] = (zero if value <= 0 else value) if relu else value  # NaN stays
 
 
 @njit(nogil=True, cache=True)
-def _packed_chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, across, ph, pw, th, tw, stride):
+def _packed_chunk_forward_in_numba(gemm, x, u, bias, relu, out, n0, n1, across, ph, pw, th, tw, stride):
     """A packed chunk's input tiles, 36 products (through ``gemm``, cblas.py) and output tiles."""
     ci, co, t = x.shape[1], u.shape[1], th * tw
     v = np.empty((ci, POSITIONS, stride), dtype=x.dtype)
     m = np.empty((co, POSITIONS, stride), dtype=x.dtype)
     _packed_input_tiles(x, v, n0, n1, across, ph, pw, th, tw)
     _forward_products(gemm, u, v, m, t, stride)
-    _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw)
+    _packed_output_tiles(m, bias, relu, out, n0, n1, across, ph, pw, th, tw)
 
 
-def packed_chunk_forward(gemm, x, u, bias, out, n0, n1, across, padding):
-    """Images n0..n1 of out = A^T [U (.) V] A (+ bias) through one plane; U is (36, C_out,
-    C_in). The products by np.matmul where ``gemm`` (cblas.gemm_address) is None."""
+def packed_chunk_forward(gemm, x, u, bias, relu, out, n0, n1, across, padding):
+    """Images n0..n1 of out = A^T [U (.) V] A (+ bias, then the ReLU with ``relu``) through
+    one plane; U is (36, C_out, C_in). The products by np.matmul where ``gemm``
+    (cblas.gemm_address) is None."""
     (ph, pw), (h, w) = padding, x.shape[2:]
     th, tw = _grid_tiles(n1 - n0, across, h, w, ph, pw)
     t = th * tw
     if gemm is not None:
-        _packed_chunk_forward_in_numba(gemm, x, u, bias, out, n0, n1, across, ph, pw, th, tw, _stride(t))
+        _packed_chunk_forward_in_numba(gemm, x, u, bias, relu, out, n0, n1, across, ph, pw, th, tw, _stride(t))
         return
     v = np.empty((x.shape[1], POSITIONS, _stride(t)), dtype=x.dtype)
     m = np.empty((u.shape[1], POSITIONS, _stride(t)), dtype=x.dtype)
     _packed_input_tiles(x, v, n0, n1, across, ph, pw, th, tw)
     _forward_products_numpy(u, v, m, t)
-    _packed_output_tiles(m, bias, out, n0, n1, across, ph, pw, th, tw)
+    _packed_output_tiles(m, bias, relu, out, n0, n1, across, ph, pw, th, tw)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)

@@ -21,10 +21,11 @@ The kernels live in one module per kind; this one gathers the backend's entry po
 """
 from __future__ import annotations
 
-from .conv import (SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_input,  # noqa: F401
+from .conv import (FUSES_RELU, SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_input,  # noqa: F401
                    conv2d_grad_weight)
 from .elementwise import (add, add_relu_forward, bce_with_logits_backward, bce_with_logits_forward,  # noqa: F401
-                          concatenate, leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward)
+                          concatenate, leaky_relu_backward, leaky_relu_forward, relu_backward,
+                          relu_backward_and_channel_sums, relu_forward)
 from .gemm import matmul  # noqa: F401
 from .normalization import (batch_norm_backward, batch_norm_forward, batch_norm_stats,  # noqa: F401
                             batch_norm_train_forward)

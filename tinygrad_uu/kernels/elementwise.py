@@ -13,7 +13,7 @@ from numba import njit
 
 from . import reference
 from . import parallel
-from .parallel import U, _parallel
+from .parallel import FAST, U, _parallel
 
 # U-Net's activations (millions of values) the threads split the array in blocks.
 RELU_BLOCK = 1 << 16  # elements per task (an argument of the kernels: numba freezes globals)
@@ -37,10 +37,11 @@ def _relu_backward(g, out, gx, block, start, stop):
         dst[i] = src[i] * (kept[i] > 0)
 
 
-def relu_forward(x):
-    if x.size < parallel.SMALL_WORK or not x.flags.c_contiguous:
-        return reference.relu_forward(x)
-    out = np.empty_like(x)
+def relu_forward(x, out=None):
+    """max(x, 0), into ``out`` where given (x itself: in place, as a conv's fused ReLU)."""
+    if x.size < parallel.SMALL_WORK or not (x.flags.c_contiguous and (out is None or out.flags.c_contiguous)):
+        return reference.relu_forward(x, out)
+    out = np.empty_like(x) if out is None else out
     _parallel(_relu_forward, -(-x.size // RELU_BLOCK), x.size, x.ravel(), out.ravel(), RELU_BLOCK,
               streaming=True)
     return out
@@ -53,6 +54,33 @@ def relu_backward(grad_out, out):
     _parallel(_relu_backward, -(-gx.size // RELU_BLOCK), gx.size, grad_out.ravel(), out.ravel(), gx.ravel(),
               RELU_BLOCK, streaming=True)
     return gx
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _relu_backward_planes(g, out, gx, sums, start, stop):
+    """Rows start..stop of (N * C, H * W) views: gx = g where out > 0, else 0, and
+    sums[row] = the sum of gx's row, in float64 (reassociated, so that it vectorises)."""
+    for row in range(start, stop):
+        src, kept, dst = g[row], out[row], gx[row]
+        total = 0.0
+        for i in range(src.shape[0]):
+            value = src[i] * (kept[i] > 0)
+            dst[i] = value
+            total += value
+        sums[row] = total
+
+
+def relu_backward_and_channel_sums(grad_out, out):
+    """(gx, sums): relu_backward's gx for (N, C, H, W) arrays, and gx summed per channel
+    (a conv's bias gradient, when the conv and its ReLU are one op) in the same pass."""
+    if grad_out.size < parallel.SMALL_WORK or not (grad_out.flags.c_contiguous and out.flags.c_contiguous):
+        return reference.relu_backward_and_channel_sums(grad_out, out)
+    n, c = grad_out.shape[:2]
+    gx = np.empty_like(grad_out)
+    sums = np.empty(n * c, dtype=np.float64)
+    _parallel(_relu_backward_planes, n * c, 3 * gx.size, grad_out.reshape(n * c, -1), out.reshape(n * c, -1),
+              gx.reshape(n * c, -1), sums, streaming=True)
+    return gx, sums.reshape(n, c).sum(axis=0).astype(grad_out.dtype)
 
 
 @njit(nogil=True, cache=True)

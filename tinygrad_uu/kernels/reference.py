@@ -77,14 +77,20 @@ def concatenate(arrays, axis):
 
 
 # --------------------------------------------------------------------------- relu
-def relu_forward(x):
-    """max(x, 0); a NaN stays NaN (np.maximum propagates it)."""
-    return np.maximum(x, 0)
+def relu_forward(x, out=None):
+    """max(x, 0), into ``out`` where given; a NaN stays NaN (np.maximum propagates it)."""
+    return np.maximum(x, 0, out=out)
 
 
 def relu_backward(grad_out, out):
     """dL/dx = g where the output is positive (x > 0), else 0."""
     return grad_out * (out > 0)
+
+
+def relu_backward_and_channel_sums(grad_out, out):
+    """(relu_backward's gx, gx summed over the (N, H, W) axes of each channel, in float64)."""
+    gx = relu_backward(grad_out, out)
+    return gx, gx.sum(axis=(0, 2, 3), dtype=np.float64).astype(grad_out.dtype)
 
 
 def add(a, b, out=None):
