@@ -252,6 +252,14 @@ def test_batch_norm_with_its_activation_exports_as_two_nodes(tmp_path):
     assert types == ["Conv", "BatchNormalization", "Relu", "Conv", "BatchNormalization", "LeakyRelu"]
 
 
+def test_conv_with_its_relu_exports_as_two_nodes(tmp_path):
+    """nn.Sequential runs Conv2d -> ReLU as one op ("Conv2d+ReLU"); ONNX gets the two nodes."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU())
+    path = tmp_path / "c.onnx"
+    assert node_types(tg_onnx.export(model, np.zeros((2, 3, 5, 5), np.float32), path)) == ["Conv", "Relu"] * 2
+    assert_same_outputs(model, path, lambda b: np.random.default_rng(b).normal(size=(b, 3, 5, 5)).astype(np.float32))
+
+
 def test_two_inputs_and_static_shapes(tmp_path):
     model = Several()
     a, b = np.ones((2, 5), np.float32), np.zeros((2, 3), np.float32)

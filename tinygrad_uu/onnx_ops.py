@@ -266,9 +266,10 @@ def _pair(v):
 @register(spatial.Conv2d)
 def _conv(g, op):
     o = op.options
-    return g.node("Conv", op.inputs, group=int(o.get("groups", 1)),
-                  **_window_attributes(op.parents[1].shape[2:], _pair(o.get("stride", 1)),
-                                       _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))))
+    out = g.node("Conv", op.inputs, group=int(o.get("groups", 1)),
+                 **_window_attributes(op.parents[1].shape[2:], _pair(o.get("stride", 1)),
+                                      _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))))
+    return g.node("Relu", [out]) if o.get("relu") else out  # its ReLU in the same op (nn.Sequential's)
 
 
 @register(spatial.ConvTranspose2d)

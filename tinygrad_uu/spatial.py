@@ -34,18 +34,33 @@ class Conv2d(Function):
 
     ``self.saved`` carries what the forward's kernel can lend the backward's (the numba
     backend keeps x's im2col matrix there, the xpad windows that dL/dw sums over).
+
+    ``relu=True`` (nn.Sequential's Conv2d then ReLU): out = relu(conv), the ReLU taken as
+    the kernel writes the output. The backward first applies the ReLU's,
+    g' = g * [out > 0], with dL/db = sum_{n, y, x} g' in the same pass, then the conv's
+    with g'.
     """
 
-    def forward(self, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    def forward(self, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, relu=False):
         self.x, self.w, self.saved = x, w, {}
         self.options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        return kernels.conv2d_forward(x, w, b, **self.options, saved=self.saved)
+        out = kernels.conv2d_forward(x, w, b, **self.options, saved=self.saved, relu=relu)
+        self.out = out if relu else None  # the ReLU's mask
+        if relu:  # what graph drawings and grad_fn show
+            self.op_name = f"{type(self).op_name}+ReLU"
+        return out
 
     def backward(self, g):
-        gx, gw, gb = kernels.conv2d_backward(self.x, self.w, g, **self.options, saved=self.saved,
-                                             need_grad_x=self.needs_grad(0), need_grad_w=self.needs_grad(1),
-                                             need_grad_b=len(self.parents) == 3 and self.needs_grad(2))
-        return _input_grads(self, gx, gw, gb)
+        need_b = len(self.parents) == 3 and self.needs_grad(2)
+        gb = None
+        if self.out is not None and need_b:
+            g, gb = kernels.relu_backward_and_channel_sums(g, self.out)
+        elif self.out is not None:
+            g = kernels.relu_backward(g, self.out)
+        gx, gw, conv_gb = kernels.conv2d_backward(self.x, self.w, g, **self.options, saved=self.saved,
+                                                  need_grad_x=self.needs_grad(0), need_grad_w=self.needs_grad(1),
+                                                  need_grad_b=need_b and gb is None)
+        return _input_grads(self, gx, gw, conv_gb if gb is None else gb)
 
 
 class ConvTranspose2d(Function):
@@ -134,16 +149,19 @@ def _tensors(*values):
     return tuple(v if isinstance(v, Tensor) or v is None else Tensor(v) for v in values)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, relu: bool = False) -> Tensor:
     """2-D convolution (cross-correlation), NCHW, like ``torch.nn.functional.conv2d``.
 
     x: (N, C_in, H, W); weight: (C_out, C_in / groups, kH, kW); bias: (C_out,) or None.
     stride, padding, dilation: an int or an (h, w) pair. Output: (N, C_out, OH, OW) with
     OH = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1 (likewise OW).
+    ``relu=True`` returns relu(conv) as one op (nn.Sequential's Conv2d, ReLU): the same
+    values, without a pass of its own over the output, forward or backward.
     """
     x, weight, bias = _tensors(x, weight, bias)
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2d.apply(*inputs, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    options = {"relu": True} if relu else {}
+    return Conv2d.apply(*inputs, stride=stride, padding=padding, dilation=dilation, groups=groups, **options)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,

@@ -56,7 +56,8 @@ class _ConvNd(Module):
 class Conv2d(_ConvNd):
     """2-D convolution (cross-correlation, as in every framework):
     weight (out_channels, in_channels / groups, kH, kW), output (N, out_channels, OH, OW)
-    with OH = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1."""
+    with OH = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1.
+    ``relu=True``: its ReLU in the same op (how nn.Sequential runs this then a ReLU)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True):
@@ -64,9 +65,9 @@ class Conv2d(_ConvNd):
         super().__init__(in_channels, out_channels, k, stride, padding, dilation, groups, bias,
                          (out_channels, in_channels // groups) + k)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+                        self.groups, relu=relu)
 
 
 class ConvTranspose2d(_ConvNd):

@@ -8,7 +8,7 @@ import numpy as np
 from ..tensor import Tensor
 from . import functional as F
 from . import init
-from .conv import MaxPool2d
+from .conv import Conv2d, MaxPool2d
 from .module import Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d
 
@@ -32,6 +32,11 @@ class Sequential(Module):
     of the values for a 2x2 pool, while it is in cache. The MNIST CNN's training step
     (W4), steps alternated in one process: the pool first then the ReLU as two ops,
     1.09-1.11x on one thread and on two; in one op, a further 1.00x and 1.02-1.05x.
+
+    A Conv2d followed by a ReLU runs as one op (``Conv2d(x, relu=True)``, drawn as
+    "Conv2d+ReLU"), unless a MaxPool2d follows the ReLU (the pool takes it, above): the
+    conv takes the ReLU as it writes its output, and the backward masks the gradient and
+    sums the bias's in one pass.
     """
 
     def __init__(self, *modules: Module):
@@ -68,6 +73,10 @@ class Sequential(Module):
                 i += 2
             elif i + 1 < len(layers) and _pool_first(layers[i], layers[i + 1]):
                 x = layers[i + 1](x, relu=True)  # the pool, then the ReLU in the same pass
+                i += 2
+            elif (i + 1 < len(layers) and _conv_first(layers[i], layers[i + 1])
+                  and not (i + 2 < len(layers) and _pool_first(layers[i + 1], layers[i + 2]))):
+                x = layers[i](x, relu=True)  # the conv, its ReLU as it writes the output
                 i += 2
             else:
                 x = layers[i](x)
@@ -221,6 +230,11 @@ def _fusable(norm, activation) -> bool:
 def _pool_first(activation, pool) -> bool:
     """A ReLU then a MaxPool2d (these classes exactly, neither with hooks): they commute."""
     return type(activation) is ReLU and type(pool) is MaxPool2d and not (_hooked(activation) or _hooked(pool))
+
+
+def _conv_first(conv, activation) -> bool:
+    """A Conv2d then a ReLU (these classes exactly, neither with hooks)."""
+    return type(conv) is Conv2d and type(activation) is ReLU and not (_hooked(conv) or _hooked(activation))
 
 
 def _fused(norm, activation, x):
