@@ -191,12 +191,12 @@ def _unet(tg, nn, F):
             for name, cin, cout, k in UNET_LAYERS:
                 setattr(self, name, Conv2d(cin, cout, k, padding=k // 2))
 
-        def forward(self, x):
-            skip = self.enc2(self.enc1(x).relu()).relu()
+        def forward(self, x):  # each conv with its ReLU in one op (as nn.Sequential runs them)
+            skip = self.enc2(self.enc1(x, relu=True), relu=True)
             h = max_pool2d(skip, 2)
-            h = self.enc4(self.enc3(h).relu()).relu()
+            h = self.enc4(self.enc3(h, relu=True), relu=True)
             h = cat([interpolate(h, scale_factor=2, mode="nearest"), skip], axis=1)
-            return self.out(self.dec1(h).relu())
+            return self.out(self.dec1(h, relu=True))
 
     return UNet()
 
