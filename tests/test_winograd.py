@@ -84,6 +84,40 @@ def test_winograd_matches_the_reference(case):
         patch.undo()
 
 
+def packed_grid(grid, h, w, p):
+    """Tiles a row of the plane ``grid`` = (images, across) puts them on."""
+    return packed._grid_tiles(*grid, h, w, p, p)[1]
+
+
+@pytest.mark.parametrize("h, w, p, packed", [(50, 61, 1, None), (48, 48, 0, None), (45, 70, 2, None),
+                                        (14, 14, 1, (5, 4)), (11, 13, 0, (5, 5))])
+def test_input_transform_by_rows_on_wide_maps(h, w, p, packed, monkeypatch):
+    """Rows of 12 tiles and more (maps from 48 wide, or images packed across a plane) take
+    _patch_transforms_by_rows: the forward and dx (the forward on grad_out) against the
+    reference, on two threads, the images whole and in bands of tile rows."""
+    tw = packed and packed_grid(packed, h, w, p) or winograd_tiles._tiles(h + 2 * p - 2, w + 2 * p - 2)[1]
+    assert tw >= winograd_tiles.BY_ROWS_MIN_TILES
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((5, 3, h, w))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((5, 4, h + 2 * p - 2, w + 2 * p - 2))
+    opts = ((1, 1), (p, p), (1, 1), 1)
+    monkeypatch.setattr(conv_winograd, "packing", lambda *args: packed)
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(2)
+        for bands in (False, True):
+            if bands:  # a chunk budget of a byte: every image cut into bands of one tile row
+                monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 1)
+                monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
+            assert_close(reference.conv2d_forward(x, wt, None, *opts),
+                         conv_winograd.conv2d_forward_winograd(x, wt, None, (p, p)), np.float64)
+            assert_close(reference.conv2d_grad_input(g, wt, x.shape, *opts),
+                         conv_winograd.conv2d_grad_input_winograd(g, wt, (p, p)), np.float64)
+    finally:
+        tg.set_num_threads(before)
+
+
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
 G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],

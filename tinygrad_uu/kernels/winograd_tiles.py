@@ -113,6 +113,46 @@ def _patch_transforms(xp, wp, vf, base, step, rows, tw):
                 q += U(6) * step
 
 
+# Tiles in a row from which _input_tiles takes _patch_transforms_by_rows. Alone, one thread,
+# against _patch_transforms (8 images): 48 channels at 128x128 (32 tiles a row) 1.34-1.49x,
+# 16 at 128x128 1.35-1.37x, 32 at 64x64 (16 tiles) 1.27x, 16 at 48x48 (12 tiles) 1.09x; at
+# 32x32 (8 tiles) 0.99-1.02x, at 16x16 0.71-0.95x. W5's steps with it, processes
+# alternated: 1.041x on two threads, 1.043x on one; W7 1.003x and 0.97-1.01x. Packed planes
+# (conv_winograd_packed.py) take it too: W2 32->64 fwd+bwd 1.015x (1.019x), W8 1.022x on
+# two threads, W4 1.00x (1.015x).
+BY_ROWS_MIN_TILES = 12
+
+
+@njit(fastmath=FAST, nogil=True, inline="always")
+def _patch_transforms_by_rows(xp, wp, vf, base, step, rows, tw, cols):
+    """_patch_transforms in two passes, the second of which LLVM vectorises across the
+    tiles of a row: r = B^T d down the six rows under a tile row, column 4 q + k into
+    cols[(6 k + a) * (tw + 1) + q] (the columns by their place in a tile), then v = r B
+    along each row a, tile tx taking columns 4 tx .. 4 tx + 5 (the last two the next
+    tile's first two). ``cols`` holds 24 * (tw + 1) values; xp must hold two values past
+    its last row (the pass down reads columns 4 tw + 2 and + 3, which no tile uses)."""
+    n = U(tw + 1)
+    for ty in range(U(rows)):
+        d = xp[U(TILE) * ty * wp:]
+        for q in range(n):
+            p = U(TILE) * q
+            for k in range(4):
+                r0, r1, r2, r3, r4, r5 = _bt(d[p + U(k)], d[p + U(k) + wp], d[p + U(k) + U(2) * wp],
+                                             d[p + U(k) + U(3) * wp], d[p + U(k) + U(4) * wp],
+                                             d[p + U(k) + U(5) * wp])
+                c = U(6 * k) * n + q
+                cols[c], cols[c + n], cols[c + U(2) * n] = r0, r1, r2
+                cols[c + U(3) * n], cols[c + U(4) * n], cols[c + U(5) * n] = r3, r4, r5
+        for a in range(6):
+            c0, c1 = cols[U(a) * n:], cols[U(6 + a) * n:]
+            c2, c3 = cols[U(12 + a) * n:], cols[U(18 + a) * n:]
+            out = vf[base + ty * U(tw) + U(6 * a) * step:]
+            for tx in range(U(tw)):
+                e0, e1, e2, e3, e4, e5 = _bt(c0[tx], c1[tx], c2[tx], c3[tx], c0[tx + U(1)], c1[tx + U(1)])
+                out[tx], out[step + tx], out[U(2) * step + tx] = e0, e1, e2
+                out[U(3) * step + tx], out[U(4) * step + tx], out[U(5) * step + tx] = e3, e4, e5
+
+
 @njit(fastmath=FAST, nogil=True, cache=True)
 def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
     """v[c, :, t] = B^T d B, d the 6x6 patch of x[n0 + i, c] at (4*ty - ph, 4*tx - pw) (zero
@@ -121,7 +161,8 @@ def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
     a zero-padded buffer, so that no tile needs a bounds check."""
     ch, h, w = x.shape[1], x.shape[2], x.shape[3]
     rows, wp = ty1 - ty0, U(TILE * tw + 2)
-    xp = np.zeros((TILE * rows + 2) * (TILE * tw + 2), dtype=x.dtype)  # its border stays zero
+    xp = np.zeros((TILE * rows + 2) * (TILE * tw + 2) + 2, dtype=x.dtype)  # its border stays zero
+    cols = np.empty(24 * (tw + 1), dtype=x.dtype)
     xf, vf = x.ravel(), v.ravel()
     step = U(v.shape[2])  # from one of the 36 positions to the next
     y0, y1 = max(0, TILE * ty0 - ph), min(h, TILE * ty1 + 2 - ph)  # the image rows under the tiles
@@ -132,7 +173,10 @@ def _input_tiles(x, v, n0, ph, pw, ty0, ty1, tw, start, stop):
             row, d = src + U(y * w), U(y + ph - TILE * ty0) * wp + U(pw)
             for k in range(U(w)):
                 xp[d + k] = xf[row + k]
-        _patch_transforms(xp, wp, vf, U(c * POSITIONS) * step + U(i * rows * tw), step, rows, tw)
+        if tw >= BY_ROWS_MIN_TILES:
+            _patch_transforms_by_rows(xp, wp, vf, U(c * POSITIONS) * step + U(i * rows * tw), step, rows, tw, cols)
+        else:
+            _patch_transforms(xp, wp, vf, U(c * POSITIONS) * step + U(i * rows * tw), step, rows, tw)
 
 
 @njit(nogil=True, inline="always")
