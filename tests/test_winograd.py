@@ -90,16 +90,18 @@ def packed_grid(grid, h, w, p):
 
 
 @pytest.mark.parametrize("h, w, p, packed", [(50, 61, 1, None), (48, 48, 0, None), (45, 70, 2, None),
-                                        (14, 14, 1, (5, 4)), (11, 13, 0, (5, 5))])
-def test_input_transform_by_rows_on_wide_maps(h, w, p, packed, monkeypatch):
+                                        (14, 14, 1, (5, 4)), (11, 13, 0, (5, 5)), (13, 101, 1, None),
+                                        (9, 98, 0, None)])
+def test_transforms_by_rows_on_wide_maps(h, w, p, packed, monkeypatch):
     """Rows of 12 tiles and more (maps from 48 wide, or images packed across a plane) take
-    _patch_transforms_by_rows: the forward and dx (the forward on grad_out) against the
+    _patch_transforms_by_rows, and rows of 24 and more (from 96 wide) _output_tiles_by_rows:
+    the forward (with its ReLU too) and dx (the forward on grad_out) against the
     reference, on two threads, the images whole and in bands of tile rows."""
     tw = packed and packed_grid(packed, h, w, p) or winograd_tiles._tiles(h + 2 * p - 2, w + 2 * p - 2)[1]
     assert tw >= winograd_tiles.BY_ROWS_MIN_TILES
     rng = np.random.default_rng(h * w)
     x = rng.standard_normal((5, 3, h, w))
-    wt = rng.standard_normal((4, 3, 3, 3))
+    wt, bias = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     g = rng.standard_normal((5, 4, h + 2 * p - 2, w + 2 * p - 2))
     opts = ((1, 1), (p, p), (1, 1), 1)
     monkeypatch.setattr(conv_winograd, "packing", lambda *args: packed)
@@ -110,8 +112,10 @@ def test_input_transform_by_rows_on_wide_maps(h, w, p, packed, monkeypatch):
             if bands:  # a chunk budget of a byte: every image cut into bands of one tile row
                 monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES", 1)
                 monkeypatch.setattr(conv_batched, "CHUNK_COLS_BYTES_THREADED", 1)
-            assert_close(reference.conv2d_forward(x, wt, None, *opts),
-                         conv_winograd.conv2d_forward_winograd(x, wt, None, (p, p)), np.float64)
+            want = reference.conv2d_forward(x, wt, bias, *opts)
+            assert_close(want, conv_winograd.conv2d_forward_winograd(x, wt, bias, (p, p)), np.float64)
+            assert_close(np.maximum(want, 0), conv_winograd.conv2d_forward_winograd(x, wt, bias, (p, p), relu=True),
+                         np.float64)
             assert_close(reference.conv2d_grad_input(g, wt, x.shape, *opts),
                          conv_winograd.conv2d_grad_input_winograd(g, wt, (p, p)), np.float64)
     finally:
