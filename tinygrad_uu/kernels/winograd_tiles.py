@@ -117,9 +117,8 @@ def _patch_transforms(xp, wp, vf, base, step, rows, tw):
 # against _patch_transforms (8 images): 48 channels at 128x128 (32 tiles a row) 1.34-1.49x,
 # 16 at 128x128 1.35-1.37x, 32 at 64x64 (16 tiles) 1.27x, 16 at 48x48 (12 tiles) 1.09x; at
 # 32x32 (8 tiles) 0.99-1.02x, at 16x16 0.71-0.95x. W5's steps with it, processes
-# alternated: 1.041x on two threads, 1.043x on one; W7 1.003x and 0.97-1.01x. Packed planes
-# (conv_winograd_packed.py) take it too: W2 32->64 fwd+bwd 1.015x (1.019x), W8 1.022x on
-# two threads, W4 1.00x (1.015x).
+# alternated: 1.041x on two threads, 1.043x on one; W7 1.003x and 0.97-1.01x. Not packed
+# planes (conv_winograd_packed.py, 15 tiles a row at 14x14): there 0.93-0.96x alone.
 BY_ROWS_MIN_TILES = 12
 
 
