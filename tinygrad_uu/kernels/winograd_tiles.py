@@ -351,7 +351,8 @@ def _tile_row_outputs(mf, first, step, tw, down, across):
     for a in range(4):
         k0, k1, k2 = down[U(6 * a) * n:], down[U(6 * a + 1) * n:], down[U(6 * a + 2) * n:]
         k3, k4, k5 = down[U(6 * a + 3) * n:], down[U(6 * a + 4) * n:], down[U(6 * a + 5) * n:]
-        y0, y1, y2, y3 = across[U(4 * a) * n:], across[U(4 * a + 1) * n:], across[U(4 * a + 2) * n:], across[U(4 * a + 3) * n:]
+        y0, y1 = across[U(4 * a) * n:], across[U(4 * a + 1) * n:]
+        y2, y3 = across[U(4 * a + 2) * n:], across[U(4 * a + 3) * n:]
         for tx in range(n):
             y0[tx], y1[tx], y2[tx], y3[tx] = _at(k0[tx], k1[tx], k2[tx], k3[tx], k4[tx], k5[tx])
 
