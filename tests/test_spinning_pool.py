@@ -63,6 +63,26 @@ def test_every_task_runs_once_and_more_than_one_thread_works(monkeypatch, two_th
     assert len(threads_seen) == 2
 
 
+def test_the_posting_thread_takes_chunks_from_the_front_and_the_worker_from_the_back(two_threads):
+    """Each thread keeps to its own end of the chunks: the posting thread's are 0, 1, ...
+    in order, the worker's the last ones, counted back; together every chunk once."""
+    pool, main = parallel._pool(), threading.get_ident()
+    for _ in range(10):
+        taken = []
+
+        def do_chunk(i):
+            taken.append((threading.get_ident() == main, i))
+            time.sleep(0.001)  # long enough that the worker takes some
+
+        pool.run(do_chunk, 12)
+        mine = [i for own, i in taken if own]
+        theirs = [i for own, i in taken if not own]
+        assert sorted(mine + theirs) == list(range(12))
+        assert mine == list(range(len(mine)))
+        assert theirs == list(range(11, 11 - len(theirs), -1))
+        assert theirs, "the worker took no chunk"
+
+
 def test_per_thread_accumulators_one_per_thread_and_every_task_counted(monkeypatch, two_threads):
     """The tasks' pieces add into their thread's own accumulator: two accumulators, not
     one per piece, and together they hold every task once."""
