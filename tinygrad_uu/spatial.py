@@ -156,7 +156,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, r
     stride, padding, dilation: an int or an (h, w) pair. Output: (N, C_out, OH, OW) with
     OH = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1 (likewise OW).
     ``relu=True`` returns relu(conv) as one op (nn.Sequential's Conv2d, ReLU): the same
-    values, without a pass of its own over the output, forward or backward.
+    values; the forward takes the ReLU as it writes the output, and the backward's one
+    pass over the gradient masks it and sums the bias's.
     """
     x, weight, bias = _tensors(x, weight, bias)
     inputs = (x, weight) if bias is None else (x, weight, bias)

@@ -148,6 +148,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, saved=None, relu=
 
 
 def _conv2d_forward(x, w, b, stride, padding, dilation, groups, saved):
+    """The paths that take no ReLU on the way (conv2d_forward takes it after them)."""
     if _on_pixels(x.shape, w.shape, padding, groups):
         out = matmul(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1).T)
         if b is not None:

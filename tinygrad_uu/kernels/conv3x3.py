@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .elementwise import _out_hw, _pad
+from .elementwise import _out_hw, _pad, _relu
 from ..threads import get_num_threads
 from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _chunk, _parallel, _pool, on_one_thread
 
@@ -65,8 +65,7 @@ def _strip_to_rows(strip, s0, m, wp, dst, add, relu):
         lo, hi = max(0, s0 - y * wp), min(ow, s0 + m - y * wp)
         src, row = strip[y * wp + lo - s0:], dst[y, lo:]
         for t in range(hi - lo):
-            value = src[t] + add
-            row[t] = (zero if value <= 0 else value) if relu else value
+            row[t] = _relu(src[t] + add, zero, relu)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)

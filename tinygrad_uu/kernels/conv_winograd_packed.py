@@ -38,6 +38,7 @@ from .winograd_tiles import (POSITIONS, TILE, _at, _forward_products, _forward_p
                              _patch_transforms, _patch_transforms_channel_minor, _rows_channels_innermost,
                              _rows_channels_outermost, _stride, _tile_columns, _tiles, _weight_products,
                              _weight_products_numpy)
+from .elementwise import _relu
 from .parallel import FAST, U
 
 MIN_SAVING = 0.05  # pack only where it saves this share of the tiles
@@ -149,8 +150,7 @@ def _packed_output_tiles(m, bias, relu, out, n0, n1, across, ph, pw, th, tw):
             for y in range(U(oh)):
                 row, s = dst + y * U(ow), first + y * wb
                 for k in range(U(ow)):
-                    value = plane[s + k]
-                    of[row + k] = (zero if value <= 0 else value) if relu else value  # NaN stays
+                    of[row + k] = _relu(plane[s + k], zero, relu)
 
 
 @njit(nogil=True, cache=True)

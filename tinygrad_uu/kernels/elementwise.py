@@ -19,14 +19,22 @@ from .parallel import FAST, U, _parallel
 RELU_BLOCK = 1 << 16  # elements per task (an argument of the kernels: numba freezes globals)
 
 
+@njit(nogil=True, inline="always")
+def _relu(value, zero, relu):
+    """max(value, 0) where ``relu``, else value; ``zero`` is 0 in value's type. A NaN stays
+    NaN (NaN <= 0 is False), and -0 becomes 0. The one ReLU of every kernel that takes one
+    on the way (a fused conv's, a batch norm's, a residual sum's); a flag the same for a
+    whole loop, which LLVM takes out of it."""
+    return (zero if value <= 0 else value) if relu else value
+
+
 @njit(nogil=True, cache=True)
 def _relu_forward(x, out, block, start, stop):
     lo, hi = start * block, min(stop * block, x.size)
     src, dst = x[lo:hi], out[lo:hi]  # views indexed from 0, so that LLVM vectorises
     zero = x.dtype.type(0)
     for i in range(hi - lo):
-        v = src[i]
-        dst[i] = zero if v <= 0 else v  # NaN <= 0 is False: a NaN stays NaN
+        dst[i] = _relu(src[i], zero, True)
 
 
 @njit(nogil=True, cache=True)
@@ -85,14 +93,12 @@ def relu_backward_and_channel_sums(grad_out, out):
 
 @njit(nogil=True, cache=True)
 def _add_flat(a, b, out, relu, block, start, stop):
-    """out = a + b over flat arrays, with ``relu`` max(a + b, 0) (a NaN stays NaN, as in
-    _relu_forward); the flag is the same for the whole loop, which LLVM takes out of it."""
+    """out = a + b over flat arrays, with ``relu`` max(a + b, 0) (``_relu``)."""
     lo, hi = start * block, min(stop * block, a.size)
     sa, sb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
     zero = a.dtype.type(0)
     for i in range(hi - lo):
-        v = sa[i] + sb[i]
-        dst[i] = (zero if v <= 0 else v) if relu else v
+        dst[i] = _relu(sa[i] + sb[i], zero, relu)
 
 
 def add_relu_forward(a, b):

@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit
 
 from ..threads import get_num_threads
+from .elementwise import _relu
 from .parallel import CHUNKS_PER_THREAD, FAST, FLAG_STRIDE, U, _chunk, _parallel, _pool, on_one_thread
 from .spinning import _fetch_add, _load_acquire, _pause
 
@@ -45,7 +46,7 @@ def _normalize_row(xf, of, row, length, mu, s, w, b0, negative_slope):
     if negative_slope == 0:
         for t in range(length):
             y = (xf[row + t] - mu) * s * w + b0
-            of[row + t] = zero if y <= 0 else y  # a NaN stays NaN
+            of[row + t] = _relu(y, zero, True)
     else:
         for t in range(length):
             y = (xf[row + t] - mu) * s * w + b0

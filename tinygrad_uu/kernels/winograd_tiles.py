@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import cblas
+from .elementwise import _relu
 from .parallel import FAST, U
 
 TILE = 4  # outputs per side of a tile
@@ -321,11 +322,10 @@ def _tile_columns(mf, p, step):
 
 @njit(fastmath=FAST, nogil=True, inline="always")
 def _relu_span(f, lo, hi):
-    """f[lo:hi] = max(f[lo:hi], 0) in place; a NaN stays NaN (as in elementwise._relu_forward)."""
+    """f[lo:hi] = max(f[lo:hi], 0) in place (elementwise._relu)."""
     span, zero = f[lo:hi], f.dtype.type(0)  # a view from 0, so that LLVM vectorises
     for k in range(hi - lo):
-        value = span[k]
-        span[k] = zero if value <= 0 else value
+        span[k] = _relu(span[k], zero, True)
 
 
 # Tiles in a row from which _output_tiles takes _output_tiles_by_rows. Alone, one thread,
@@ -379,15 +379,11 @@ def _output_tiles_by_rows(m, bias, relu, out, n0, ty0, ty1, tw, start, stop):
                 y0, y1 = across[U(4 * a) * U(tw):], across[U(4 * a + 1) * U(tw):]
                 y2, y3 = across[U(4 * a + 2) * U(tw):], across[U(4 * a + 3) * U(tw):]
                 for tx in range(whole):
-                    v0, v1, v2, v3 = y0[tx] + add, y1[tx] + add, y2[tx] + add, y3[tx] + add
-                    if relu:
-                        v0, v1 = (zero if v0 <= 0 else v0), (zero if v1 <= 0 else v1)
-                        v2, v3 = (zero if v2 <= 0 else v2), (zero if v3 <= 0 else v3)
                     p = U(TILE) * tx
-                    row[p], row[p + U(1)], row[p + U(2)], row[p + U(3)] = v0, v1, v2, v3
+                    row[p], row[p + U(1)] = _relu(y0[tx] + add, zero, relu), _relu(y1[tx] + add, zero, relu)
+                    row[p + U(2)], row[p + U(3)] = _relu(y2[tx] + add, zero, relu), _relu(y3[tx] + add, zero, relu)
                 for k in range(TILE * whole, ow):
-                    value = across[(U(4 * a) + U(k % TILE)) * U(tw) + whole] + add
-                    row[k] = (zero if value <= 0 else value) if relu else value
+                    row[k] = _relu(across[(U(4 * a) + U(k % TILE)) * U(tw) + whole] + add, zero, relu)
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
