@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .conv_batched import Chunks
 from .elementwise import _out_hw, _pad, _relu
 from ..threads import get_num_threads
 from .parallel import CHUNKS_PER_THREAD, FAST, PerThread, _chunk, _parallel, _pool, on_one_thread
@@ -226,6 +227,25 @@ def conv2d_forward_3x3(x, w, b, stride, padding, dilation, groups, saved=None, r
     return out
 
 
+def forward_chunks_3x3(x, w, b, padding, dilation, groups, saved=None):
+    """(out, Chunks): conv2d_forward_3x3 without the ReLU, in chunks of whole images (the
+    pieces a conv that a pool follows hands on: conv_pool.py)."""
+    n, co = x.shape[0], w.shape[0]
+    oh, ow = _out_hw(x.shape, w.shape[2:], (1, 1), padding, dilation)
+    out = np.empty((n, co, oh, ow), dtype=x.dtype)
+    bias = np.zeros(0, dtype=x.dtype) if b is None else b
+    xp = _pad(x, padding)
+    if saved is not None:
+        saved["xpad"] = xp
+    blocks, count = _out_blocks(co, groups), min(n, CHUNKS_PER_THREAD * get_num_threads())
+
+    def run(k):
+        n0, n1 = _chunk(k, n, count)
+        _conv3x3_forward(xp, w, bias, out, *dilation, groups, False, n0 * blocks, n1 * blocks)
+
+    return out, Chunks(count, 1, run, lambda k: _chunk(k, n, count))
+
+
 def _flipped_transposed(w, groups):
     """The kernel of the input gradient: wt[c, o, i, j] = w[o, c, 2 - i, 2 - j] within each group."""
     co, cg = w.shape[:2]
@@ -243,6 +263,22 @@ def conv2d_grad_input_3x3(grad_out, w, x_shape, stride, padding, dilation, group
     _parallel(_conv3x3_forward, x_shape[0] * _out_blocks(x_shape[1], groups), gx.size * w.shape[0] // groups * 9,
               gp, _flipped_transposed(w, groups), np.zeros(0, dtype=grad_out.dtype), gx, dh, dw, groups, False)
     return gx
+
+
+def grad_weight_chunks_3x3(xp, grad_out, w_shape, dilation, groups, count):
+    """(Chunks, sums): chunk k adds the share of images _chunk(k, N, count) in dw and db to
+    its thread's float64 sums; once every chunk has run, sums() returns them added up, dw's
+    values then db's in one array."""
+    n, size = xp.shape[0], int(np.prod(w_shape))
+    blocks = _out_blocks(w_shape[0], groups)
+    partials = PerThread(lambda: np.zeros(size + w_shape[0]))
+
+    def run(k):
+        total = partials.mine()
+        _conv3x3_grad_weight(xp, grad_out, total[:size].reshape(w_shape), total[size:], *dilation, groups,
+                             *_chunk(k, n, count), 0, blocks)
+
+    return Chunks(count, 1, run, lambda k: _chunk(k, n, count)), partials.total
 
 
 def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, groups, saved=None, gb=None):
@@ -271,10 +307,9 @@ def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, grou
         _parallel(_conv3x3_grad_weight, blocks, grad_out.size * w_shape[1] * 9,
                   xp, grad_out, *parts(total), *dilation, groups, 0, n)
     else:
-        partials = PerThread(lambda: np.zeros(size + w_shape[0]))
-        _pool().run(lambda k: _conv3x3_grad_weight(xp, grad_out, *parts(partials.mine()), *dilation, groups,
-                                                   *_chunk(k, n, chunks), 0, blocks), chunks)
-        total = partials.total()
+        plan, added_up = grad_weight_chunks_3x3(xp, grad_out, w_shape, dilation, groups, chunks)
+        _pool().run(plan.run, chunks)
+        total = added_up()
     gw, sums = parts(total)
     if gb is not None:
         gb[...] = sums

@@ -44,6 +44,8 @@ alternated in one process: W7 1.105x (1.077x), W8 1.052x (1.050x). Some 1x1 conv
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import os
 
 import numpy as np
@@ -321,9 +323,20 @@ def _chunking(n, rows, cols_per_image, itemsize, flops_per_image=0):
     return chunks
 
 
-def _run_chunks(task, chunks, n_images):
+class Chunks(NamedTuple):
+    """A conv's work cut for the threads: ``run(k)`` does chunk k, k in range(count), in any
+    order and on any thread. With ``bands`` 1, chunk k is the whole images ``images(k)``
+    (first, last + 1); else it is one band of tile rows of one image."""
+    count: int
+    bands: int
+    run: Callable[[int], None]
+    images: Callable[[int], tuple]
+
+
+def _run_chunks(task, chunks, n_images, blas=True):
     """Run task(start, stop) over the chunks: on the engine's threads, with one BLAS thread
-    each, when there is an image for every thread; else here, with BLAS threaded.
+    each (chunks that call no BLAS: ``blas`` False), when there is an image for every
+    thread; else here, with BLAS threaded.
 
     Each chunk is a piece of its own for the threads to take (``_chunking`` sized them
     for the threads already). ``_parallel`` would cut 10 chunks (four of W8's convs)
@@ -332,7 +345,10 @@ def _run_chunks(task, chunks, n_images):
     and 0.99x in two runs (50 and 60 rounds), W5 1.00x, W7 1.00x: within the noise."""
     threads = get_num_threads()
     if threads > 1 and n_images >= threads and chunks > 1:
-        with single_threaded_blas():
+        if blas:
+            with single_threaded_blas():
+                _pool().run(lambda k: task(k, k + 1), chunks)
+        else:  # the chunks call no BLAS
             _pool().run(lambda k: task(k, k + 1), chunks)
     else:
         task(0, chunks)

@@ -60,7 +60,7 @@ import itertools
 import numpy as np
 from numba import njit
 
-from .conv_batched import _chunk_budget, _chunking, _run_chunks, bias_gradient
+from .conv_batched import Chunks, _chunk_budget, _chunking, _run_chunks, bias_gradient
 from . import cblas
 from .conv_winograd_packed import packed_backward, packed_chunk_forward, packed_weight_products, packing
 from .parallel import FAST, U, PerThread, _chunk, _parallel
@@ -304,10 +304,11 @@ def _piece(k, n, chunks, bands, th):
     return image, image + 1, th * band // bands, th * (band + 1) // bands
 
 
-def _forward_tiles(x, u, b, padding, relu=False):
-    """out = A^T [U (.) V] A per output tile (+ b, then its ReLU with ``relu``); u is (36,
-    C_out, C_in). In chunks of whole images (or bands of tile rows), or of images packed on
-    one plane where that takes fewer tiles (14x14 maps: conv_winograd_packed.py)."""
+def _forward_chunks(x, u, b, padding, relu=False):
+    """(out, Chunks): out = A^T [U (.) V] A per output tile (+ b, then its ReLU with
+    ``relu``), u (36, C_out, C_in), written once every chunk has run. Chunks of whole
+    images (or bands of tile rows), or of images packed on one plane where that takes
+    fewer tiles (14x14 maps: conv_winograd_packed.py)."""
     n, ci, h, wd = x.shape
     co = u.shape[1]
     (ph, pw) = padding
@@ -324,14 +325,27 @@ def _forward_tiles(x, u, b, padding, relu=False):
         chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
                               out_rows=POSITIONS * co)
 
+    def chunk_images(k):
+        return (k * images, min(n, (k + 1) * images)) if packed else _piece(k, n, chunks, bands, th)[:2]
+
+    def run(k):
+        if packed:
+            packed_chunk_forward(gemm, x, u, bias, relu, out, *chunk_images(k), across, padding)
+        else:
+            _chunk_forward(gemm, x, u, bias, relu, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
+
+    return out, Chunks(chunks, bands, run, chunk_images)
+
+
+def _forward_tiles(x, u, b, padding, relu=False):
+    """out = A^T [U (.) V] A (+ b, its ReLU with ``relu``): every chunk of _forward_chunks."""
+    out, plan = _forward_chunks(x, u, b, padding, relu)
+
     def task(start, stop):
         for k in range(start, stop):
-            if packed:
-                packed_chunk_forward(gemm, x, u, bias, relu, out, k * images, min(n, (k + 1) * images), across, padding)
-            else:
-                _chunk_forward(gemm, x, u, bias, relu, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
+            plan.run(k)
 
-    _run_chunks(task, chunks, n * bands)
+    _run_chunks(task, plan.count, x.shape[0] * plan.bands)
     return out
 
 
@@ -350,22 +364,19 @@ def conv2d_forward_winograd(x, w, b, padding, saved=None, relu=False):
     return _forward_tiles(x, u, b, padding, relu)
 
 
-def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=None):
-    """(dx or None, dU's parts or None, db or None) in one pass over chunks: a chunk's share of
-    dU is the products of its Z = A dY A^T and x's V, summed per thread; its dx comes
-    from the same Z (the transposed algorithm, ``TRANSPOSED_DX``) when the chunk holds
-    whole images (packed or not), else it is the forward's three steps on its grad_out
-    (padding 2 - p, U turned). One pass instead of one
-    for each: a hand-off to the threads fewer, and each chunk of grad_out read while in
-    cache. Cut in bands, band j of an image is band j of both tile grids (dx's and dY's).
-    Packed (14x14 maps, conv_winograd_packed.py), a chunk's images lie on one plane for
-    both: dx's input, grad_out, sits on the same grid as x.
+def _backward_chunks(x, grad_out, w, padding, need_x, need_w, u=None):
+    """(gx, Chunks, du_parts): chunk k writes its part of dx into gx (None without
+    ``need_x``) and adds its share of dU to its thread's sum; once every chunk has run,
+    du_parts() returns those sums (None without ``need_w``).
 
-    db (grad_out summed per channel) is one more task after the chunks: the thread that
-    runs out of chunks first takes it, while the other finishes its last chunk, instead
-    of a serial pass after the job. W4's 16 -> 32 layer at 14x14, its backward alone
-    (alternated with the serial pass in one process): 26-57 us less on two threads
-    (1.02-1.035x), the same on one."""
+    A chunk's share of dU is the products of its Z = A dY A^T and x's V, summed per
+    thread; its dx comes from the same Z (the transposed algorithm, ``TRANSPOSED_DX``)
+    when the chunk holds whole images (packed or not), else it is the forward's three
+    steps on its grad_out (padding 2 - p, U turned). One pass instead of one for each: a
+    hand-off to the threads fewer, and each chunk of grad_out read while in cache. Cut
+    in bands, band j of an image is band j of both tile grids (dx's and dY's). Packed
+    (14x14 maps, conv_winograd_packed.py), a chunk's images lie on one plane for both:
+    dx's input, grad_out, sits on the same grid as x."""
     n, ci, h, wd = x.shape
     co, oh, ow = grad_out.shape[1:]
     (ph, pw) = padding
@@ -393,55 +404,77 @@ def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=Non
     taken = itertools.count()
     partials = PerThread(lambda: [sums[next(taken)], 0.0])
     no_sum = np.empty((POSITIONS, 1, 1), dtype=x.dtype)
+
+    def run(k):
+        if packed:
+            n0, n1 = k * images, min(n, (k + 1) * images)
+            if transposed:
+                du = partials.mine() if need_w else [no_sum, 0.0]
+                packed_backward(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, across, padding, need_w)
+                du[1] = 1.0
+                return
+            if need_x:
+                packed_chunk_forward(gemm, grad_out, u, no_bias, False, gx, n0, n1, across, (2 - ph, 2 - pw))
+            if need_w:
+                du = partials.mine()
+                packed_weight_products(gemm, x, grad_out, du[0], du[1], n0, n1, across, padding)
+                du[1] = 1.0
+            return
+        if transposed:  # dx and dU's share from one Z per tile
+            n0, n1 = _chunk(k, n, chunks)
+            t = (n1 - n0) * th * tw
+            du = partials.mine() if need_w else [no_sum, 0.0]
+            _chunk_backward_in_numba(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, th, ph, pw, tw,
+                                     _stride(t * co), _stride(t * ci), need_w)
+            du[1] = 1.0
+            return
+        if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
+            _chunk_forward(gemm, grad_out, u, no_bias, False, gx, *_piece(k, n, chunks, bands, xth),
+                           2 - ph, 2 - pw, xtw)
+        if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
+            n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
+            t = (n1 - n0) * (ty1 - ty0) * tw
+            du = partials.mine()
+            if gemm is not None:
+                _chunk_weight_products_in_numba(gemm, x, grad_out, du[0], du[1], n0, n1, ty0, ty1,
+                                                ph, pw, tw, _stride(t * co), _stride(t * ci))
+            else:
+                z = np.empty((POSITIONS, _stride(t * co)), dtype=x.dtype)
+                v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
+                _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, ty0, ty1, tw, n1 - n0)
+                _grad_tiles_channel_minor(grad_out, z.ravel(), z.shape[1], n0, ty0, ty1, tw, n1 - n0)
+                _weight_products_numpy(z, v, du[0], t, du[1])
+            du[1] = 1.0
+
+    def chunk_images(k):
+        return (k * images, min(n, (k + 1) * images)) if packed else _piece(k, n, chunks, bands, th)[:2]
+
+    def du_parts():
+        return sums[:len(partials.values())] if need_w else None
+
+    return gx, Chunks(chunks, bands, run, chunk_images), du_parts
+
+
+def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=None):
+    """(dx or None, dU's parts or None, db or None): every chunk of _backward_chunks.
+
+    db (grad_out summed per channel) is one more task after the chunks: the thread that
+    runs out of chunks first takes it, while the other finishes its last chunk, instead
+    of a serial pass after the job. W4's 16 -> 32 layer at 14x14, its backward alone
+    (alternated with the serial pass in one process): 26-57 us less on two threads
+    (1.02-1.035x), the same on one."""
+    gx, plan, du_parts = _backward_chunks(x, grad_out, w, padding, need_x, need_w, u)
     db = []
 
     def task(start, stop):
         for k in range(start, stop):
-            if k == chunks:  # the last task: db
+            if k == plan.count:  # the last task: db
                 db.append(bias_gradient(grad_out))
-                continue
-            if packed:
-                n0, n1 = k * images, min(n, (k + 1) * images)
-                if transposed:
-                    du = partials.mine() if need_w else [no_sum, 0.0]
-                    packed_backward(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, across, padding, need_w)
-                    du[1] = 1.0
-                    continue
-                if need_x:
-                    packed_chunk_forward(gemm, grad_out, u, no_bias, False, gx, n0, n1, across, (2 - ph, 2 - pw))
-                if need_w:
-                    du = partials.mine()
-                    packed_weight_products(gemm, x, grad_out, du[0], du[1], n0, n1, across, padding)
-                    du[1] = 1.0
-                continue
-            if transposed:  # dx and dU's share from one Z per tile
-                n0, n1 = _chunk(k, n, chunks)
-                t = (n1 - n0) * th * tw
-                du = partials.mine() if need_w else [no_sum, 0.0]
-                _chunk_backward_in_numba(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, th, ph, pw, tw,
-                                         _stride(t * co), _stride(t * ci), need_w)
-                du[1] = 1.0
-                continue
-            if need_x:  # dx: the forward on grad_out (padding 2 - p) with U turned
-                _chunk_forward(gemm, grad_out, u, no_bias, False, gx, *_piece(k, n, chunks, bands, xth),
-                               2 - ph, 2 - pw, xtw)
-            if need_w:  # dU += (A dY A^T)[xi] @ V[xi]^T, V[xi]^T a (tiles, C_in) matrix
-                n0, n1, ty0, ty1 = _piece(k, n, chunks, bands, th)
-                t = (n1 - n0) * (ty1 - ty0) * tw
-                du = partials.mine()
-                if gemm is not None:
-                    _chunk_weight_products_in_numba(gemm, x, grad_out, du[0], du[1], n0, n1, ty0, ty1,
-                                                    ph, pw, tw, _stride(t * co), _stride(t * ci))
-                else:
-                    z = np.empty((POSITIONS, _stride(t * co)), dtype=x.dtype)
-                    v = np.empty((POSITIONS, _stride(t * ci)), dtype=x.dtype)
-                    _input_tiles_channel_minor(x, v.ravel(), v.shape[1], n0, ph, pw, ty0, ty1, tw, n1 - n0)
-                    _grad_tiles_channel_minor(grad_out, z.ravel(), z.shape[1], n0, ty0, ty1, tw, n1 - n0)
-                    _weight_products_numpy(z, v, du[0], t, du[1])
-                du[1] = 1.0
+            else:
+                plan.run(k)
 
-    _run_chunks(task, chunks + need_b, n * bands)
-    return gx, (sums[:len(partials.values())] if need_w else None), (db[0] if need_b else None)
+    _run_chunks(task, plan.count + need_b, x.shape[0] * plan.bands)
+    return gx, du_parts(), (db[0] if need_b else None)
 
 
 def conv2d_grad_input_winograd(grad_out, w, padding):
