@@ -252,6 +252,16 @@ def test_batch_norm_with_its_activation_exports_as_two_nodes(tmp_path):
     assert types == ["Conv", "BatchNormalization", "Relu", "Conv", "BatchNormalization", "LeakyRelu"]
 
 
+def test_conv_relu_and_max_pool_export_as_three_nodes(tmp_path):
+    """nn.Sequential runs Conv2d -> ReLU -> MaxPool2d as one op; ONNX gets the three nodes."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                          nn.Conv2d(4, 2, 3, padding=0, stride=1), nn.ReLU(), nn.MaxPool2d(2))
+    path = tmp_path / "p.onnx"
+    assert node_types(tg_onnx.export(model, np.zeros((2, 3, 9, 11), np.float32), path)) == \
+        ["Conv", "Relu", "MaxPool"] * 2
+    assert_same_outputs(model, path, lambda b: np.random.default_rng(b).normal(size=(b, 3, 9, 11)).astype(np.float32))
+
+
 def test_conv_with_its_relu_exports_as_two_nodes(tmp_path):
     """nn.Sequential runs Conv2d -> ReLU as one op ("Conv2d+ReLU"); ONNX gets the two nodes."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU())

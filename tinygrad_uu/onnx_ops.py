@@ -301,6 +301,25 @@ def _max_pool(g, op):
     return _pool_node(g, op, "MaxPool", *_pool_args(op))
 
 
+@register(spatial.Conv2dMaxPool2d)
+def _conv_max_pool(g, op):
+    """nn.Sequential's Conv2d, ReLU, MaxPool2d, run as one op: a Conv, a Relu, a MaxPool."""
+    o = op.options
+    w_shape = op.parents[1].shape
+    stride, padding, dilation = _pair(o.get("stride", 1)), _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))
+    out = g.node("Conv", op.inputs, group=int(o.get("groups", 1)),
+                 **_window_attributes(w_shape[2:], stride, padding, dilation))
+    if o.get("relu"):
+        out = g.node("Relu", [out])
+    conv_shape = (op.parents[0].shape[0], w_shape[0]) + shapes.window_out(
+        "onnx export", op.parents[0].shape, w_shape[2:], stride, padding, dilation)
+    kernel, pool_stride, pool_padding, _ = shapes.pool2d_args(op.ctx.op_name, conv_shape, o["kernel_size"],
+                                                              o.get("pool_stride"), o.get("pool_padding", 0))
+    attributes = _window_attributes(kernel, pool_stride, pool_padding)
+    del attributes["dilations"]
+    return g.node("MaxPool", [out], **attributes)
+
+
 @register(spatial.AvgPool2d)
 def _avg_pool(g, op):
     """One window over the whole map, without padding (``F.adaptive_avg_pool2d(x, 1)``):

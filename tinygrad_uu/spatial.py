@@ -110,6 +110,38 @@ class MaxPool2d(Function):
         return kernels.max_pool2d_backward(g, self.argmax, self.x_shape)
 
 
+class Conv2dMaxPool2d(Function):
+    """max_pool2d(conv2d(x, w, b)) as one op, with ``relu`` the ReLU between them
+    (nn.Sequential's Conv2d, ReLU, MaxPool2d): the same values as the ops one after the
+    other. The numba backend pools each chunk of images right after convolving it, on the
+    same thread (kernels/conv_pool.py).
+
+    Backward, the two ops' backwards in turn: the pool's, dL/dconv[argmax] += g (times
+    [out > 0] with the ReLU, as in MaxPool2d), then the conv's with dL/dconv as its g
+    (as in Conv2d). The conv's output is not kept: the argmax is all the pool's backward
+    needs.
+    """
+
+    def forward(self, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, kernel_size=2, pool_stride=None,
+                pool_padding=0, relu=False):
+        self.x, self.w, self.saved = x, w, {}
+        self.options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        out, self.argmax = kernels.conv2d_max_pool2d_forward(x, w, b, **self.options, kernel_size=kernel_size,
+                                                             pool_stride=pool_stride, pool_padding=pool_padding,
+                                                             relu=relu, saved=self.saved)
+        # what graph drawings and grad_fn show
+        self.op_name = "Conv2d+ReLU+MaxPool2d" if relu else "Conv2d+MaxPool2d"
+        return out
+
+    def backward(self, g):
+        need_b = len(self.parents) == 3 and self.needs_grad(2)
+        gx, gw, gb = kernels.conv2d_max_pool2d_backward(self.x, self.w, g, self.argmax, **self.options,
+                                                        need_grad_x=self.needs_grad(0),
+                                                        need_grad_w=self.needs_grad(1), saved=self.saved,
+                                                        need_grad_b=need_b)
+        return _input_grads(self, gx, gw, gb)
+
+
 class AvgPool2d(Function):
     """out[n, c, y, x] = (1 / (kH * kW)) * sum over the window of xpad (zeros in the padding count).
 
@@ -184,6 +216,19 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, relu: bool = False) ->
     ``relu=True`` takes the ReLU of each max in the same pass (nn.Sequential's ReLU, MaxPool2d)."""
     options = {"relu": True} if relu else {}
     return MaxPool2d.apply(*_tensors(x), kernel_size=kernel_size, stride=stride, padding=padding, **options)
+
+
+def conv2d_max_pool2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, kernel_size=2,
+                      pool_stride=None, pool_padding=0, relu: bool = False) -> Tensor:
+    """``max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), kernel_size,
+    pool_stride, pool_padding)`` as one op, with ``relu=True`` the ReLU between them
+    (nn.Sequential's Conv2d, ReLU, MaxPool2d): the same values and gradients, in one
+    hand-off to the threads forward and one backward instead of two each."""
+    x, weight, bias = _tensors(x, weight, bias)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2dMaxPool2d.apply(*inputs, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                 kernel_size=kernel_size, pool_stride=pool_stride, pool_padding=pool_padding,
+                                 relu=bool(relu))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:

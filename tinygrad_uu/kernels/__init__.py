@@ -36,6 +36,7 @@ __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "relu_forwar
            "batch_norm_forward", "batch_norm_train_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward",
            "conv_transpose2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "conv2d_max_pool2d_forward", "conv2d_max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward", "upsample2d_forward", "upsample2d_backward"]
 
 
@@ -394,6 +395,51 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
         argmax = argmax.astype(np.int64)
     _check_grad(op, grad_out, argmax.shape)
     return _impl().max_pool2d_backward(grad_out, argmax, tuple(x_shape))
+
+
+def conv2d_max_pool2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, kernel_size=2,
+                              pool_stride=None, pool_padding=0, relu=False, saved=None):
+    """``max_pool2d_forward(conv2d_forward(x, w, b, stride, padding, dilation, groups),
+    kernel_size, pool_stride, pool_padding, relu)``: ``(out, argmax)``, the same values.
+    The numba backend pools each chunk of images as soon as it is convolved (conv_pool.py)."""
+    op = "conv2d_max_pool2d"
+    dtype, x, w, b = _conv_inputs(op, x, w, b)
+    stride, padding, dilation, (oh, ow) = shapes.conv2d_args(op, x.shape, w.shape, stride, padding, dilation, groups)
+    _check_bias(op, b, w.shape[0])
+    conv_shape = (x.shape[0], w.shape[0], oh, ow)
+    kernel, pool_stride, pool_padding, _ = shapes.pool2d_args(op, conv_shape, kernel_size, pool_stride, pool_padding)
+    impl = _impl()
+    if getattr(impl, "FUSES_POOL", False):
+        return impl.conv2d_max_pool2d_forward(x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+                                              pool_padding, bool(relu), saved)
+    conv = impl.conv2d_forward(x, w, b, stride, padding, dilation, groups, **_saving(impl, saved))
+    return impl.max_pool2d_forward(conv, kernel, pool_stride, pool_padding, bool(relu))
+
+
+def conv2d_max_pool2d_backward(x, w, grad_out, argmax, stride=1, padding=0, dilation=1, groups=1,
+                               need_grad_x=True, need_grad_w=True, saved=None, need_grad_b=True):
+    """Gradients of conv2d_max_pool2d_forward, ``(grad_x, grad_w, grad_b)`` (None where not
+    needed): max_pool2d_backward's gradient of the conv's output, then conv2d_backward's."""
+    op = "conv2d_max_pool2d_backward"
+    dtype, x, w, _ = _conv_inputs(op, x, w)
+    stride, padding, dilation, (oh, ow) = shapes.conv2d_args(op, x.shape, w.shape, stride, padding,
+                                                             dilation, groups)
+    conv_shape = (x.shape[0], w.shape[0], oh, ow)
+    check_4d(op, "grad_out", grad_out)
+    grad_out = as_float(grad_out, dtype)
+    argmax = np.ascontiguousarray(argmax)
+    if argmax.dtype not in (np.int32, np.int64) or argmax.shape[:2] != conv_shape[:2]:
+        raise ValueError(f"{op}: argmax must be the forward's, int32 or int64 of shape ({conv_shape[0]}, "
+                         f"{conv_shape[1]}, OH, OW); got {argmax.dtype} {argmax.shape}")
+    _check_grad(op, grad_out, argmax.shape)
+    impl = _impl()
+    if getattr(impl, "FUSES_POOL", False):
+        gx, gw, gb = impl.conv2d_max_pool2d_backward(x, w, grad_out, argmax, conv_shape, stride, padding, dilation,
+                                                     groups, need_grad_x, need_grad_w, need_grad_b, saved)
+        return gx, gw, gb
+    grad_conv = impl.max_pool2d_backward(grad_out, argmax, conv_shape)
+    return conv2d_backward(x, w, grad_conv, stride, padding, dilation, groups, need_grad_x, need_grad_w, saved,
+                           need_grad_b)
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):

@@ -16,6 +16,7 @@ The kernels live in one module per kind; this one gathers the backend's entry po
 * ``gemm.py``: a blocked matrix product;
 * ``conv.py``: which conv kernel runs which convolution, over ``conv3x3.py``,
   ``conv_direct.py``, ``conv_winograd.py``, ``conv_im2col.py`` and ``conv_batched.py``;
+  ``conv_pool.py``: a conv, its ReLU and a max pool in one hand-off to the threads;
 * ``blas.py``: which matrix products of ``@`` and ``Linear`` BLAS may thread;
 * ``pooling.py``: max and average pooling, nearest and bilinear upsampling.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from .conv import (FUSES_RELU, SAVES_WORK, conv2d_backward, conv2d_forward, conv2d_grad_input,  # noqa: F401
                    conv2d_grad_weight)
+from .conv_pool import FUSES_POOL, conv2d_max_pool2d_backward, conv2d_max_pool2d_forward  # noqa: F401
 from .elementwise import (add, add_relu_forward, bce_with_logits_backward, bce_with_logits_forward,  # noqa: F401
                           concatenate, leaky_relu_backward, leaky_relu_forward, relu_backward,
                           relu_backward_and_channel_sums, relu_forward)

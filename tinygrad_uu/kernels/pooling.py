@@ -94,14 +94,27 @@ def _max_pool_2x2_forward(x, out, arg, relu, start, stop):
             _relu_after_pool(of, af, dst0, U(oh * ow))
 
 
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _passed_sum(gf, af, src, count, zero):
+    """The sum of what a plane's outputs pass back: g, or g * 0 where the argmax is stored
+    as -index - 1. A loop of its own, in vector lanes (the scatter's sum would be a chain
+    of dependent adds)."""
+    total = 0.0
+    for k in range(count):
+        total += gf[src + k] if af[src + k] >= 0 else gf[src + k] * zero
+    return total
+
+
 @njit(nogil=True, cache=True)
-def _max_pool_backward(g, arg, gx, start, stop):
+def _max_pool_backward(g, arg, gx, sums, start, stop):
     """gx is (N, C, H*W): each output's gradient goes to its argmax; an argmax stored as
     -index - 1 (a ReLU after the pool zeroed that output) gets g * 0, as the ReLU's
     backward gives (0, or NaN for an infinite g). Each task zeroes its own planes first (a
     whole-array np.zeros ran on one thread before the others started). Flat views at
     unsigned offsets, as in the forward: (64, 32, 14, 14) 104 -> 71 us, (64, 16, 28, 28)
-    160 -> 138 us on one thread (measured)."""
+    160 -> 138 us on one thread (measured). With ``sums`` (float64, one per channel;
+    empty: none), what each plane received is added to its channel's (a bias gradient)."""
+    c = g.shape[1]
     plane_out, plane_in = U(g.shape[2] * g.shape[3]), U(gx.shape[2])
     gf, af, xf = g.ravel(), arg.ravel(), gx.ravel()
     zero = gx.dtype.type(0)
@@ -115,6 +128,8 @@ def _max_pool_backward(g, arg, gx, start, stop):
                 xf[dst + U(a)] += gf[src + k]
             else:
                 xf[dst + U(-a - 1)] += gf[src + k] * zero
+        if sums.shape[0]:
+            sums[task % U(c)] += _passed_sum(gf, af, src, plane_out, zero)
 
 
 @njit(nogil=True, cache=True)
@@ -151,22 +166,31 @@ def _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, start, stop):
                         dst[iy, ix] += share
 
 
-def max_pool2d_forward(x, kernel, stride, padding, relu=False):
+def max_pool2d_planes(x, kernel, stride, padding, relu=False):
+    """(out, argmax, pool): pool(start, stop) writes the planes [start, stop) of out and
+    argmax, planes counted over (N, C)."""
     n, c, h, w = x.shape
     oh, ow = _out_hw(x.shape, kernel, stride, padding, (1, 1))
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     arg = np.empty((n, c, oh, ow), dtype=argmax_dtype(h, w))
     if kernel == stride == (2, 2) and padding == (0, 0) and arg.dtype == np.int32:
-        _parallel(_max_pool_2x2_forward, n * c, x.size, x, out, arg, relu)
-    else:
-        _parallel(_max_pool_forward, n * c, x.size, x, out, arg, *kernel, *stride, *padding, relu)
+        return out, arg, lambda start, stop: _max_pool_2x2_forward(x, out, arg, relu, start, stop)
+    return out, arg, lambda start, stop: _max_pool_forward(x, out, arg, *kernel, *stride, *padding, relu, start, stop)
+
+
+def max_pool2d_forward(x, kernel, stride, padding, relu=False):
+    out, arg, pool = max_pool2d_planes(x, kernel, stride, padding, relu)
+    _parallel(pool, x.shape[0] * x.shape[1], x.size)
     return out, arg
+
+
+NO_SUMS = np.zeros(0)  # _max_pool_backward's sums when none are wanted
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
     n, c, h, w = x_shape
     gx = np.empty((n, c, h * w), dtype=grad_out.dtype)
-    _parallel(_max_pool_backward, n * c, grad_out.size, grad_out, argmax, gx)
+    _parallel(_max_pool_backward, n * c, grad_out.size, grad_out, argmax, gx, NO_SUMS)
     return gx.reshape(x_shape)
 
 

@@ -173,7 +173,7 @@ def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
 
 # ------------------------------------------------------------ spatial ops (tinygrad_uu/spatial.py)
 
-_SPATIAL = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate")
+_SPATIAL = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "interpolate", "conv2d_max_pool2d")
 
 
 def __getattr__(name):
