@@ -10,7 +10,11 @@ share of dw and db). The ReLU is the pool's (``relu=True``): it commutes with th
 
 Measured on an Intel Xeon, W4's two layers alone (64 images; the forward, medians of 400
 alternated calls): 1 -> 16 at 28x28 (the 3x3 loops) 578 -> 525 us on two threads, 988
--> 974 on one; 16 -> 32 at 14x14 (Winograd, packed) 800 -> 737 and 1,320 -> 1,307.
+-> 974 on one; 16 -> 32 at 14x14 (Winograd, packed) 800 -> 737 and 1,320 -> 1,307. W4's
+training step, processes alternated against the two ops (8 rounds, load 0.4-0.9): 1.046x
+on two threads (faster in all 8), 1.027x on one; its scaling from one thread to two
+1.684 -> 1.715 there. Each chunk padding its own images too (the 3x3 loops): 1.004x and
+1.008x, within the noise, not kept.
 
 Paths whose pieces are whole images take part: Winograd in chunks of whole images
 (packed or not), and the 3x3 loops (the backward only without dx: a first layer, whose

@@ -39,8 +39,8 @@ class Sequential(Module):
 
     A Conv2d, a ReLU and a MaxPool2d run as one op (``F.conv2d_max_pool2d(..., relu=True)``,
     drawn as "Conv2d+ReLU+MaxPool2d"): each chunk of images is convolved and pooled by
-    the same thread, in one hand-off to the threads instead of two. W4's step, against
-    the conv then the pool with its ReLU, alternated in one process: see conv_pool.py.
+    the same thread, in one hand-off to the threads instead of two (measured on W4's
+    step: kernels/conv_pool.py).
     """
 
     def __init__(self, *modules: Module):
