@@ -2,14 +2,14 @@
 Conv2d, ReLU, MaxPool2d): the same values and gradients as the ops one after the other,
 through every kernel path and on one and two threads; a float64 gradcheck on both
 backends; the numba kernels against numpy's on drawn shapes; NaNs kept; where Sequential
-fuses; the pool backward's bias sums; and bad input."""
+fuses (test_conv_relu.py); the pool backward's bias sums; and bad input."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import tinygrad_uu as tg
-from tinygrad_uu import Tensor, gradcheck, kernels, nn
+from tinygrad_uu import Tensor, gradcheck, kernels
 from tinygrad_uu import spatial as S
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -203,34 +203,6 @@ def test_pool_backward_sums_what_each_channel_passes(n, c, h, relu, dtype, seed)
     pooling._max_pool_backward(g, arg, gx, sums, 0, n * c)
     np.testing.assert_allclose(sums, gx.sum(axis=(0, 2), dtype=np.float64), rtol=1e-5, atol=1e-5 * h * h)
     np.testing.assert_array_equal(gx.reshape(x.shape), pooling.max_pool2d_backward(g, arg, x.shape))
-
-
-def test_sequential_fuses_a_conv_its_relu_and_a_max_pool():
-    """Conv2d, ReLU, MaxPool2d -> one op. A hook on any of the three, or a subclass, keeps
-    them apart (then the pool takes the ReLU, or each runs alone)."""
-    rng = np.random.default_rng(2)
-    x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
-
-    class MyPool(nn.MaxPool2d):
-        pass
-
-    def ops(model):
-        names, t = [], model(x)
-        while t._ctx is not None:
-            names.append(t._ctx.op_name)
-            t = t._ctx.parents[0]
-        return names[::-1]
-
-    conv, relu, pool = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-    assert ops(nn.Sequential(conv, relu, pool)) == ["Conv2d+ReLU+MaxPool2d"]
-    assert ops(nn.Sequential(conv, relu, pool, nn.Conv2d(4, 4, 3, padding=1), relu, pool)) == \
-        ["Conv2d+ReLU+MaxPool2d"] * 2
-    assert ops(nn.Sequential(conv, relu, MyPool(2))) == ["Conv2d+ReLU", "MaxPool2d"]
-    np.testing.assert_array_equal(nn.Sequential(conv, relu, pool)(x).data, pool(relu(conv(x))).data)
-    seen = []
-    handle = conv.register_forward_hook(lambda module, args, out: seen.append(out))
-    assert ops(nn.Sequential(conv, relu, pool)) == ["Conv2d", "MaxPool2d+ReLU"] and len(seen) == 1
-    handle.remove()
 
 
 def test_bad_argmax_names_the_op():

@@ -132,31 +132,45 @@ def test_conv_relu_backward_without_bias_or_its_gradient(backend):
                                                                      padding=1)[1])
 
 
-def test_sequential_fuses_a_conv_and_its_relu_unless_a_pool_or_a_hook_takes_the_relu():
-    """Conv2d, ReLU -> one op "Conv2d+ReLU". Conv2d, ReLU, MaxPool2d -> one op of all three
-    (test_conv_pool.py). A hook on the ReLU, which must see the ReLU's output, keeps the
-    two apart; so does a Conv2d subclass."""
+def op_names(t):
+    """The ops that made tensor t, first input first (each op's first parent followed back)."""
+    names = []
+    while t._ctx is not None:
+        names.append(t._ctx.op_name)
+        t = t._ctx.parents[0]
+    return names[::-1]
+
+
+def test_sequential_fuses_a_conv_its_relu_and_a_max_pool_unless_a_hook_or_a_subclass_is_there():
+    """Conv2d, ReLU -> one op "Conv2d+ReLU"; Conv2d, ReLU, MaxPool2d -> one op of all three
+    (test_conv_pool.py), with the same values. A hook, which must see its module's own
+    output, keeps that module apart (a hooked conv: then the pool takes the ReLU); so
+    does a subclass of any of them."""
     rng = np.random.default_rng(1)
     x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
 
     class MyConv(nn.Conv2d):
         pass
 
+    class MyPool(nn.MaxPool2d):
+        pass
+
     def ops(model):
-        names, t = [], model(x)
-        while t._ctx is not None:
-            names.append(t._ctx.op_name)
-            t = t._ctx.parents[0]
-        return names[::-1]
+        return op_names(model(x))
 
     conv, relu, pool = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
     assert ops(nn.Sequential(conv, relu)) == ["Conv2d+ReLU"]
     assert ops(nn.Sequential(conv, relu, pool)) == ["Conv2d+ReLU+MaxPool2d"]
+    assert ops(nn.Sequential(conv, relu, pool, nn.Conv2d(4, 4, 3, padding=1), relu, pool)) == \
+        ["Conv2d+ReLU+MaxPool2d"] * 2
     assert ops(nn.Sequential(conv, relu, conv.__class__(4, 4, 1), relu)) == ["Conv2d+ReLU", "Conv2d+ReLU"]
-    mine = MyConv(3, 4, 3, padding=1)
-    assert ops(nn.Sequential(mine, relu)) == ["Conv2d", "ReLU"]
+    assert ops(nn.Sequential(MyConv(3, 4, 3, padding=1), relu)) == ["Conv2d", "ReLU"]
+    assert ops(nn.Sequential(conv, relu, MyPool(2))) == ["Conv2d+ReLU", "MaxPool2d"]
     np.testing.assert_array_equal(nn.Sequential(conv, relu)(x).data, relu(conv(x)).data)
-    seen = []
-    handle = relu.register_forward_hook(lambda module, args, out: seen.append(out))
-    assert ops(nn.Sequential(conv, relu)) == ["Conv2d", "ReLU"] and len(seen) == 1
-    handle.remove()
+    np.testing.assert_array_equal(nn.Sequential(conv, relu, pool)(x).data, pool(relu(conv(x))).data)
+    for module, apart in ((relu, ["Conv2d", "ReLU"]), (conv, ["Conv2d", "MaxPool2d+ReLU"])):
+        seen = []
+        handle = module.register_forward_hook(lambda m, args, out: seen.append(out))
+        model = nn.Sequential(conv, relu) if module is relu else nn.Sequential(conv, relu, pool)
+        assert ops(model) == apart and len(seen) == 1
+        handle.remove()
