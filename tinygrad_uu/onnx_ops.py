@@ -263,13 +263,19 @@ def _pair(v):
     return shapes.pair(v, "argument", "onnx export")
 
 
-@register(spatial.Conv2d)
-def _conv(g, op):
+def _conv_node(g, op):
+    """The Conv node of a conv op (Conv2d, or Conv2dMaxPool2d's conv), with its ReLU's node
+    after it where the op takes one (``relu``, nn.Sequential's)."""
     o = op.options
     out = g.node("Conv", op.inputs, group=int(o.get("groups", 1)),
                  **_window_attributes(op.parents[1].shape[2:], _pair(o.get("stride", 1)),
                                       _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))))
-    return g.node("Relu", [out]) if o.get("relu") else out  # its ReLU in the same op (nn.Sequential's)
+    return g.node("Relu", [out]) if o.get("relu") else out
+
+
+@register(spatial.Conv2d)
+def _conv(g, op):
+    return _conv_node(g, op)
 
 
 @register(spatial.ConvTranspose2d)
@@ -289,10 +295,14 @@ def _pool_args(op):
     return kernel, stride, padding
 
 
-def _pool_node(g, op, op_type, kernel, stride, padding, **extra):
+def _pool_attributes(kernel, stride, padding):
     attributes = _window_attributes(kernel, stride, padding)
     del attributes["dilations"]  # AveragePool has none in opset 17; 1 is the default
-    out = g.node(op_type, op.inputs, **attributes, **extra)
+    return attributes
+
+
+def _pool_node(g, op, op_type, kernel, stride, padding, **extra):
+    out = g.node(op_type, op.inputs, **_pool_attributes(kernel, stride, padding), **extra)
     return g.node("Relu", [out]) if op.options.get("relu") else out  # a ReLU in the same pass (nn.Sequential's)
 
 
@@ -304,20 +314,14 @@ def _max_pool(g, op):
 @register(spatial.Conv2dMaxPool2d)
 def _conv_max_pool(g, op):
     """nn.Sequential's Conv2d, ReLU, MaxPool2d, run as one op: a Conv, a Relu, a MaxPool."""
-    o = op.options
-    w_shape = op.parents[1].shape
-    stride, padding, dilation = _pair(o.get("stride", 1)), _pair(o.get("padding", 0)), _pair(o.get("dilation", 1))
-    out = g.node("Conv", op.inputs, group=int(o.get("groups", 1)),
-                 **_window_attributes(w_shape[2:], stride, padding, dilation))
-    if o.get("relu"):
-        out = g.node("Relu", [out])
-    conv_shape = (op.parents[0].shape[0], w_shape[0]) + shapes.window_out(
-        "onnx export", op.parents[0].shape, w_shape[2:], stride, padding, dilation)
+    o, (x_shape, w_shape) = op.options, (op.parents[0].shape, op.parents[1].shape)
+    out = _conv_node(g, op)
+    conv_shape = (x_shape[0], w_shape[0]) + shapes.window_out(
+        "onnx export", x_shape, w_shape[2:], _pair(o.get("stride", 1)), _pair(o.get("padding", 0)),
+        _pair(o.get("dilation", 1)))
     kernel, pool_stride, pool_padding, _ = shapes.pool2d_args(op.ctx.op_name, conv_shape, o["kernel_size"],
                                                               o.get("pool_stride"), o.get("pool_padding", 0))
-    attributes = _window_attributes(kernel, pool_stride, pool_padding)
-    del attributes["dilations"]
-    return g.node("MaxPool", [out], **attributes)
+    return g.node("MaxPool", [out], **_pool_attributes(kernel, pool_stride, pool_padding))
 
 
 @register(spatial.AvgPool2d)

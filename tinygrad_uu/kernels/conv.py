@@ -161,6 +161,12 @@ def _conv2d_forward(x, w, b, stride, padding, dilation, groups, saved):
     return conv2d_forward_im2col(x, w, b, stride, padding, dilation, groups, saved)
 
 
+def _dw_by_3x3_loops(x_shape, w_shape, stride, padding, dilation, winograd):
+    """Whether the 3x3 loops take dw (and db on the way); dx then by Winograd (``winograd``)
+    or by the loops. Else a Winograd conv makes dx and dw in one pass by Winograd."""
+    return _is_3x3(x_shape, w_shape, stride, padding, dilation) and not (winograd and _winograd_dw_on_big_map(x_shape))
+
+
 def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, need_w, saved=None, need_b=True):
     """(dx or None, dw or None, db): the im2col path shares its copies among the three.
     Without ``need_b`` (a conv without bias) db is not summed where it would take a pass of
@@ -172,8 +178,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation, groups, need_x, n
         gw = matmul(g2.T, x2).reshape(w.shape) if need_w else None
         return gx, gw, db(grad_out)
     winograd = _winograd(w.shape, stride, padding, dilation, groups)
-    if _is_3x3(x.shape, w.shape, stride, padding, dilation) and not (winograd and _winograd_dw_on_big_map(x.shape)):
-        # dx by Winograd or the 3x3 loops, dw by the loops
+    if _dw_by_3x3_loops(x.shape, w.shape, stride, padding, dilation, winograd):
         gx = None
         if need_x:
             gx = conv2d_grad_input_winograd(grad_out, w, padding) if winograd else \

@@ -1,6 +1,8 @@
 """conv2d for 3x3 kernels, stride 1, on images of 24x24 and up: blocked direct loops."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -237,7 +239,7 @@ def forward_chunks_3x3(x, w, b, padding, dilation, groups, saved=None):
     xp = _pad(x, padding)
     if saved is not None:
         saved["xpad"] = xp
-    blocks, count = _out_blocks(co, groups), min(n, CHUNKS_PER_THREAD * get_num_threads())
+    blocks, count = _out_blocks(co, groups), image_chunks(n)
 
     def run(k):
         n0, n1 = _chunk(k, n, count)
@@ -265,20 +267,36 @@ def conv2d_grad_input_3x3(grad_out, w, x_shape, stride, padding, dilation, group
     return gx
 
 
+def image_chunks(n):
+    """How many chunks of whole images the 3x3 loops cut a batch of n into."""
+    return min(n, CHUNKS_PER_THREAD * get_num_threads())
+
+
+def padded_input(x, padding, saved):
+    """x padded, the forward's (``saved["xpad"]``) where it kept it."""
+    xp = saved.get("xpad") if saved else None
+    return _pad(x, padding) if xp is None else xp
+
+
+def _dw_and_db(total, w_shape):
+    """(dw, db): views of one float64 array that holds dw's values, then db's."""
+    size = math.prod(w_shape)
+    return total[:size].reshape(w_shape), total[size:]
+
+
 def grad_weight_chunks_3x3(xp, grad_out, w_shape, dilation, groups, count):
     """(Chunks, sums): chunk k adds the share of images _chunk(k, N, count) in dw and db to
-    its thread's float64 sums; once every chunk has run, sums() returns them added up, dw's
-    values then db's in one array."""
-    n, size = xp.shape[0], int(np.prod(w_shape))
+    its thread's float64 sums; once every chunk has run, sums() returns them added up
+    (dw and db, float64)."""
+    n = xp.shape[0]
     blocks = _out_blocks(w_shape[0], groups)
-    partials = PerThread(lambda: np.zeros(size + w_shape[0]))
+    partials = PerThread(lambda: np.zeros(math.prod(w_shape) + w_shape[0]))
 
     def run(k):
-        total = partials.mine()
-        _conv3x3_grad_weight(xp, grad_out, total[:size].reshape(w_shape), total[size:], *dilation, groups,
+        _conv3x3_grad_weight(xp, grad_out, *_dw_and_db(partials.mine(), w_shape), *dilation, groups,
                              *_chunk(k, n, count), 0, blocks)
 
-    return Chunks(count, 1, run, lambda k: _chunk(k, n, count)), partials.total
+    return Chunks(count, 1, run, lambda k: _chunk(k, n, count)), lambda: _dw_and_db(partials.total(), w_shape)
 
 
 def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, groups, saved=None, gb=None):
@@ -293,24 +311,17 @@ def conv2d_grad_weight_3x3(x, grad_out, w_shape, stride, padding, dilation, grou
     and 0.995x; the weight gradient alone, 16 x 8->16 at 64x64 1.11x, 64 x 3->16 at
     32x32 1.03x, 64 x 1->16 at 28x28 0.98x."""
     n = x.shape[0]
-    xp = saved.get("xpad") if saved else None
-    xp = _pad(x, padding) if xp is None else xp
+    xp = padded_input(x, padding, saved)
     blocks = _out_blocks(w_shape[0], groups)
-    chunks = min(n, CHUNKS_PER_THREAD * get_num_threads())
-    size = int(np.prod(w_shape))
-
-    def parts(total):  # the float64 sums of dw and db, one array
-        return total[:size].reshape(w_shape), total[size:]
-
+    chunks = image_chunks(n)
     if get_num_threads() == 1 or chunks <= blocks or on_one_thread(chunks, grad_out.size * w_shape[1] * 9):
-        total = np.zeros(size + w_shape[0])
+        gw, sums = _dw_and_db(np.zeros(math.prod(w_shape) + w_shape[0]), w_shape)
         _parallel(_conv3x3_grad_weight, blocks, grad_out.size * w_shape[1] * 9,
-                  xp, grad_out, *parts(total), *dilation, groups, 0, n)
+                  xp, grad_out, gw, sums, *dilation, groups, 0, n)
     else:
         plan, added_up = grad_weight_chunks_3x3(xp, grad_out, w_shape, dilation, groups, chunks)
         _pool().run(plan.run, chunks)
-        total = added_up()
-    gw, sums = parts(total)
+        gw, sums = added_up()
     if gb is not None:
         gb[...] = sums
     return gw.astype(x.dtype)

@@ -44,9 +44,9 @@ alternated in one process: W7 1.105x (1.077x), W8 1.052x (1.050x). Some 1x1 conv
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
+import contextlib
 import os
+from typing import Callable, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -345,10 +345,7 @@ def _run_chunks(task, chunks, n_images, blas=True):
     and 0.99x in two runs (50 and 60 rounds), W5 1.00x, W7 1.00x: within the noise."""
     threads = get_num_threads()
     if threads > 1 and n_images >= threads and chunks > 1:
-        if blas:
-            with single_threaded_blas():
-                _pool().run(lambda k: task(k, k + 1), chunks)
-        else:  # the chunks call no BLAS
+        with single_threaded_blas() if blas else contextlib.nullcontext():
             _pool().run(lambda k: task(k, k + 1), chunks)
     else:
         task(0, chunks)

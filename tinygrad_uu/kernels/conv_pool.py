@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import _is_3x3, _winograd, _winograd_dw_on_big_map, conv2d_backward, conv2d_forward
-from .conv3x3 import forward_chunks_3x3, grad_weight_chunks_3x3
+from .conv import _dw_by_3x3_loops, _is_3x3, _winograd, conv2d_backward, conv2d_forward
+from .conv3x3 import forward_chunks_3x3, grad_weight_chunks_3x3, image_chunks, padded_input
 from .conv_batched import _run_chunks
-from .conv_winograd import _backward_chunks, _filter_transform, _forward_chunks, _weight_gradient
-from .elementwise import _pad
-from .parallel import CHUNKS_PER_THREAD, PerThread, _parallel
+from .conv_winograd import _backward_chunks, _forward_chunks, _saved_filter_transform, _weight_gradient
+from .parallel import PerThread, _parallel
 from .pooling import NO_SUMS, _max_pool_backward, max_pool2d_backward, max_pool2d_forward, max_pool2d_planes
-from ..threads import get_num_threads
 
 FUSES_POOL = True  # tells kernels/__init__.py that the two functions below are here
 
@@ -55,11 +53,7 @@ def _run(plan, n, blas, before=_nothing, after=_nothing):
 def _conv_chunks(x, w, b, stride, padding, dilation, groups, saved):
     """(out, Chunks, uses BLAS) for a conv that cuts its work in chunks, else None."""
     if _winograd(w.shape, stride, padding, dilation, groups):
-        u = _filter_transform(w)
-        out, plan = _forward_chunks(x, u, b, padding)
-        if saved is not None:
-            saved["winograd_u"] = u
-        return out, plan, True
+        return (*_forward_chunks(x, _saved_filter_transform(w, saved), b, padding), True)
     if _is_3x3(x.shape, w.shape, stride, padding, dilation):
         return (*forward_chunks_3x3(x, w, b, padding, dilation, groups, saved), False)
     return None
@@ -87,24 +81,21 @@ def _grad_chunks(x, w, grad_conv, stride, padding, dilation, groups, need_x, nee
     """(Chunks, finish, the pool sums db, uses BLAS) for a conv backward cut in chunks,
     else None; finish() returns (dx, dw, db), db None where the pool is to sum it."""
     winograd = _winograd(w.shape, stride, padding, dilation, groups)
-    three = _is_3x3(x.shape, w.shape, stride, padding, dilation)
-    if winograd and not (three and not _winograd_dw_on_big_map(x.shape)):  # conv.conv2d_backward's Winograd path
+    by_loops = _dw_by_3x3_loops(x.shape, w.shape, stride, padding, dilation, winograd)
+    if winograd and not by_loops:  # conv.conv2d_backward's Winograd path
         u = saved.get("winograd_u") if saved is not None else None
         gx, plan, du_parts = _backward_chunks(x, grad_conv, w, padding, need_x, need_w, u)
 
         def finish():
             return gx, (_weight_gradient(du_parts(), w.shape, x.dtype) if need_w else None), None
         return plan, finish, True, True
-    if three and not winograd and need_w and not need_x:
-        xp = saved.get("xpad") if saved else None
-        xp = _pad(x, padding) if xp is None else xp
-        count = min(x.shape[0], CHUNKS_PER_THREAD * get_num_threads())
-        plan, added_up = grad_weight_chunks_3x3(xp, grad_conv, w.shape, dilation, groups, count)
-        size = w.size
+    if by_loops and not winograd and need_w and not need_x:
+        plan, added_up = grad_weight_chunks_3x3(padded_input(x, padding, saved), grad_conv, w.shape, dilation,
+                                                groups, image_chunks(x.shape[0]))
 
         def finish():
-            total = added_up()
-            return None, total[:size].reshape(w.shape).astype(x.dtype), total[size:].astype(x.dtype)
+            gw, gb = added_up()
+            return None, gw.astype(x.dtype), gb.astype(x.dtype)
         return plan, finish, False, False
     return None
 

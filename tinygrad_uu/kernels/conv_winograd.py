@@ -304,6 +304,14 @@ def _piece(k, n, chunks, bands, th):
     return image, image + 1, th * band // bands, th * (band + 1) // bands
 
 
+def _chunk_images(k, n, chunks, bands, th, packed):
+    """(first image, last + 1) of chunk k: of ``packed`` (images per chunk, across) planes,
+    or of _piece's whole images or band (bands > 1: its one image)."""
+    if packed:
+        return k * packed[0], min(n, (k + 1) * packed[0])
+    return _piece(k, n, chunks, bands, th)[:2]
+
+
 def _forward_chunks(x, u, b, padding, relu=False):
     """(out, Chunks): out = A^T [U (.) V] A per output tile (+ b, then its ReLU with
     ``relu``), u (36, C_out, C_in), written once every chunk has run. Chunks of whole
@@ -325,16 +333,16 @@ def _forward_chunks(x, u, b, padding, relu=False):
         chunks, bands = _plan(n, POSITIONS * ci, th, tw, x.itemsize, 2 * POSITIONS * co * ci * th * tw,
                               out_rows=POSITIONS * co)
 
-    def chunk_images(k):
-        return (k * images, min(n, (k + 1) * images)) if packed else _piece(k, n, chunks, bands, th)[:2]
+    def images_of(k):
+        return _chunk_images(k, n, chunks, bands, th, packed)
 
     def run(k):
         if packed:
-            packed_chunk_forward(gemm, x, u, bias, relu, out, *chunk_images(k), across, padding)
+            packed_chunk_forward(gemm, x, u, bias, relu, out, *images_of(k), across, padding)
         else:
             _chunk_forward(gemm, x, u, bias, relu, out, *_piece(k, n, chunks, bands, th), ph, pw, tw)
 
-    return out, Chunks(chunks, bands, run, chunk_images)
+    return out, Chunks(chunks, bands, run, images_of)
 
 
 def _forward_tiles(x, u, b, padding, relu=False):
@@ -357,11 +365,17 @@ def conv2d_forward_winograd(x, w, b, padding, saved=None, relu=False):
     more than the transform in cache (measured with F(2x2, 3x3), training steps
     alternated in one process: W8 1.005-1.08x on two threads and 1.05x on one, W7
     0.98-1.05x and 1.01x)."""
+    return _forward_tiles(x, _saved_filter_transform(w, saved), b, padding, relu)
+
+
+def _saved_filter_transform(w, saved):
+    """U of w, left in ``saved`` (when given a dict) for the backward's dx: steps alternated
+    in one process (30 rounds), against the backward transforming w again, two threads
+    (one): W8 1.016x (1.015x), W7 1.020x (1.003x)."""
     u = _filter_transform(w)
-    if saved is not None:  # steps alternated in one process (30 rounds), against the
-        # backward transforming w again, two threads (one): W8 1.016x (1.015x), W7 1.020x (1.003x)
+    if saved is not None:
         saved["winograd_u"] = u
-    return _forward_tiles(x, u, b, padding, relu)
+    return u
 
 
 def _backward_chunks(x, grad_out, w, padding, need_x, need_w, u=None):
@@ -405,9 +419,12 @@ def _backward_chunks(x, grad_out, w, padding, need_x, need_w, u=None):
     partials = PerThread(lambda: [sums[next(taken)], 0.0])
     no_sum = np.empty((POSITIONS, 1, 1), dtype=x.dtype)
 
+    def images_of(k):
+        return _chunk_images(k, n, chunks, bands, th, packed)
+
     def run(k):
         if packed:
-            n0, n1 = k * images, min(n, (k + 1) * images)
+            n0, n1 = images_of(k)
             if transposed:
                 du = partials.mine() if need_w else [no_sum, 0.0]
                 packed_backward(gemm, x, grad_out, u, gx, du[0], du[1], n0, n1, across, padding, need_w)
@@ -446,13 +463,10 @@ def _backward_chunks(x, grad_out, w, padding, need_x, need_w, u=None):
                 _weight_products_numpy(z, v, du[0], t, du[1])
             du[1] = 1.0
 
-    def chunk_images(k):
-        return (k * images, min(n, (k + 1) * images)) if packed else _piece(k, n, chunks, bands, th)[:2]
-
     def du_parts():
         return sums[:len(partials.values())] if need_w else None
 
-    return gx, Chunks(chunks, bands, run, chunk_images), du_parts
+    return gx, Chunks(chunks, bands, run, images_of), du_parts
 
 
 def _backward_tiles(x, grad_out, w, padding, need_x, need_w, need_b=False, u=None):
